@@ -1,0 +1,218 @@
+"""`aiaas export`, `aiaas import` and `aiaas exports ls|show|watch|cancel` (the serialization service)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiaas.cli._common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    ProgressBar,
+    add_connection_flags,
+    open_channel,
+    print_json,
+    print_table,
+    run_command,
+)
+from aiaas.client.serialization import (
+    CALIBRATION_METHODS,
+    PROOF_HEADERS,
+    TERMINAL_STATES,
+    SerializationClient,
+    export_options,
+    parse_tolerance,
+    proof_rows,
+)
+from aiaas.common.v1 import common_pb2
+from aiaas.serialization.v1 import serialization_pb2 as pb
+
+
+def register(subparsers: Any) -> None:
+    """Add the serialization commands."""
+    export = subparsers.add_parser(
+        "export", help="export a checkpoint (or ONNX model) to ONNX variants and print their proof"
+    )
+    export.add_argument("source", help="MODEL:VERSION or MODEL@ALIAS")
+    export.add_argument("--variants", default="fp32", help="comma list of fp32, fp16, int8-dynamic, int8-static")
+    export.add_argument("--opset", type=int, default=0, help="ONNX opset (default: the service's, 18)")
+    export.add_argument(
+        "--calibration", choices=sorted(CALIBRATION_METHODS), default="minmax", help="int8-static method"
+    )
+    export.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
+    export.add_argument("--calibration-samples", type=int, default=0, help="calibration samples (0 = service default)")
+    export.add_argument("--calibration-data", default=None, help="MODEL:VERSION of an .npz with array x (and y)")
+    export.add_argument("--calibration-artifact", default="", help="artifact name in --calibration-data")
+    export.add_argument("--prune", type=float, default=0.0, help="magnitude-prune weights to this sparsity first")
+    export.add_argument("--reduce-range", action="store_true", help="7-bit INT8 weights (CPUs without VNNI)")
+    export.add_argument(
+        "--tolerance", action="append", default=[], help="VARIANT:max_abs=X,max_drop=Y,min_top1=Z (repeatable)"
+    )
+    export.add_argument("--alias", default="", help="point this alias at the best accepted CPU variant")
+    export.add_argument("--target-model", default="", help="register variants under this model (default SOURCE-onnx)")
+    export.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    add_connection_flags(export, "serialization")
+    export.set_defaults(func=export_command)
+
+    imp = subparsers.add_parser("import", help="upload an ONNX file; it is validated and registered as fp32")
+    imp.add_argument("path", type=Path, help="model.onnx (self-contained, no external data)")
+    imp.add_argument("--name", required=True, help="registry model to register under")
+    imp.add_argument("--task", default="", choices=["", "classification", "regression", "vae"], help="for later proofs")
+    imp.add_argument("--description", default="")
+    imp.add_argument("--tag", action="append", default=[], help="KEY=VALUE (repeatable)")
+    add_connection_flags(imp, "serialization")
+    imp.set_defaults(func=import_command)
+
+    jobs = subparsers.add_parser("exports", help="export jobs: ls, show, watch, cancel")
+    actions = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = actions.add_parser("ls", help="list export jobs, newest first")
+    ls.add_argument("--state", default="", help="queued, running, succeeded, failed or cancelled")
+    add_connection_flags(ls, "serialization")
+    ls.set_defaults(func=list_command)
+    for name, func, text in (
+        ("show", show_command, "a job and its proof table"),
+        ("watch", watch_command, "follow a job until it ends"),
+        ("cancel", cancel_command, "cancel a queued or running job"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("job_id")
+        add_connection_flags(action, "serialization")
+        action.set_defaults(func=func)
+
+
+def _client(args: argparse.Namespace) -> SerializationClient:
+    return SerializationClient(open_channel(args), timeout=args.timeout)
+
+
+def _state(job: pb.ExportJob) -> str:
+    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+
+
+def _follow(client: SerializationClient, job: pb.ExportJob, quiet: bool) -> pb.ExportJob:
+    """Stream events to stderr with a progress bar over the variants; returns the final job."""
+    total = max(1, len(job.options.variants) or 1)
+    bar = ProgressBar(total, label=f"export {job.job_id[:8]}")
+    done = 0
+    for event in client.watch(job.job_id):
+        kind = event.WhichOneof("event")
+        if kind == "variant":
+            done += 1
+            verdict = "accepted" if event.variant.accepted else f"REJECTED ({event.variant.reason})"
+            line = f"{event.variant.variant}: {verdict}"
+        else:
+            line = event.message or event.state_changed
+        if bar.enabled:
+            bar.update(done, line[:60])
+        elif not quiet:
+            print(f"[{event.sequence}] {line}", file=sys.stderr)
+    bar.close()
+    return client.get_job(job.job_id)
+
+
+def _print_job(job: pb.ExportJob) -> None:
+    print(f"job {job.job_id}: {_state(job)}  {job.source.model_name}:{job.source.version} -> {job.target_model_name}")
+    if job.failure_reason:
+        print(f"reason: {job.failure_reason}")
+    if job.reports:
+        print_table(PROOF_HEADERS, proof_rows(job))
+        for report in job.reports:
+            if report.reason:
+                print(f"{report.variant} rejected: {report.reason}")
+
+
+def _exit_for(job: pb.ExportJob) -> int:
+    if job.state == common_pb2.JOB_STATE_SUCCEEDED:
+        return EXIT_OK
+    print(f"error: {_state(job)}: {job.failure_reason or 'the export did not finish'}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+@run_command
+def export_command(args: argparse.Namespace) -> int:
+    """Start an export, follow it, print the proof table."""
+    tolerances = dict(parse_tolerance(text) for text in args.tolerance)
+    options = export_options(
+        [v.strip() for v in args.variants.split(",") if v.strip()],
+        opset=args.opset,
+        method=args.calibration,
+        per_channel=args.per_channel,
+        calibration_samples=args.calibration_samples,
+        calibration_data=args.calibration_data,
+        calibration_artifact=args.calibration_artifact,
+        pruning_sparsity=args.prune,
+        reduce_range=args.reduce_range,
+        tolerances=tolerances,
+        set_alias=args.alias,
+    )
+    client = _client(args)
+    job = client.start_export(args.source, options=options, target_model_name=args.target_model)
+    if args.no_wait:
+        print_json(job) if args.json else print(job.job_id)
+        return EXIT_OK
+    job = _follow(client, job, quiet=args.json)
+    print_json(job) if args.json else _print_job(job)
+    return _exit_for(job)
+
+
+@run_command
+def import_command(args: argparse.Namespace) -> int:
+    """Upload, validate and register an ONNX file."""
+    tags = dict(tag.split("=", 1) for tag in args.tag if "=" in tag)
+    if len(tags) != len(args.tag):
+        raise ValueError("--tag takes KEY=VALUE")
+    response = _client(args).import_file(args.path, args.name, args.description, tags, args.task)
+    if args.json:
+        print_json(response)
+        return EXIT_OK
+    ref = response.registered
+    print(f"registered {ref.model_name}:{ref.version} (fp32, opset {response.opset})")
+    for kind, tensors in (("input", response.signature.inputs), ("output", response.signature.outputs)):
+        for t in tensors:
+            print(f"  {kind} {t.name}: {t.datatype} {list(t.shape)}")
+    return EXIT_OK
+
+
+@run_command
+def list_command(args: argparse.Namespace) -> int:
+    state = 0
+    if args.state:
+        name = f"JOB_STATE_{args.state.upper()}"
+        if name not in common_pb2.JobState.DESCRIPTOR.values_by_name:
+            raise ValueError(f"--state must be queued, running, succeeded, failed or cancelled, got {args.state!r}")
+        state = common_pb2.JobState.Value(name)
+    jobs = _client(args).list_jobs(state)
+    if args.json:
+        print_json(jobs)
+        return EXIT_OK
+    rows = [
+        [j.job_id, _state(j), f"{j.source.model_name}:{j.source.version}", ",".join(j.options.variants), len(j.reports)]
+        for j in jobs
+    ]
+    print_table(["job", "state", "source", "variants", "reports"], rows)
+    return EXIT_OK
+
+
+@run_command
+def show_command(args: argparse.Namespace) -> int:
+    job = _client(args).get_job(args.job_id)
+    print_json(job) if args.json else _print_job(job)
+    return EXIT_OK
+
+
+@run_command
+def watch_command(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.get_job(args.job_id)
+    if job.state not in TERMINAL_STATES or not args.json:
+        job = _follow(client, job, quiet=args.json)
+    print_json(job) if args.json else _print_job(job)
+    return _exit_for(job)
+
+
+@run_command
+def cancel_command(args: argparse.Namespace) -> int:
+    job = _client(args).cancel(args.job_id)
+    print_json(job) if args.json else print(f"job {job.job_id}: {_state(job)}")
+    return EXIT_OK

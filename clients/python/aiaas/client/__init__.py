@@ -1,0 +1,1 @@
+"""Typed Python clients over the generated stubs."""

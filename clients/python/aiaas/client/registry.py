@@ -1,0 +1,626 @@
+"""Typed client of the registry service: models, versions, aliases, verified artifact push/pull, watch.
+
+``RegistryClient`` is asyncio-based over a ``grpc.aio`` channel (what the services use);
+``SyncRegistryClient`` wraps it for scripts and the CLI. Uploads and downloads stream 1 MiB chunks and
+never hold a whole file in memory; downloads are verified against the sha256 the registry records and
+resume from a partial ``<path>.part`` file.
+
+    async with grpc.aio.insecure_channel("127.0.0.1:50051") as channel:
+        client = RegistryClient(channel)
+        version = await client.push("digits-mlp", {"model.onnx": Path("model.onnx")}, format=ONNX)
+        await client.set_alias("digits-mlp", "production", version.version, reason="better f1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from aiaas.client.retry import retry_options
+from aiaas.common.v1 import common_pb2
+from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
+
+CHUNK_SIZE = 1024 * 1024
+ACTOR_METADATA = "x-aiaas-actor"
+
+ModelFormat = registry_pb2.ModelFormat
+VersionStatus = registry_pb2.VersionStatus
+PYTORCH_CHECKPOINT = registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT
+# Initial-metadata key the registry sends once an upload's header passed its checks.
+UPLOAD_ACCEPTED = "x-aiaas-upload-accepted"
+ONNX = registry_pb2.MODEL_FORMAT_ONNX
+DATASET = registry_pb2.MODEL_FORMAT_DATASET
+PENDING = registry_pb2.VERSION_STATUS_PENDING
+READY = registry_pb2.VERSION_STATUS_READY
+FAILED = registry_pb2.VERSION_STATUS_FAILED
+REJECTED = registry_pb2.VERSION_STATUS_REJECTED
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) as a transfer advances."""
+
+RefLike = common_pb2.VersionRef | tuple[str, int | str] | str
+"""A version: a VersionRef, (model, number or alias), or "model:3" / "model@production"."""
+
+T = TypeVar("T")
+
+
+class ArtifactCorrupted(Exception):
+    """Downloaded bytes do not hash to the digest the registry recorded."""
+
+
+def version_ref(ref: RefLike) -> common_pb2.VersionRef:
+    """A VersionRef from any RefLike."""
+    if isinstance(ref, common_pb2.VersionRef):
+        return ref
+    if isinstance(ref, str):
+        if "@" in ref:
+            model, alias = ref.split("@", 1)
+            return common_pb2.VersionRef(model_name=model, alias=alias)
+        if ":" in ref:
+            model, number = ref.rsplit(":", 1)
+            return common_pb2.VersionRef(model_name=model, version=int(number))
+        raise ValueError(f"version reference {ref!r}: use model:NUMBER or model@ALIAS")
+    model, selector = ref
+    if isinstance(selector, int) or (isinstance(selector, str) and selector.isdigit()):
+        return common_pb2.VersionRef(model_name=model, version=int(selector))
+    return common_pb2.VersionRef(model_name=model, alias=selector)
+
+
+def sha256_of(path: Path, limit: int | None = None) -> str:
+    """Hex sha256 of a file (or of its first ``limit`` bytes), streamed."""
+    digest = hashlib.sha256()
+    remaining = limit
+    with path.open("rb") as handle:
+        while remaining is None or remaining > 0:
+            chunk = handle.read(CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def default_actor() -> str:
+    """Who this client says it is: $AIAAS_ACTOR, else the login name."""
+    try:
+        return os.environ.get("AIAAS_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "unknown"
+
+
+class RegistryClient:
+    """Async client of ``aiaas.registry.v1.RegistryService`` over a ``grpc.aio`` channel."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        actor: str | None = None,
+        timeout: float | None = 30.0,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        self.actor = actor if actor is not None else default_actor()
+        self.timeout = timeout
+        self._metadata = ((ACTOR_METADATA, self.actor), *metadata)
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        return await method(request, timeout=self.timeout, metadata=self._metadata)
+
+    # -- models -----------------------------------------------------------------------------------
+
+    async def create_model(
+        self, name: str, description: str = "", tags: Mapping[str, str] | None = None, exist_ok: bool = False
+    ) -> registry_pb2.RegisteredModel:
+        """Register a model (ALREADY_EXISTS unless ``exist_ok``)."""
+        request = registry_pb2.CreateModelRequest(name=name, description=description, tags=tags, exist_ok=exist_ok)
+        return (await self._call(self.stub.CreateModel, request)).model
+
+    async def get_model(self, name: str) -> registry_pb2.RegisteredModel:
+        """One model."""
+        return (await self._call(self.stub.GetModel, registry_pb2.GetModelRequest(name=name))).model
+
+    async def list_models(self, name_prefix: str = "", page_size: int = 200) -> list[registry_pb2.RegisteredModel]:
+        """Every model (all pages), by name."""
+        models: list[registry_pb2.RegisteredModel] = []
+        token = ""
+        while True:
+            request = registry_pb2.ListModelsRequest(page_size=page_size, page_token=token, name_prefix=name_prefix)
+            page = await self._call(self.stub.ListModels, request)
+            models.extend(page.models)
+            token = page.next_page_token
+            if not token:
+                return models
+
+    async def update_model(
+        self,
+        name: str,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        remove_tags: Sequence[str] = (),
+    ) -> registry_pb2.RegisteredModel:
+        """Change a model's description and tags."""
+        request = registry_pb2.UpdateModelRequest(
+            name=name,
+            description=description or "",
+            update_description=description is not None,
+            tags=tags,
+            remove_tags=list(remove_tags),
+        )
+        return (await self._call(self.stub.UpdateModel, request)).model
+
+    async def delete_model(self, name: str, force: bool = False) -> int:
+        """Delete a model and its versions; returns how many versions were deleted."""
+        request = registry_pb2.DeleteModelRequest(name=name, force=force)
+        return int((await self._call(self.stub.DeleteModel, request)).deleted_versions)
+
+    # -- versions ---------------------------------------------------------------------------------
+
+    async def create_version(
+        self,
+        model_name: str,
+        format: int = registry_pb2.MODEL_FORMAT_UNSPECIFIED,  # noqa: A002 - the proto's name
+        variant: str = "",
+        signature: common_pb2.Signature | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        lineage: registry_pb2.Lineage | None = None,
+        description: str = "",
+        create_model: bool = True,
+        required_artifacts: Sequence[str] = (),
+    ) -> registry_pb2.ModelVersion:
+        """Create the next (PENDING) version of a model, creating the model too by default."""
+        request = registry_pb2.CreateVersionRequest(
+            model_name=model_name,
+            format=format,  # type: ignore[arg-type]
+            variant=variant,
+            signature=signature,
+            metrics=metrics,
+            tags=tags,
+            lineage=lineage,
+            description=description,
+            create_model=create_model,
+            required_artifacts=list(required_artifacts),
+        )
+        return (await self._call(self.stub.CreateVersion, request)).version
+
+    async def get_version(self, ref: RefLike) -> registry_pb2.ModelVersion:
+        """One version by number or alias."""
+        request = registry_pb2.GetVersionRequest(ref=version_ref(ref))
+        return (await self._call(self.stub.GetVersion, request)).version
+
+    async def list_versions(
+        self,
+        model_name: str,
+        status: int = registry_pb2.VERSION_STATUS_UNSPECIFIED,
+        format: int = registry_pb2.MODEL_FORMAT_UNSPECIFIED,  # noqa: A002 - the proto's name
+        parent_version: int = 0,
+        page_size: int = 200,
+    ) -> list[registry_pb2.ModelVersion]:
+        """Every version of a model (all pages), newest first."""
+        versions: list[registry_pb2.ModelVersion] = []
+        token = ""
+        while True:
+            request = registry_pb2.ListVersionsRequest(
+                model_name=model_name,
+                page_size=page_size,
+                page_token=token,
+                status=status,  # type: ignore[arg-type]
+                format=format,  # type: ignore[arg-type]
+                parent_version=parent_version,
+            )
+            page = await self._call(self.stub.ListVersions, request)
+            versions.extend(page.versions)
+            token = page.next_page_token
+            if not token:
+                return versions
+
+    versions = list_versions
+
+    async def update_version(
+        self,
+        ref: RefLike,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> registry_pb2.ModelVersion:
+        """Merge metrics and tags into a version, or set its description."""
+        request = registry_pb2.UpdateVersionRequest(
+            ref=version_ref(ref),
+            metrics=metrics,
+            tags=tags,
+            description=description or "",
+            update_description=description is not None,
+        )
+        return (await self._call(self.stub.UpdateVersion, request)).version
+
+    async def set_status(self, ref: RefLike, status: int, reason: str = "") -> registry_pb2.ModelVersion:
+        """Move a version to READY, FAILED or REJECTED."""
+        request = registry_pb2.SetVersionStatusRequest(ref=version_ref(ref), status=status, reason=reason)  # type: ignore[arg-type]
+        return (await self._call(self.stub.SetVersionStatus, request)).version
+
+    # -- artifacts --------------------------------------------------------------------------------
+
+    async def _upload(
+        self,
+        model_name: str,
+        version: int,
+        artifact_name: str,
+        media_type: str,
+        size: int,
+        chunks: AsyncIterator[bytes],
+        digest: Any,
+    ) -> registry_pb2.UploadArtifactResponse:
+        async def requests() -> AsyncIterator[registry_pb2.UploadArtifactRequest]:
+            header = registry_pb2.UploadHeader(
+                model_name=model_name,
+                version=version,
+                artifact_name=artifact_name,
+                media_type=media_type,
+                size_bytes=size,
+            )
+            yield registry_pb2.UploadArtifactRequest(header=header)
+            async for chunk in chunks:
+                yield registry_pb2.UploadArtifactRequest(chunk=chunk)
+            yield registry_pb2.UploadArtifactRequest(sha256=digest.hexdigest())
+
+        # No overall deadline: a large upload takes as long as it takes; errors end it.
+        call = self.stub.UploadArtifact(metadata=self._metadata)
+        try:
+            stream = requests()
+            await call.write(await anext(stream))
+            # The registry sends its initial metadata once the header is accepted; a refused header ends
+            # the call here, before any bytes race the refusal.
+            accepted = any(key == UPLOAD_ACCEPTED for key, _ in (await call.initial_metadata() or ()))
+            if accepted:
+                async for request in stream:
+                    await call.write(request)
+                await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the server ended the call early (a refusal); awaiting it below raises its real status
+        except Exception:
+            call.cancel()
+            raise
+        response: registry_pb2.UploadArtifactResponse = await call
+        return response
+
+    async def upload_file(
+        self,
+        model_name: str,
+        version: int,
+        artifact_name: str,
+        path: Path | str,
+        media_type: str = "",
+        progress: Progress | None = None,
+    ) -> registry_pb2.UploadArtifactResponse:
+        """Stream a file into a PENDING version's artifact; the registry verifies its sha256."""
+        path = Path(path)
+        size = path.stat().st_size
+        digest = hashlib.sha256()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            done = 0
+            with path.open("rb") as handle:
+
+                def read() -> bytes:
+                    chunk = handle.read(CHUNK_SIZE)
+                    digest.update(chunk)
+                    return chunk
+
+                # Read (and hash) the next chunk in a thread while the current one is sent.
+                upcoming = asyncio.ensure_future(asyncio.to_thread(read))
+                try:
+                    while chunk := await upcoming:
+                        upcoming = asyncio.ensure_future(asyncio.to_thread(read))
+                        done += len(chunk)
+                        yield chunk
+                        if progress:
+                            progress(done, size)
+                finally:
+                    if not upcoming.done():
+                        await asyncio.wait([upcoming])
+
+        return await self._upload(model_name, version, artifact_name, media_type, size, chunks(), digest)
+
+    async def upload_bytes(
+        self, model_name: str, version: int, artifact_name: str, data: bytes, media_type: str = ""
+    ) -> registry_pb2.UploadArtifactResponse:
+        """Upload an in-memory artifact."""
+        digest = hashlib.sha256(data)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            view = memoryview(data)
+            for start in range(0, len(view), CHUNK_SIZE):
+                yield bytes(view[start : start + CHUNK_SIZE])
+
+        return await self._upload(model_name, version, artifact_name, media_type, len(data), chunks(), digest)
+
+    async def download_chunks(
+        self, ref: RefLike, artifact_name: str, offset: int = 0
+    ) -> tuple[registry_pb2.ArtifactDescription, AsyncIterator[bytes]]:
+        """The artifact's description and its raw chunks from ``offset`` (not verified: see download_to)."""
+        request = registry_pb2.DownloadArtifactRequest(ref=version_ref(ref), artifact_name=artifact_name, offset=offset)
+        call = self.stub.DownloadArtifact(request, metadata=self._metadata)
+        first = await call.read()
+        if first is grpc.aio.EOF or first.WhichOneof("part") != "description":
+            raise ArtifactCorrupted("download did not start with a description")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while (message := await call.read()) is not grpc.aio.EOF:
+                    yield message.chunk
+            finally:
+                call.cancel()
+
+        return first.description, chunks()
+
+    async def download_to(
+        self, ref: RefLike, artifact_name: str, path: Path | str, progress: Progress | None = None
+    ) -> registry_pb2.Artifact:
+        """Download an artifact to ``path``, verified; resumes from ``<path>.part`` after an interruption.
+
+        The file appears at ``path`` only once its sha256 matches (written to ``.part``, then renamed).
+        A ``.part`` that turns out not to belong to this artifact is discarded and the download restarts
+        from byte 0 once; a second mismatch raises ArtifactCorrupted.
+        """
+        path = Path(path)
+        partial = path.with_name(path.name + ".part")
+        if partial.exists() and partial.stat().st_size:
+            try:
+                return await self._download_once(ref, artifact_name, path, partial, progress)
+            except ArtifactCorrupted:
+                pass  # the partial file was removed: start again from 0
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or "offset" not in (exc.details() or ""):
+                    raise
+                partial.unlink(missing_ok=True)  # longer than the artifact: not ours
+        return await self._download_once(ref, artifact_name, path, partial, progress)
+
+    async def _download_once(
+        self, ref: RefLike, artifact_name: str, path: Path, partial: Path, progress: Progress | None
+    ) -> registry_pb2.Artifact:
+        offset = partial.stat().st_size if partial.exists() else 0
+        digest = hashlib.sha256()
+        if offset:
+            await asyncio.to_thread(_hash_prefix, partial, offset, digest)
+        description, chunks = await self.download_chunks(ref, artifact_name, offset)
+        total, done = description.artifact.size_bytes, offset
+        with partial.open("ab") as handle:
+
+            def store(chunk: bytes) -> None:
+                digest.update(chunk)
+                handle.write(chunk)
+
+            # Hash and write in a thread while the next chunk arrives (one write in flight).
+            pending: asyncio.Future[None] | None = None
+            try:
+                async for chunk in chunks:
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(asyncio.to_thread(store, chunk))
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+            finally:
+                if pending is not None:
+                    await asyncio.wait([pending])
+            if pending is not None:
+                await pending
+        if digest.hexdigest() != description.artifact.sha256 or done != total:
+            partial.unlink(missing_ok=True)
+            raise ArtifactCorrupted(
+                f"{artifact_name}: got {done} bytes hashing to {digest.hexdigest()}, expected {total} bytes"
+                f" with sha256 {description.artifact.sha256}; the partial file was removed"
+            )
+        os.replace(partial, path)
+        return description.artifact
+
+    async def download_bytes(self, ref: RefLike, artifact_name: str) -> bytes:
+        """An artifact's content in memory, verified (for small artifacts such as spec.json)."""
+        description, chunks = await self.download_chunks(ref, artifact_name)
+        buffer = bytearray()
+        async for chunk in chunks:
+            buffer += chunk
+        if hashlib.sha256(buffer).hexdigest() != description.artifact.sha256:
+            raise ArtifactCorrupted(f"{artifact_name}: content does not match sha256 {description.artifact.sha256}")
+        return bytes(buffer)
+
+    async def push(
+        self,
+        model_name: str,
+        files: Mapping[str, Path | str] | Iterable[Path | str],
+        format: int = registry_pb2.MODEL_FORMAT_UNSPECIFIED,  # noqa: A002 - the proto's name
+        ready: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
+        **version_fields: Any,
+    ) -> registry_pb2.ModelVersion:
+        """Create a version, upload its files (artifact name -> path) and mark it READY.
+
+        On an upload error the version is marked FAILED (with the reason) and the error re-raised.
+        """
+        named = dict(files) if isinstance(files, Mapping) else {Path(p).name: p for p in files}
+        version = await self.create_version(
+            model_name, format=format, required_artifacts=sorted(named), **version_fields
+        )
+        try:
+            for name, path in named.items():
+                report = (lambda d, t, n=name: progress(n, d, t)) if progress else None
+                await self.upload_file(model_name, version.version, name, path, progress=report)
+        except BaseException as exc:
+            await self.set_status((model_name, version.version), FAILED, f"upload failed: {type(exc).__name__}")
+            raise
+        if ready:
+            return await self.set_status((model_name, version.version), READY)
+        return await self.get_version((model_name, version.version))
+
+    async def pull(
+        self, ref: RefLike, folder: Path | str, progress: Callable[[str, int, int], None] | None = None
+    ) -> registry_pb2.ModelVersion:
+        """Download every artifact of a version into ``folder`` (verified, resumable)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        version = await self.get_version(ref)
+        pinned = (version.model_name, version.version)  # an alias may move meanwhile: stay on this one
+        for artifact in version.artifacts:
+            report = (lambda d, t, n=artifact.name: progress(n, d, t)) if progress else None
+            await self.download_to(pinned, artifact.name, folder / artifact.name, progress=report)
+        return version
+
+    async def collect_garbage(self, dry_run: bool = False) -> registry_pb2.CollectGarbageResponse:
+        """Delete blobs no version references."""
+        return await self._call(self.stub.CollectGarbage, registry_pb2.CollectGarbageRequest(dry_run=dry_run))
+
+    # -- aliases ----------------------------------------------------------------------------------
+
+    async def set_alias(
+        self, model_name: str, alias: str, version: int, actor: str = "", reason: str = ""
+    ) -> registry_pb2.AliasMove:
+        """Point an alias at a READY version (a deploy)."""
+        request = registry_pb2.SetAliasRequest(
+            model_name=model_name, alias=alias, version=version, actor=actor or self.actor, reason=reason
+        )
+        return (await self._call(self.stub.SetAlias, request)).move
+
+    async def delete_alias(self, model_name: str, alias: str, actor: str = "") -> registry_pb2.AliasMove:
+        """Remove an alias."""
+        request = registry_pb2.DeleteAliasRequest(model_name=model_name, alias=alias, actor=actor or self.actor)
+        return (await self._call(self.stub.DeleteAlias, request)).move
+
+    async def rollback(self, model_name: str, alias: str, actor: str = "", reason: str = "") -> registry_pb2.AliasMove:
+        """Move an alias back to where it pointed before its last move."""
+        request = registry_pb2.RollbackAliasRequest(
+            model_name=model_name, alias=alias, actor=actor or self.actor, reason=reason
+        )
+        return (await self._call(self.stub.RollbackAlias, request)).move
+
+    async def alias_history(
+        self, model_name: str, alias: str = "", page_size: int = 200
+    ) -> list[registry_pb2.AliasMove]:
+        """Every move of an alias (or of all the model's aliases), newest first."""
+        moves: list[registry_pb2.AliasMove] = []
+        token = ""
+        while True:
+            request = registry_pb2.ListAliasHistoryRequest(
+                model_name=model_name, alias=alias, page_size=page_size, page_token=token
+            )
+            page = await self._call(self.stub.ListAliasHistory, request)
+            moves.extend(page.moves)
+            token = page.next_page_token
+            if not token:
+                return moves
+
+    # -- events -----------------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        after_sequence: int = 0,
+        model_names: Sequence[str] = (),
+        reconnect: bool = False,
+        retry_seconds: float = 1.0,
+    ) -> AsyncGenerator[registry_pb2.Event, None]:
+        """Events after ``after_sequence`` (-1 = only new ones), then live ones.
+
+        With ``reconnect``, a stream the registry ended (restart: UNAVAILABLE or CANCELLED) is reopened
+        from the last sequence seen, so no event is missed or repeated.
+        """
+        cursor = after_sequence
+        while True:
+            request = registry_pb2.WatchEventsRequest(after_sequence=cursor, model_names=list(model_names))
+            call = self.stub.WatchEvents(request, metadata=self._metadata)
+            try:
+                async for response in call:
+                    cursor = response.event.sequence
+                    yield response.event
+                return
+            except grpc.aio.AioRpcError as exc:
+                # A registry restarting ends streams with UNAVAILABLE (or CANCELLED when its grace ran out).
+                if not reconnect or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise
+                await asyncio.sleep(retry_seconds)
+            finally:
+                call.cancel()
+
+
+def _hash_prefix(path: Path, length: int, digest: Any) -> None:
+    with path.open("rb") as handle:
+        remaining = length
+        while remaining > 0 and (chunk := handle.read(min(CHUNK_SIZE, remaining))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+
+
+class SyncRegistryClient:
+    """Blocking wrapper of ``RegistryClient`` for scripts and the CLI (owns its event loop and channel).
+
+    Not for use inside a running event loop: there, use ``RegistryClient``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        actor: str | None = None,
+        timeout: float | None = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        # Reads are retried on UNAVAILABLE with jittered backoff; writes never are.
+        options = [
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            *retry_options(),
+        ]
+
+        async def open_channel() -> grpc.aio.Channel:
+            if credentials is not None:
+                return grpc.aio.secure_channel(target, credentials, options=options)
+            return grpc.aio.insecure_channel(target, options=options)
+
+        self._channel = self._loop.run_until_complete(open_channel())
+        self.client = RegistryClient(self._channel, actor=actor, timeout=timeout, metadata=metadata)
+
+    def _run(self, coroutine: Any) -> Any:
+        return self._loop.run_until_complete(coroutine)
+
+    def close(self) -> None:
+        """Close the channel and the loop."""
+        if not self._loop.is_closed():
+            self._run(self._channel.close())
+            self._loop.close()
+
+    def __enter__(self) -> SyncRegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        """Every RegistryClient coroutine method, run to completion (watch: see ``watch``)."""
+        method = getattr(self.client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._run(method(*args, **kwargs))
+
+        call.__doc__ = method.__doc__
+        return call
+
+    def watch(self, after_sequence: int = 0, model_names: Sequence[str] = (), reconnect: bool = False) -> Iterator[Any]:
+        """Events as a blocking iterator."""
+        stream = self.client.watch(after_sequence, model_names, reconnect=reconnect)
+        try:
+            while True:
+                try:
+                    yield self._run(anext(stream))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(stream.aclose())
