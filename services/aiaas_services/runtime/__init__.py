@@ -1,0 +1,1 @@
+"""The runtime every aiaas service starts with: settings, server bootstrap, errors, logging, streams."""

@@ -1,0 +1,85 @@
+"""Client channels for service-to-service calls: one place for limits, TLS, keepalive and tracing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from aiaas.client.retry import retry_options
+from aiaas_services.runtime import tracing
+from aiaas_services.runtime.settings import ServiceSettings
+
+
+def channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str, object]]:
+    """Channel arguments for calls between services (idempotent calls retried on UNAVAILABLE)."""
+    return [
+        *retry_options(),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class _BearerToken:
+    """Presents this service's bearer token (setting ``service_token``) to the services it calls.
+
+    grpc.aio files an interceptor under the first call type it implements, so each type gets its own
+    subclass below.
+    """
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self.header)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+
+class _TokenUnaryUnary(_BearerToken, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _TokenUnaryStream(_BearerToken, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _TokenStreamUnary(_BearerToken, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
+class _TokenStreamStream(_BearerToken, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
+def token_interceptors(token: str) -> list[Any]:
+    """One interceptor per call type, each adding ``authorization: Bearer <token>``."""
+    return [kind(token) for kind in (_TokenUnaryUnary, _TokenUnaryStream, _TokenStreamUnary, _TokenStreamStream)]
+
+
+def open_channel(target: str, settings: ServiceSettings | None = None) -> grpc.aio.Channel:
+    """An aio channel to another service, secure when the settings carry TLS material.
+
+    With TLS configured, the service's own certificate doubles as its client certificate (mTLS) and
+    ``tls_client_ca`` is trusted as the root for the peer.
+    """
+    max_bytes = settings.max_message_bytes if settings else 64 * 1024 * 1024
+    interceptors: list[Any] = list(tracing.client_interceptors())
+    if settings and settings.service_token:
+        interceptors.extend(token_interceptors(settings.service_token))
+    options = channel_options(max_bytes)
+    if settings and settings.tls_client_ca:
+        root = Path(settings.tls_client_ca).read_bytes()
+        key = Path(settings.tls_key).read_bytes() if settings.tls_key else None
+        cert = Path(settings.tls_cert).read_bytes() if settings.tls_cert else None
+        credentials = grpc.ssl_channel_credentials(root, key, cert)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

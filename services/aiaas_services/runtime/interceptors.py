@@ -1,0 +1,101 @@
+"""Server interceptors: the single place where exceptions become gRPC statuses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from aiaas_services.runtime.errors import DomainError, status_for
+
+logger = logging.getLogger(__name__)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    """Abort the RPC with the status the error table gives; log what the client must not see."""
+    code, message = status_for(exc)
+    if isinstance(exc, (DomainError, NotImplementedError)):
+        logger.info("%s -> %s: %s", method, code.name, message)
+    else:
+        logger.exception("%s failed unexpectedly", method, exc_info=exc)
+    await context.abort(code, message)
+
+
+def _wrap_unary_response(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(request_or_iterator, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
+            await abort_with(context, exc, method)
+
+    return handler
+
+
+def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            result = fn(request_or_iterator, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await abort_with(context, exc, method)
+
+    return handler
+
+
+Behaviour = Callable[..., Any]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[Behaviour], Behaviour],
+    stream: Callable[[Behaviour], Behaviour],
+) -> grpc.RpcMethodHandler:
+    """The same kind of handler, same serializers, with its behaviour wrapped.
+
+    ``unary`` wraps behaviours that return one response (unary-unary, stream-unary); ``stream`` wraps
+    those that yield responses (unary-stream, stream-stream). Interceptors use this instead of spelling
+    out the four handler kinds each time.
+    """
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **kwargs)
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **kwargs)
+    return handler
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Maps DomainError subclasses to their status and anything else to a generic INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        return wrap_handler(
+            handler,
+            unary=lambda fn: _wrap_unary_response(fn, method),
+            stream=lambda fn: _wrap_stream_response(fn, method),
+        )
