@@ -1,0 +1,1 @@
+"""Registry service: models, versions, aliases, lineage and artifacts."""

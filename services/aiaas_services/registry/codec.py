@@ -1,0 +1,110 @@
+"""Conversions between the registry's protos and its domain types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format, timestamp_pb2
+
+from aiaas.common.v1 import common_pb2
+from aiaas.registry.v1 import registry_pb2
+from aiaas_services.registry.domain import AliasMove, Artifact, Event, Model, ModelFormat, NewVersion, Version
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp:
+    """A datetime as a protobuf Timestamp (unset when None)."""
+    stamp = timestamp_pb2.Timestamp()
+    if value is not None:
+        stamp.FromDatetime(value)
+    return stamp
+
+
+def model_to_proto(model: Model) -> registry_pb2.RegisteredModel:
+    """A domain model as a RegisteredModel."""
+    return registry_pb2.RegisteredModel(
+        name=model.name,
+        description=model.description,
+        tags=model.tags,
+        aliases=model.aliases,
+        latest_version=model.latest_version,
+        created_at=timestamp(model.created_at),
+        updated_at=timestamp(model.updated_at),
+    )
+
+
+def artifact_to_proto(artifact: Artifact) -> registry_pb2.Artifact:
+    """A domain artifact as its proto."""
+    return registry_pb2.Artifact(
+        name=artifact.name, sha256=artifact.sha256, size_bytes=artifact.size_bytes, media_type=artifact.media_type
+    )
+
+
+def new_version_from_proto(request: registry_pb2.CreateVersionRequest) -> NewVersion:
+    """What a CreateVersion request says, as JSON-ready domain data."""
+    return NewVersion(
+        format=ModelFormat(request.format) if request.format in ModelFormat._value2member_map_ else ModelFormat(0),
+        variant=request.variant,
+        signature=json_format.MessageToDict(request.signature, preserving_proto_field_name=True),
+        metrics=dict(request.metrics),
+        tags=dict(request.tags),
+        lineage=json_format.MessageToDict(request.lineage, preserving_proto_field_name=True),
+        description=request.description,
+        required_artifacts=list(request.required_artifacts),
+    )
+
+
+def _parse(data: dict[str, Any], message: Any) -> Any:
+    json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    return message
+
+
+def version_to_proto(version: Version) -> registry_pb2.ModelVersion:
+    """A domain version as a ModelVersion."""
+    return registry_pb2.ModelVersion(
+        model_name=version.model_name,
+        version=version.number,
+        format=int(version.format),  # type: ignore[arg-type]
+        variant=version.variant,
+        status=int(version.status),  # type: ignore[arg-type]
+        status_reason=version.status_reason,
+        signature=_parse(version.signature, common_pb2.Signature()),
+        metrics=version.metrics,
+        tags=version.tags,
+        lineage=_parse(version.lineage, registry_pb2.Lineage()),
+        artifacts=[artifact_to_proto(a) for a in version.artifacts],
+        description=version.description,
+        created_by=version.created_by,
+        created_at=timestamp(version.created_at),
+        updated_at=timestamp(version.updated_at),
+        aliases=version.aliases,
+        required_artifacts=version.required_artifacts,
+    )
+
+
+def move_to_proto(move: AliasMove) -> registry_pb2.AliasMove:
+    """A domain alias move as its proto."""
+    return registry_pb2.AliasMove(
+        model_name=move.model_name,
+        alias=move.alias,
+        from_version=move.from_version,
+        to_version=move.to_version,
+        actor=move.actor,
+        reason=move.reason,
+        moved_at=timestamp(move.moved_at),
+    )
+
+
+def event_to_proto(event: Event) -> registry_pb2.Event:
+    """A domain event as its proto."""
+    return registry_pb2.Event(
+        sequence=event.sequence,
+        type=int(event.type),  # type: ignore[arg-type]
+        model_name=event.model_name,
+        version=event.version,
+        alias=event.alias,
+        from_version=event.from_version,
+        status=int(event.status),  # type: ignore[arg-type]
+        time=timestamp(event.time),
+        actor=event.actor,
+    )

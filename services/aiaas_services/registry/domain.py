@@ -1,0 +1,169 @@
+"""The registry's domain types and name rules (no gRPC, no SQL)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiaas_services.runtime.errors import InvalidArgument
+
+
+class ModelFormat(enum.IntEnum):
+    """What a version holds (numbers match the proto enum)."""
+
+    UNSPECIFIED = 0
+    PYTORCH_CHECKPOINT = 1
+    ONNX = 2
+    DATASET = 3
+
+
+class Status(enum.IntEnum):
+    """Lifecycle of a version (numbers match the proto enum)."""
+
+    UNSPECIFIED = 0
+    PENDING = 1
+    READY = 2
+    FAILED = 3
+    REJECTED = 4
+
+
+class EventType(enum.IntEnum):
+    """What a watch event reports (numbers match the proto enum)."""
+
+    MODEL_CREATED = 1
+    MODEL_UPDATED = 2
+    MODEL_DELETED = 3
+    VERSION_CREATED = 4
+    VERSION_STATUS_CHANGED = 5
+    ALIAS_MOVED = 6
+    ALIAS_DELETED = 7
+    VERSION_UPDATED = 8
+
+
+@dataclass
+class Model:
+    """A registered model."""
+
+    name: str
+    description: str
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class Artifact:
+    """A stored file of a version."""
+
+    name: str
+    sha256: str
+    size_bytes: int
+    media_type: str
+
+
+@dataclass
+class NewVersion:
+    """What a caller says about a version it creates. Signature and lineage are JSON-ready dicts."""
+
+    format: ModelFormat = ModelFormat.UNSPECIFIED
+    variant: str = ""
+    signature: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    required_artifacts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Version(NewVersion):
+    """One version of a model."""
+
+    model_name: str = ""
+    number: int = 0
+    status: Status = Status.PENDING
+    status_reason: str = ""
+    artifacts: list[Artifact] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    created_by: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class AliasMove:
+    """One recorded move of an alias (to_version 0 = deleted, from_version 0 = new)."""
+
+    model_name: str
+    alias: str
+    from_version: int
+    to_version: int
+    actor: str
+    reason: str
+    moved_at: datetime
+
+
+@dataclass
+class Event:
+    """One entry of the gap-free event log."""
+
+    sequence: int
+    type: EventType
+    model_name: str
+    version: int
+    alias: str
+    from_version: int
+    status: Status
+    actor: str
+    time: datetime
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
+ALIAS_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def check_name(value: str, what: str = "model name") -> str:
+    """A model or artifact name: letters, digits, '-', '_', '.', 1-128 chars, not starting with '.'."""
+    if not NAME_RE.match(value or "") or ".." in value:
+        raise InvalidArgument(
+            f"invalid {what} {value!r}: use 1-128 letters, digits, '-', '_' or '.', not starting with '.'"
+            " (no '/', spaces or '..')"
+        )
+    return value
+
+
+def check_alias(value: str) -> str:
+    """An alias: letters, digits, '-', '_', 1-64 chars, and not a plain number (that means a version)."""
+    if not ALIAS_RE.match(value or "") or value.isdigit():
+        raise InvalidArgument(f"invalid alias {value!r}: use 1-64 letters, digits, '-' or '_', not only digits")
+    return value
+
+
+def page_size(requested: int, default: int = 50, largest: int = 1000) -> int:
+    """The page size to use for a request's page_size (0 = default)."""
+    if requested < 0:
+        raise InvalidArgument(f"page_size must be >= 0, got {requested}")
+    return min(requested or default, largest)
+
+
+def encode_token(key: Any) -> str:
+    """An opaque page token carrying the last key of a page."""
+    return base64.urlsafe_b64encode(json.dumps({"after": key}).encode()).decode()
+
+
+def decode_token(token: str) -> Any:
+    """The key a page token carries; INVALID_ARGUMENT for anything we did not issue."""
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidArgument("invalid page_token: pass next_page_token from the previous page unchanged") from exc

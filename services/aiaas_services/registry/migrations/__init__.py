@@ -1,0 +1,1 @@
+"""Alembic migrations of the registry database (applied at start-up by ``db.migrate``)."""

@@ -1,0 +1,287 @@
+"""The registry's async façade over the store and the blob store: uploads, downloads, GC and watch.
+
+No gRPC here. Database and file work runs on a small thread pool so the event loop only shuffles
+chunks; each mutation wakes the watchers once it has committed, so live events reach them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiaas_services.registry.blobs import BlobStore
+from aiaas_services.registry.domain import Artifact, Event, check_name
+from aiaas_services.registry.store import RegistryStore
+from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument, ResourceExhausted, Unavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+CHUNK_SIZE = 1024 * 1024
+MAX_CHUNK_SIZE = 4 * 1024 * 1024
+
+
+class Notifier:
+    """A generation counter watchers can wait on: bumped after every committed mutation."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._condition = asyncio.Condition()
+
+    async def bump(self) -> None:
+        """Wake every waiter."""
+        async with self._condition:
+            self.generation += 1
+            self._condition.notify_all()
+
+    async def wait_past(self, seen: int, timeout: float) -> None:
+        """Return once the generation moved past ``seen``, or after ``timeout`` seconds."""
+        async with self._condition:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._condition.wait_for(lambda: self.generation != seen), timeout)
+
+
+@dataclass
+class UploadResult:
+    """What an upload stored."""
+
+    artifact: Artifact
+    deduplicated: bool
+
+
+@dataclass
+class GarbageReport:
+    """What a GC run removed (or would)."""
+
+    blobs_deleted: int
+    bytes_freed: int
+
+
+class Registry:
+    """Everything the servicer calls; each method is a coroutine."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        blobs: BlobStore,
+        threads: int = 8,
+        watch_poll_seconds: float = 1.0,
+        verify_reads: bool = False,
+        max_artifact_bytes: int = 0,
+    ) -> None:
+        self.store = store
+        self.max_artifact_bytes = max_artifact_bytes  # 0 = no limit
+        self.blobs = blobs
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="registry-io")
+        self.notifier = Notifier()
+        self.watch_poll_seconds = watch_poll_seconds
+        self.verify_reads = verify_reads
+        self.draining = False
+        # Held by GC for its whole run and by an upload while it commits its blob and its row, so GC
+        # never removes a blob an upload is about to reference.
+        self._blob_lock = asyncio.Lock()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work on the registry's thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def mutate(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a writing store call, then wake the watchers."""
+        try:
+            return await self.run(fn, *args, **kwargs)
+        finally:
+            await self.notifier.bump()
+
+    async def drain(self) -> None:
+        """End every watch stream with UNAVAILABLE (clients reconnect from their last sequence).
+
+        Open watch streams would otherwise hold a graceful stop for its whole grace period.
+        """
+        self.draining = True
+        await self.notifier.bump()
+
+    def close(self) -> None:
+        """Stop the thread pool."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def clean_start(self) -> int:
+        """Remove partial uploads a crash left behind."""
+        removed = await self.run(self.blobs.clean_temp)
+        if removed:
+            logger.info("removed %d partial uploads left from a previous run", removed)
+        return removed
+
+    # -- artifacts --------------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        model_name: str,
+        version: int,
+        artifact_name: str,
+        media_type: str,
+        declared_size: int,
+        parts: AsyncIterator[bytes | str],
+        actor: str = "",
+        accepted: Callable[[], Awaitable[None]] | None = None,
+    ) -> UploadResult:
+        """Store a streamed artifact: ``parts`` yields byte chunks, then the sha256 hex string last.
+
+        Nothing becomes visible unless the whole stream arrived and hashes to the declared digest.
+        """
+        if declared_size < 0:
+            raise InvalidArgument("size_bytes must be >= 0")
+        limit = self.max_artifact_bytes
+        if limit and declared_size > limit:
+            raise ResourceExhausted(f"size_bytes={declared_size} is over this registry's limit of {limit} bytes")
+        await self.run(self.store.check_uploadable, model_name, version, artifact_name)
+        if accepted is not None:
+            # Tell the client its header passed before it streams the bytes: a refusal then reaches it
+            # as a clean status instead of racing its writes.
+            await accepted()
+        writer = await self.run(self.blobs.writer)
+        # One write in flight while the next chunk arrives: the network and the disk overlap, and at most
+        # two chunks are held in memory.
+        pending: concurrent.futures.Future[None] | None = None
+        try:
+            expected = ""
+            received = 0
+            async for part in parts:
+                if expected:
+                    raise InvalidArgument("nothing may follow the sha256 message of an upload")
+                if isinstance(part, str):
+                    expected = part or "<empty>"
+                    continue
+                received += len(part)
+                if declared_size and received > declared_size:
+                    raise InvalidArgument(f"received more than the declared size_bytes={declared_size}")
+                if limit and received > limit:
+                    raise ResourceExhausted(f"the upload passed this registry's limit of {limit} bytes")
+                if pending is not None:
+                    await asyncio.wrap_future(pending)
+                pending = self.executor.submit(writer.write, part)
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+            if not expected:
+                raise InvalidArgument("the upload ended without its sha256 message; nothing was stored")
+            if not SHA256_RE.match(expected):
+                raise InvalidArgument(f"sha256 must be 64 lowercase hex characters, got {expected[:80]!r}")
+            if declared_size and writer.size != declared_size:
+                raise InvalidArgument(f"received {writer.size} bytes but size_bytes declared {declared_size}")
+            actual = writer.hexdigest()
+            if actual != expected:
+                raise DigestMismatch(
+                    f"sha256 mismatch for {artifact_name!r}: client declared {expected}, received bytes hash to"
+                    f" {actual}; nothing was stored, upload again"
+                )
+            artifact = Artifact(artifact_name, actual, writer.size, media_type or "application/octet-stream")
+            async with self._blob_lock:
+                deduplicated = await self.run(writer.commit)
+                await self.mutate(self.store.add_artifact, model_name, version, artifact, actor)
+            return UploadResult(artifact, deduplicated)
+        except BaseException:
+            # Synchronous on purpose: must run even while this task is being cancelled.
+            if pending is not None:
+                concurrent.futures.wait([pending])
+            writer.abort()
+            raise
+
+    async def download(
+        self, model_name: str, number: int, alias: str, artifact_name: str, offset: int = 0, chunk_size: int = 0
+    ) -> tuple[Artifact, int, AsyncIterator[bytes]]:
+        """An artifact's description, the resolved version number and its bytes from ``offset`` on.
+
+        With ``verify_reads``, a download from offset 0 is hashed as it is read and fails with DATA_LOSS if
+        the stored blob no longer matches its digest. Clients verify every download in any case.
+        """
+        check_name(artifact_name, "artifact name")
+        if chunk_size < 0:
+            raise InvalidArgument("chunk_size must be >= 0")
+        size = min(chunk_size or CHUNK_SIZE, MAX_CHUNK_SIZE)
+        artifact, resolved = await self.run(self.store.find_artifact, model_name, number, alias, artifact_name)
+        if offset < 0 or offset > artifact.size_bytes:
+            raise InvalidArgument(f"offset {offset} is outside the artifact (0..{artifact.size_bytes})")
+        return artifact, resolved, self._chunks(artifact, offset, size)
+
+    async def _chunks(self, artifact: Artifact, offset: int, chunk_size: int) -> AsyncIterator[bytes]:
+        if offset == artifact.size_bytes:
+            return
+        verify = self.verify_reads and offset == 0
+        digest = hashlib.sha256()
+        reader: Iterator[bytes] = await self.run(self.blobs.read, artifact.sha256, offset, chunk_size)
+
+        def next_chunk() -> bytes | None:
+            chunk = next(reader, None)
+            if chunk is not None and verify:
+                digest.update(chunk)
+            return chunk
+
+        # Read the next chunk while the current one is being sent.
+        upcoming = self.executor.submit(next_chunk)
+        try:
+            while (chunk := await asyncio.wrap_future(upcoming)) is not None:
+                upcoming = self.executor.submit(next_chunk)
+                yield chunk
+        finally:
+            concurrent.futures.wait([upcoming])
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()  # synchronous: also runs when the client went away and this task is cancelled
+        if verify and digest.hexdigest() != artifact.sha256:
+            logger.error("stored blob %s does not match its digest", artifact.sha256)
+            raise DigestMismatch(f"stored bytes of {artifact.name!r} do not match sha256 {artifact.sha256}")
+
+    async def collect_garbage(self, dry_run: bool = False) -> GarbageReport:
+        """Delete blobs no artifact references: recorded ones, and stray files a crash left unrecorded."""
+        async with self._blob_lock:
+            candidates = dict(await self.run(self.store.unreferenced_blobs))
+            recorded = await self.run(self.store.all_blob_digests)
+            stored = await self.run(lambda: list(self.blobs.digests()))
+            strays = [d for d in stored if d not in recorded]
+            if dry_run:
+                sizes = sum(candidates.values()) + sum(await self.run(self._sizes, strays))
+                return GarbageReport(len(candidates) + len(strays), sizes)
+            gone = await self.run(self.store.forget_blobs, list(candidates))
+            freed = sum(candidates[d] for d in gone) + sum(await self.run(self._sizes, strays))
+            for digest in [*gone, *strays]:
+                await self.run(self.blobs.delete, digest)
+            if gone or strays:
+                logger.info("GC removed %d blobs (%d bytes)", len(gone) + len(strays), freed)
+            return GarbageReport(len(gone) + len(strays), freed)
+
+    def _sizes(self, digests: Sequence[str]) -> list[int]:
+        sizes = []
+        for digest in digests:
+            path_of = getattr(self.blobs, "path_of", None)
+            try:
+                sizes.append(path_of(digest).stat().st_size if path_of else 0)
+            except OSError:
+                sizes.append(0)
+        return sizes
+
+    # -- watch ------------------------------------------------------------------------------------
+
+    async def watch(self, after: int, model_names: Sequence[str] = (), batch: int = 500) -> AsyncIterator[Event]:
+        """Events with sequence > ``after`` (-1 = only new ones), then live ones, forever."""
+        for name in model_names:
+            check_name(name)
+        cursor = await self.run(self.store.last_sequence) if after < 0 else after
+        while True:
+            if self.draining:
+                raise Unavailable(f"the registry is shutting down; reconnect with after_sequence={cursor}")
+            seen = self.notifier.generation
+            events = await self.run(self.store.events_after, cursor, list(model_names), batch)
+            for event in events:
+                yield event
+                cursor = event.sequence
+            if len(events) < batch:
+                await self.notifier.wait_past(seen, self.watch_poll_seconds)

@@ -1,0 +1,1 @@
+"""Registry integration tests: a real registry process over gRPC, on SQLite and on PostgreSQL."""

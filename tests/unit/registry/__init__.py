@@ -1,0 +1,1 @@
+"""Registry unit tests: domain rules, the SQL store and the blob stores, without gRPC."""
