@@ -1,0 +1,1 @@
+"""Training service: PyTorch training jobs."""

@@ -1,0 +1,20 @@
+"""Light definitions shared by the server and the workers (no torch import, so the server starts fast)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+RESULT_DIR = "result"  # <job dir>/result: weights.safetensors, spec.json, curves.png, result.json
+DATASET_FILE = "dataset.bin"  # <job dir>/dataset.bin: a registry dataset's bytes, fetched by the server
+CHECKPOINT_FILE = "checkpoint.safetensors"  # <job dir>/checkpoint.safetensors: the last epoch's state
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """What a worker needs to run a job (picklable plain data: the spec travels as proto bytes)."""
+
+    job_id: str
+    spec_bytes: bytes
+    job_dir: str
+    resume: bool = False
+    torch_threads: int = 1

@@ -1,0 +1,138 @@
+"""After training: the checkpoint goes to the registry, and (when asked) to the serialization service.
+
+This is the gRPC edge of the job engine (``engine.Publisher``): it uses the shared ``RegistryClient``
+and the serialization stubs over channels from ``runtime.channels``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import grpc
+
+from aiaas.client.registry import RegistryClient
+from aiaas.common.v1 import common_pb2
+from aiaas.registry.v1 import registry_pb2
+from aiaas.serialization.v1 import serialization_pb2, serialization_pb2_grpc
+from aiaas.training.v1 import training_pb2
+from aiaas_services.runtime.channels import open_channel
+from aiaas_services.training.config import TrainConfig
+from aiaas_services.training.engine import Published, PublishError
+from aiaas_services.training.settings import TrainingSettings
+from aiaas_services.training.store import JobRecord
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = (
+    ("weights.safetensors", "application/vnd.safetensors"),
+    ("spec.json", "application/json"),
+    ("curves.png", "image/png"),
+)
+
+
+def _describe(exc: grpc.aio.AioRpcError) -> str:
+    return f"{exc.code().name}: {exc.details() or 'no details'}"
+
+
+class RegistryPublisher:
+    """Registers finished jobs and fetches registry datasets; channels open on first use."""
+
+    def __init__(self, settings: TrainingSettings) -> None:
+        self.settings = settings
+        self._registry_channel: grpc.aio.Channel | None = None
+        self._serialization_channel: grpc.aio.Channel | None = None
+
+    def _registry(self) -> RegistryClient:
+        if self._registry_channel is None:
+            self._registry_channel = open_channel(self.settings.registry_target, self.settings)
+        return RegistryClient(self._registry_channel, actor="training", timeout=self.settings.registry_timeout_seconds)
+
+    async def close(self) -> None:
+        for channel in (self._registry_channel, self._serialization_channel):
+            if channel is not None:
+                await channel.close()
+
+    async def fetch_dataset(self, spec: training_pb2.TrainingSpec) -> bytes:
+        source = spec.data.registry
+        try:
+            return await self._registry().download_bytes(source.ref, source.artifact_name or "data.npz")
+        except grpc.aio.AioRpcError as exc:
+            raise PublishError(
+                f"{source.ref.model_name}/{source.artifact_name or 'data.npz'}: {_describe(exc)}"
+            ) from None
+
+    async def publish(self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path) -> Published:
+        """Create a PENDING version, upload its three artifacts, mark it READY, then ask for the export."""
+        client = self._registry()
+        result = job.result
+        model_spec = json.loads((result_dir / "spec.json").read_text())
+        lineage = registry_pb2.Lineage(
+            training_job_id=job.job_id,
+            dataset_digest=result.get("dataset_digest", ""),
+            hyperparameters={
+                **TrainConfig.from_proto(spec).hyperparameters(),
+                "architecture": json.dumps(model_spec["architecture"], sort_keys=True),
+                "data": json.dumps(model_spec.get("data", {}), sort_keys=True),
+            },
+            trace_id=job.trace_id,
+        )
+        width = int(result.get("output_width") or 1)
+        signature = common_pb2.Signature(
+            inputs=[common_pb2.TensorSpec(name="input", datatype="FP32", shape=[-1, int(result["num_features"])])],
+            outputs=[common_pb2.TensorSpec(name="output", datatype="FP32", shape=[-1, width])],
+        )
+        tags = {**dict(spec.tags), "task": model_spec["task"], "architecture": model_spec["architecture"]["kind"]}
+        try:
+            version = await client.create_version(
+                spec.model_name,
+                format=registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT,
+                signature=signature,
+                metrics={k: float(v) for k, v in result.get("test_metrics", {}).items()},
+                tags=tags,
+                lineage=lineage,
+                description=spec.description or f"trained by training job {job.job_id}",
+                create_model=True,
+                required_artifacts=[name for name, _ in ARTIFACTS],
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PublishError(f"creating a version of {spec.model_name!r}: {_describe(exc)}") from None
+        ref = common_pb2.VersionRef(model_name=spec.model_name, version=version.version)
+        try:
+            for name, media_type in ARTIFACTS:
+                await client.upload_file(spec.model_name, version.version, name, result_dir / name, media_type)
+            await client.set_status(ref, registry_pb2.VERSION_STATUS_READY, "training succeeded")
+        except grpc.aio.AioRpcError as exc:
+            reason = f"uploading {spec.model_name} version {version.version}: {_describe(exc)}"
+            try:
+                await client.set_status(ref, registry_pb2.VERSION_STATUS_FAILED, reason)
+            except grpc.aio.AioRpcError:
+                log.warning("could not mark %s version %s FAILED", spec.model_name, version.version)
+            raise PublishError(reason) from None
+        published = Published(spec.model_name, version.version)
+        if spec.HasField("export"):
+            await self._request_export(job, spec, ref, published)
+        return published
+
+    async def _request_export(
+        self, job: JobRecord, spec: training_pb2.TrainingSpec, ref: common_pb2.VersionRef, published: Published
+    ) -> None:
+        """Ask the serialization service for the ONNX variants; a failure is noted, not fatal."""
+        if self._serialization_channel is None:
+            self._serialization_channel = open_channel(self.settings.serialization_target, self.settings)
+        stub = serialization_pb2_grpc.SerializationServiceStub(self._serialization_channel)
+        request = serialization_pb2.StartExportJobRequest(
+            source=ref, options=spec.export, request_id=f"training-{job.job_id}", training_job_id=job.job_id
+        )
+        try:
+            response = await stub.StartExportJob(request, timeout=self.settings.registry_timeout_seconds)
+        except grpc.aio.AioRpcError as exc:
+            published.messages.append(
+                f"export not started: the serialization service at {self.settings.serialization_target} "
+                f"answered {_describe(exc)}"
+            )
+            return
+        published.export_job_id = response.job.job_id
+        variants = ", ".join(spec.export.variants) or "the default variants"
+        published.messages.append(f"export job {response.job.job_id} started for {variants}")

@@ -1,0 +1,322 @@
+"""The training loop: plain PyTorch, no gRPC, no processes (the worker wraps it).
+
+Determinism: the model is initialized from ``seed``; every epoch reseeds dropout and shuffling from
+(seed, epoch, rank), and the learning rate is a function of the epoch. So a run resumed from an epoch
+checkpoint continues exactly as if it had never stopped, and the same request gives the same weights.
+A checkpoint (model, optimizer and early-stopping state, history) is written atomically after each epoch,
+as safetensors plus JSON metadata: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, safe_open, save_file
+
+from aiaas_services.datasets import Splits
+from aiaas_services.modelzoo import StandardizedModel
+from aiaas_services.modelzoo.zoo import Vae
+from aiaas_services.training.config import HIGHER_IS_BETTER, TrainConfig
+from aiaas_services.training.evaluation import evaluate
+from aiaas_services.training.paths import CHECKPOINT_FILE
+
+
+class Cancelled(Exception):
+    """The job was cancelled; raised between batches."""
+
+
+@dataclasses.dataclass
+class Progress:
+    """State carried from epoch to epoch (and through a checkpoint)."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+
+
+@dataclasses.dataclass
+class Hooks:
+    """How the loop talks to its host: epoch reports, messages, and the cancel check."""
+
+    on_epoch: Callable[[dict[str, Any]], None] = lambda record: None
+    on_message: Callable[[str], None] = lambda text: None
+    cancelled: Callable[[], bool] = lambda: False
+
+
+@dataclasses.dataclass
+class Distributed:
+    """Rank and size of a DDP group (size 1: a single process)."""
+
+    rank: int = 0
+    size: int = 1
+
+
+def configure_torch(threads: int) -> None:
+    """Fixed threads and deterministic kernels, so a result is reproducible on the CPU."""
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of a 1-based epoch under the configured schedule."""
+    if config.schedule == "step":
+        return config.learning_rate * config.gamma ** ((epoch - 1) // config.step_size)
+    if config.schedule == "cosine":
+        return config.learning_rate * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    return config.learning_rate
+
+
+def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def batch_loss(
+    model: StandardizedModel, x: torch.Tensor, y: torch.Tensor, task: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The loss the optimizer minimizes, in standardized units (targets too, for regression), and the
+    logits for classification (so training accuracy needs no second forward pass)."""
+    if task == "classification":
+        logits = model.forward_standardized(x)
+        return F.cross_entropy(logits, y), logits
+    if task == "regression":
+        target = (y.reshape(len(y), -1) - model.output_mean) / model.output_std
+        return F.mse_loss(model.forward_standardized(x), target), None
+    vae = model.net
+    assert isinstance(vae, Vae)
+    recon, kl = vae.elbo_terms(model.standardize(x))
+    return (recon + vae.beta * kl).mean(), None
+
+
+class LossModule(torch.nn.Module):
+    """The training loss as a module, so DDP's forward sees every parameter the loss uses."""
+
+    def __init__(self, model: StandardizedModel, task: str) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return batch_loss(self.model, x, y, self.task)
+
+
+def l1_term(model: torch.nn.Module) -> torch.Tensor:
+    return sum((p.abs().sum() for n, p in model.named_parameters() if n.endswith("weight")), torch.zeros(()))
+
+
+class Trainer:
+    """Trains one model on one split; ``fit`` runs the epochs, checkpointing after each."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: StandardizedModel,
+        splits: Splits,
+        task: str,
+        checkpoint_dir: Path,
+        hooks: Hooks,
+        dist: Distributed | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.splits = splits
+        self.task = task
+        self.checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
+        self.hooks = hooks
+        self.dist = dist or Distributed()
+        self.device = device or torch.device("cpu")
+        self.model.to(self.device)
+        self.trainable: torch.nn.Module = LossModule(model, task)
+        if self.dist.size > 1:
+            self.trainable = torch.nn.parallel.DistributedDataParallel(self.trainable)
+        self.optimizer = make_optimizer(config, self.trainable.parameters())
+        self.progress = Progress()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._pending_write: concurrent.futures.Future[None] | None = None
+        y_dtype = torch.long if task == "classification" else torch.float32
+        self.x_train = torch.from_numpy(splits.x_train).to(self.device)
+        self.y_train = torch.from_numpy(splits.y_train).to(self.device, y_dtype)
+        if task == "vae":  # the VAE reconstructs its input; labels are not used
+            self.y_train = torch.zeros(len(self.x_train), device=self.device)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Model, optimizer, best weights and progress: copied now, written by a background thread to a
+        temp file then renamed (training goes on meanwhile; a crash leaves the previous checkpoint)."""
+        tensors: dict[str, torch.Tensor] = {
+            f"model.{k}": v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+        }
+        opt_state = self.optimizer.state_dict()
+        for index, state in opt_state["state"].items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"opt.{index}.{key}"] = value.detach().cpu().clone()
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        metadata = {
+            "progress": json.dumps(dataclasses.asdict(self.progress)),
+            "param_groups": json.dumps(opt_state["param_groups"]),
+        }
+        self.wait_for_checkpoint()
+        self._pending_write = self._writer.submit(self._write_checkpoint, tensors, metadata)
+
+    def _write_checkpoint(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, self.checkpoint_path)
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until the last checkpoint is on disk (raises if writing it failed)."""
+        if self._pending_write is not None:
+            pending, self._pending_write = self._pending_write, None
+            pending.result()
+
+    def load_checkpoint(self) -> bool:
+        """Restore from the last epoch checkpoint; False when there is none."""
+        if not self.checkpoint_path.exists():
+            return False
+        tensors = load_file(str(self.checkpoint_path))
+        with safe_open(str(self.checkpoint_path), framework="pt") as handle:
+            metadata = handle.metadata()
+        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.model.load_state_dict(model_state)
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, index, name = key.split(".", 2)
+                opt_state.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(metadata["param_groups"])})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+        self.progress = Progress(**json.loads(metadata["progress"]))
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        """True when this job is cancelled; in DDP every rank agrees (one tiny all_reduce)."""
+        flag = self.hooks.cancelled()
+        if self.dist.size == 1:
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0])
+        torch.distributed.all_reduce(tensor)
+        return bool(tensor.item() > 0)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this rank's share of the training split."""
+        config, model = self.config, self.model
+        self.trainable.train()
+        lr = learning_rate(config, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + self.dist.rank)  # dropout, VAE noise
+        order = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+        # running sums stay tensors (no per-step sync to Python); read once at the end of the epoch
+        total_loss, total_correct, seen = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
+        for start in range(0, len(order), config.batch_size):
+            if self._stop_requested():
+                raise Cancelled
+            index = order[start : start + config.batch_size]
+            if self.dist.size > 1:
+                if len(index) < self.dist.size:
+                    continue  # a tail too short to give every rank a sample
+                index = index[self.dist.rank :: self.dist.size]
+            x, y = self.x_train[index], self.y_train[index]
+            loss, logits = self.trainable(x, y)
+            objective = loss + config.l1_penalty * l1_term(model) if config.l1_penalty else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if config.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), config.grad_clip_norm)
+            self.optimizer.step()
+            with torch.no_grad():
+                total_loss += loss * len(index)
+                if logits is not None:
+                    total_correct += (logits.argmax(1) == y).sum()
+            seen += len(index)
+        metrics = {"loss": float(total_loss) / max(seen, 1)}
+        if self.task == "classification":
+            metrics["accuracy"] = float(total_correct) / max(seen, 1)
+        return metrics
+
+    def _improved(self, value: float) -> bool:
+        best = self.progress.best_value
+        if best is None:
+            return True
+        if self.config.early_stopping_metric in HIGHER_IS_BETTER:
+            return value > best + self.config.min_delta
+        return value < best - self.config.min_delta
+
+    def fit(self) -> Progress:
+        """Train the remaining epochs; returns the progress (history, early stop) once the last
+        checkpoint is on disk."""
+        try:
+            return self._fit()
+        finally:
+            self.wait_for_checkpoint()
+            self._writer.shutdown()
+
+    def _fit(self) -> Progress:
+        config = self.config
+        while self.progress.epoch < config.epochs and not self.progress.stopped_early:
+            epoch = self.progress.epoch + 1
+            started = time.perf_counter()
+            train_metrics = self.train_epoch(epoch)
+            validation = evaluate(self.model, self.splits.x_val, self.splits.y_val, self.task).metrics
+            record = {
+                "epoch": epoch,
+                "train": train_metrics,
+                "validation": validation,
+                "learning_rate": learning_rate(config, epoch),
+                "seconds": time.perf_counter() - started,
+            }
+            self.progress.epoch = epoch
+            self.progress.history.append(record)
+            if config.early_stopping_metric:
+                value = validation[config.early_stopping_metric]
+                if self._improved(value):
+                    self.progress.best_value, self.progress.best_epoch = value, epoch
+                    self.progress.epochs_without_improvement = 0
+                    self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    self.progress.epochs_without_improvement += 1
+                    if self.progress.epochs_without_improvement >= config.patience:
+                        self.progress.stopped_early = True
+            if self.dist.rank == 0:
+                self.save_checkpoint()
+                self.hooks.on_epoch(record)
+                if self.progress.stopped_early:
+                    self.hooks.on_message(
+                        f"early stopping after epoch {epoch}: validation {config.early_stopping_metric} has not "
+                        f"improved for {config.patience} epochs; keeping the weights of epoch "
+                        f"{self.progress.best_epoch}"
+                    )
+        if self.progress.stopped_early and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.progress
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy (model initialization happens right after)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
