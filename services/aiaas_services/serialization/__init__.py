@@ -1,0 +1,1 @@
+"""Serialization service: ONNX export, quantization and proof."""

@@ -1,0 +1,134 @@
+"""ImportModel: receive an uploaded ONNX file, vet it, register it as an fp32 ONNX version.
+
+The stream is written to a private temp folder and hashed as it arrives; nothing is parsed until the
+whole file is there and its sha256 matches. Validation (pipeline/validate.py) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiaas.client.registry import FAILED, ONNX, READY, RegistryClient
+from aiaas.common.v1 import common_pb2
+from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument
+from aiaas_services.serialization.pipeline import validate
+from aiaas_services.serialization.pipeline.variants import PREFERRED_PROVIDER
+from aiaas_services.serialization.registry_errors import translate
+from aiaas_services.serialization.settings import SerializationSettings
+from aiaas_services.serialization.worker import MODEL_ARTIFACT, ONNX_MEDIA_TYPE
+
+TASKS = ("", "classification", "regression", "vae")
+
+
+class Importer:
+    """Validates and registers uploaded ONNX models."""
+
+    def __init__(self, settings: SerializationSettings, registry: RegistryClient) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.limits = validate.Limits(settings.import_min_opset, settings.import_max_opset, settings.max_tensor_bytes)
+
+    async def receive(
+        self, requests: AsyncIterator[pb.ImportModelRequest], folder: Path
+    ) -> tuple[pb.ImportHeader, Path]:
+        """Write the stream to ``folder/model.onnx``; checks order, size limit and digest."""
+        header: pb.ImportHeader | None = None
+        path = folder / MODEL_ARTIFACT
+        digest = hashlib.sha256()
+        received = 0
+        sent_digest = ""
+        with path.open("wb") as handle:
+            async for message in requests:
+                part = message.WhichOneof("part")
+                if header is None:
+                    if part != "header":
+                        raise InvalidArgument("the first ImportModel message must be the header")
+                    header = message.header
+                    self._check_header(header)
+                elif part == "chunk":
+                    if sent_digest:
+                        raise InvalidArgument("chunks after the sha256 message")
+                    received += len(message.chunk)
+                    if received > self.settings.max_import_bytes:
+                        raise InvalidArgument(
+                            f"the model is larger than the {self.settings.max_import_bytes} byte import limit"
+                        )
+                    digest.update(message.chunk)
+                    handle.write(message.chunk)
+                elif part == "sha256":
+                    sent_digest = message.sha256.strip().lower()
+                else:
+                    raise InvalidArgument("only one header per import")
+        if header is None:
+            raise InvalidArgument("empty import stream: send a header, the chunks, then the sha256")
+        if not sent_digest:
+            raise InvalidArgument("the import ended without its sha256 message (incomplete upload)")
+        if header.size_bytes and header.size_bytes != received:
+            raise InvalidArgument(
+                f"the header declared {header.size_bytes} bytes but {received} arrived (truncated upload)"
+            )
+        if sent_digest != digest.hexdigest():
+            raise DigestMismatch(f"sha256 mismatch: sent {sent_digest}, content hashes to {digest.hexdigest()}")
+        if received == 0:
+            raise InvalidArgument("the uploaded model is empty")
+        return header, path
+
+    def _check_header(self, header: pb.ImportHeader) -> None:
+        if not header.model_name:
+            raise InvalidArgument("header.model_name is required")
+        if header.size_bytes < 0 or header.size_bytes > self.settings.max_import_bytes:
+            raise InvalidArgument(
+                f"header.size_bytes {header.size_bytes} is over the {self.settings.max_import_bytes} byte import limit"
+            )
+        if header.task not in TASKS:
+            raise InvalidArgument(f"header.task must be one of classification, regression, vae, got {header.task!r}")
+
+    async def import_model(self, requests: AsyncIterator[pb.ImportModelRequest]) -> pb.ImportModelResponse:
+        folder = self.settings.data_dir / "imports" / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        try:
+            header, path = await self.receive(requests, folder)
+            try:
+                info = await asyncio.to_thread(validate.validate_file, path, self.limits)
+            except validate.InvalidModel as exc:
+                raise InvalidArgument(f"model refused: {exc}") from exc
+            signature = common_pb2.Signature(
+                inputs=[common_pb2.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in info.inputs],
+                outputs=[common_pb2.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in info.outputs],
+            )
+            ref = await self._register(header, path, signature, info.opset)
+            return pb.ImportModelResponse(registered=ref, signature=signature, opset=info.opset)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+
+    async def _register(
+        self, header: pb.ImportHeader, path: Path, signature: common_pb2.Signature, opset: int
+    ) -> common_pb2.VersionRef:
+        tags = dict(header.tags) | {"preferred_provider": PREFERRED_PROVIDER["fp32"], "imported": "true"}
+        if header.task:
+            tags["task"] = header.task
+        with translate("registering the imported model"):
+            version = await self.registry.create_version(
+                header.model_name,
+                format=ONNX,
+                variant="fp32",
+                signature=signature,
+                tags=tags,
+                description=header.description or f"imported ONNX model (opset {opset})",
+                required_artifacts=[MODEL_ARTIFACT],
+            )
+            try:
+                await self.registry.upload_file(
+                    header.model_name, version.version, MODEL_ARTIFACT, path, media_type=ONNX_MEDIA_TYPE
+                )
+            except BaseException:
+                await self.registry.set_status((header.model_name, version.version), FAILED, "import upload failed")
+                raise
+            await self.registry.set_status((header.model_name, version.version), READY)
+        return common_pb2.VersionRef(model_name=header.model_name, version=version.version)

@@ -1,0 +1,133 @@
+"""Import validation on crafted files, the job store's event numbering, and request-option checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from aiaas.common.v1 import common_pb2
+from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas_services.runtime.errors import InvalidArgument
+from aiaas_services.serialization.options import pipeline_options
+from aiaas_services.serialization.pipeline.validate import InvalidModel, Limits, validate_bytes
+from aiaas_services.serialization.settings import SerializationSettings
+from aiaas_services.serialization.store import JobStore
+
+
+def model_bytes(weight: TensorProto, opset: int = 17, node_domain: str = "") -> bytes:
+    node = helper.make_node("MatMul" if not node_domain else "Custom", ["input", "w"], ["output"], domain=node_domain)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])],
+        [weight],
+    )
+    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(node_domain, 1)] if node_domain else [])
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
+def good_weight() -> TensorProto:
+    return helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.eye(4, dtype=np.float32).reshape(-1))
+
+
+def test_a_clean_model_passes_and_is_described() -> None:
+    _model, info = validate_bytes(model_bytes(good_weight()), Limits())
+    assert info.opset == 17
+    assert info.inputs[0].name == "input" and info.inputs[0].shape == (-1, 4) and info.inputs[0].datatype == "FP32"
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"\x0a\xff\xff\xff", "truncated or malformed"),
+        (b"", "holds no graph"),
+        (model_bytes(good_weight(), opset=8), "opset 8"),
+        (model_bytes(good_weight(), node_domain="com.evil"), "com.evil"),
+    ],
+)
+def test_broken_files_are_refused(data: bytes, words: str) -> None:
+    with pytest.raises(InvalidModel, match=words):
+        validate_bytes(data, Limits())
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [("../../etc/passwd", "outside the model's folder"), ("/etc/passwd", "outside"), ("data.bin", "external file")],
+)
+def test_external_data_is_refused_without_being_opened(location: str, words: str) -> None:
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 4], data_location=TensorProto.EXTERNAL)
+    weight.external_data.add(key="location", value=location)
+    with pytest.raises(InvalidModel, match=words):
+        validate_bytes(model_bytes(weight), Limits())
+
+
+def test_declared_sizes_are_checked_before_allocation() -> None:
+    huge = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[100_000, 100_000], raw_data=b"\0" * 8)
+    with pytest.raises(InvalidModel, match=r"37\.3 GiB"):
+        validate_bytes(model_bytes(huge), Limits())
+    short = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 4], raw_data=b"\0" * 8)
+    with pytest.raises(InvalidModel, match="declares 64 bytes but holds 8"):
+        validate_bytes(model_bytes(short), Limits())
+
+
+def test_store_numbers_events_and_is_idempotent(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    request = pb.StartExportJobRequest(request_id="r1")
+    job, created = store.create(pb.ExportJob(target_model_name="m"), request, {"traceparent": "x"})
+    again, created_again = store.create(pb.ExportJob(), request, {})
+    assert created and not created_again and again.job_id == job.job_id
+
+    def run(j: pb.ExportJob) -> None:
+        j.state = common_pb2.JOB_STATE_RUNNING
+
+    store.update(
+        job.job_id, run, pb.WatchExportJobResponse(state_changed="running"), only_if=(common_pb2.JOB_STATE_QUEUED,)
+    )
+    store.note(job.job_id, "exporting")
+    # a transition guarded on QUEUED no longer applies
+    assert store.update(job.job_id, run, pb.WatchExportJobResponse(), only_if=(common_pb2.JOB_STATE_QUEUED,)) is None
+    events = store.events(job.job_id)
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert [e.state for e in events] == [
+        common_pb2.JOB_STATE_QUEUED,
+        common_pb2.JOB_STATE_RUNNING,
+        common_pb2.JOB_STATE_RUNNING,
+    ]
+    assert [e.sequence for e in store.events(job.job_id, after_sequence=2)] == [3]
+    assert store.request_of(job.job_id)[1] == {"traceparent": "x"}
+    assert store.ids_in_state(common_pb2.JOB_STATE_RUNNING) == [job.job_id]
+    store.record_version(job.job_id, "m", 3)
+    assert store.versions_of(job.job_id) == [("m", 3)]
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (common_pb2.ExportOptions(variants=["int3"]), "unknown variant"),
+        (common_pb2.ExportOptions(opset=7), "opset 7"),
+        (common_pb2.ExportOptions(pruning_sparsity=1.5), "pruning_sparsity"),
+        (common_pb2.ExportOptions(tolerances={"bf16": common_pb2.VariantTolerance()}), "bf16"),
+        (common_pb2.ExportOptions(tolerances={"fp16": common_pb2.VariantTolerance(max_abs_error=-1)}), "non-negative"),
+    ],
+)
+def test_bad_options_are_invalid_arguments(options: common_pb2.ExportOptions, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=words):
+        pipeline_options(options, SerializationSettings())
+
+
+def test_reduce_range_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiaas_services.serialization.options as module
+
+    monkeypatch.setattr(module, "cpu_has_vnni", lambda: False)
+    assert pipeline_options(common_pb2.ExportOptions(), SerializationSettings()).quantization.reduce_range
+    monkeypatch.setattr(module, "cpu_has_vnni", lambda: True)
+    assert not pipeline_options(common_pb2.ExportOptions(), SerializationSettings()).quantization.reduce_range
+    assert pipeline_options(
+        common_pb2.ExportOptions(reduce_range=True), SerializationSettings()
+    ).quantization.reduce_range
+    defaults = pipeline_options(common_pb2.ExportOptions(), SerializationSettings())
+    assert defaults.variants == ("fp32",) and defaults.opset == 18 and defaults.quantization.method == "minmax"
