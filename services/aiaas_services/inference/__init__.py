@@ -1,0 +1,1 @@
+"""Inference service: the Open Inference Protocol on ONNX Runtime."""

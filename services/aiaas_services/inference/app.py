@@ -1,0 +1,110 @@
+"""Wires the inference servicer and the model manager into the shared runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
+from aiaas_services.inference.batcher import BatchPolicy
+from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
+from aiaas_services.inference.metrics import observer_factory
+from aiaas_services.inference.providers import ProviderConfig
+from aiaas_services.inference.servicer import InferenceServicer
+from aiaas_services.inference.settings import InferenceSettings
+
+logger = logging.getLogger(__name__)
+
+
+def load_options(settings: InferenceSettings) -> LoadOptions:
+    """Session and batching options from the settings."""
+    config = ProviderConfig(
+        preferred=tuple(settings.providers),
+        cuda_device_id=settings.cuda_device_id,
+        cuda_mem_limit_bytes=settings.cuda_mem_limit_bytes,
+        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+        cuda_graph=settings.cuda_graph,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        graph_optimization=settings.graph_optimization,
+    )
+    policy = BatchPolicy(
+        enabled=settings.batching,
+        max_batch_size=max(1, settings.max_batch_size),
+        preferred_batch_sizes=tuple(sorted(settings.preferred_batch_sizes)),
+        max_queue_delay_s=max(0, settings.max_queue_delay_us) / 1e6,
+        queue_limit=max(1, settings.queue_limit),
+    )
+    return LoadOptions(
+        config=config,
+        instances=max(1, settings.instances),
+        policy=policy,
+        max_elements=settings.max_elements,
+        warmup_runs=settings.warmup_runs,
+        io_binding=settings.io_binding,
+        observe_factory=observer_factory(),
+    )
+
+
+def build_manager(settings: InferenceSettings) -> ModelManager:
+    """The model manager for these settings (registry client opened when a registry target is set)."""
+    cache = Path(settings.cache_dir) if settings.cache_dir else settings.home_path / "inference" / "models"
+    return ModelManager(
+        options=load_options(settings),
+        repository=Path(settings.model_repository).expanduser() if settings.model_repository else None,
+        registry_factory=registry_factory(settings) if settings.registry_target else None,
+        specs=[ModelSpec.parse(text, settings.default_alias) for text in settings.models],
+        cache_dir=cache,
+        variant_policy=settings.variant_policy,
+        load_variants=settings.load_variants,
+        drain_seconds=settings.drain_seconds,
+        backoff_max=settings.watch_backoff_max_seconds,
+    )
+
+
+def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
+    """Opens the registry client; called inside the running event loop (aio channels bind to it)."""
+
+    def factory() -> Any:
+        from aiaas.client.registry import RegistryClient
+        from aiaas_services.runtime.channels import open_channel
+
+        return RegistryClient(open_channel(settings.registry_target, settings), actor="inference")
+
+    return factory
+
+
+class InferenceApp:
+    """The inference service as the runtime sees it."""
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        if settings.variant_policy not in ("alias", "hardware"):
+            raise ValueError(f"variant_policy must be 'alias' or 'hardware', got {settings.variant_policy!r}")
+        if settings.models and not settings.registry_target:
+            raise ValueError("models are named but registry_target is empty; set AIAAS_INFERENCE_REGISTRY_TARGET")
+        self.settings = settings
+        self.manager = build_manager(settings)
+        self.ready = asyncio.Event()
+        self.servicer = InferenceServicer(self.manager, self.ready)
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
+        return [grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+
+    async def start(self) -> None:
+        """Load the models (health turns SERVING after this returns)."""
+        if self.settings.gil_switch_interval_us > 0:
+            sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)
+        await self.manager.start()
+        self.ready.set()
+
+    async def close(self) -> None:
+        """Drain and release every model."""
+        self.ready.clear()
+        await self.manager.close()

@@ -1,0 +1,322 @@
+"""Dynamic batching: one queue per model version, N instance threads that stack compatible requests.
+
+Why this shape: an ONNX Runtime run releases the GIL, so instance threads run in parallel with the
+event loop and each other. An idle instance takes whatever is queued at once (a lone request never
+waits for a window, unless ``max_queue_delay`` asks for it); under load the queue fills while instances
+are busy, so batches form by themselves. A batch's results go back to the event loop in ONE
+``call_soon_threadsafe``, so the thread hop is paid per batch, not per request.
+
+The module knows nothing of gRPC: requests are dicts of numpy arrays, answers are lists of arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from aiaas_services.runtime.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How requests are grouped into runs."""
+
+    enabled: bool = True
+    max_batch_size: int = 32
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_s: float = 0.0
+    queue_limit: int = 1024
+
+
+@dataclass
+class BatchStats:
+    """Cumulative figures of one model version (read by ModelStatistics and metrics)."""
+
+    executions: int = 0
+    inferences: int = 0
+    queue_ns: int = 0
+    queue_count: int = 0
+    compute_ns: int = 0
+    batch_sizes: dict[int, list[int]] = field(default_factory=dict)  # rows -> [count, compute ns]
+    dropped_deadline: int = 0
+    last_inference_ms: int = 0
+
+
+class WorkItem:
+    """One queued request."""
+
+    __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "rows", "trace_context")
+
+    def __init__(
+        self,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        key: Hashable,
+        deadline: float | None,
+        future: asyncio.Future[list[np.ndarray]],
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.key = key
+        self.deadline = deadline
+        self.future = future
+        self.enqueued = time.monotonic()
+        self.trace_context = otel_context.get_current()  # the request's span: batch spans join its trace
+
+
+Observer = Callable[[int, float, Sequence[float]], None]
+
+
+class Batcher:
+    """A request queue served by one thread per instance (``run_fns``: one run function per session)."""
+
+    def __init__(
+        self,
+        name: str,
+        run_fns: Sequence[RunFn],
+        policy: BatchPolicy,
+        loop: asyncio.AbstractEventLoop,
+        observe: Observer | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.stats = BatchStats()
+        self._loop = loop
+        self._observe = observe
+        self._queue: collections.deque[WorkItem] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._stats_lock = threading.Lock()
+        self._closing = False
+        self._pending: list[WorkItem] = []
+        self._flush_scheduled = False
+        self._threads = [
+            threading.Thread(target=self._serve, args=(fn,), name=f"{name}-instance-{i}", daemon=True)
+            for i, fn in enumerate(run_fns)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting now."""
+        return len(self._queue) + len(self._pending)
+
+    def submit(
+        self, inputs: dict[str, np.ndarray], rows: int, key: Hashable, deadline: float | None
+    ) -> asyncio.Future[list[np.ndarray]]:
+        """Queue a request (from the event loop); the future gets its outputs in the model's output order.
+
+        Requests submitted during one turn of the event loop reach the instances together, at the end of
+        that turn (one lock and one wake-up for all of them, and a natural batch), never later.
+        """
+        if self._closing:
+            raise Unavailable(f"model {self.name} is unloading; retry")
+        if len(self._queue) + len(self._pending) >= self.policy.queue_limit:
+            raise ResourceExhausted(
+                f"model {self.name}: queue is full ({self.policy.queue_limit} requests waiting); retry later"
+            )
+        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
+        self._pending.append(WorkItem(inputs, rows, key, deadline, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        """Hand this loop turn's requests to the instances (on the event loop)."""
+        self._flush_scheduled = False
+        items, self._pending = self._pending, []
+        if not items:
+            return
+        with self._cond:
+            if not self._closing:
+                self._queue.extend(items)
+                self._cond.notify(min(len(items), len(self._threads)))
+                return
+        for item in items:  # close() was called from a thread without stop_accepting(): never strand them
+            if not item.future.done():
+                item.future.set_exception(Unavailable(f"model {self.name} is unloading; retry"))
+
+    def stop_accepting(self) -> None:
+        """On the event loop, before close(): queue what this turn submitted, then refuse new requests."""
+        self._flush()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Stop taking requests, let the instances finish what is queued, join them (blocking; call in a thread).
+
+        Call ``stop_accepting()`` on the event loop first, so requests submitted in the current loop turn
+        are queued rather than refused. Returns True when everything drained in time.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        drained = not any(t.is_alive() for t in self._threads)
+        if not drained:
+            logger.warning("%s: instances still busy after %.1fs of draining", self.name, timeout)
+        return drained
+
+    # ---- instance threads ----------------------------------------------------------------------------
+
+    def _serve(self, run: RunFn) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = self._take()
+            if batch:
+                self._execute(run, batch)
+
+    def _take(self) -> list[WorkItem]:
+        """Pop a batch (lock held): expired requests are dropped, then compatible ones stacked in FIFO order."""
+        now = time.monotonic()
+        policy = self.policy
+        batch: list[WorkItem] = []
+        expired: list[WorkItem] = []
+        rows = 0
+        limit = policy.max_batch_size if policy.enabled else 0
+        if policy.enabled and policy.max_queue_delay_s > 0:
+            self._wait_for_fill(now)
+            now = time.monotonic()
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            if item.deadline is not None and item.deadline <= now:
+                queue.popleft()
+                expired.append(item)
+                continue
+            if batch and (item.key != batch[0].key or item.key is None or rows + item.rows > limit):
+                break
+            queue.popleft()
+            batch.append(item)
+            rows += item.rows
+            if not policy.enabled or rows >= limit:
+                break
+        if policy.preferred_batch_sizes and len(batch) > 1:
+            batch = self._trim_to_preferred(batch, rows)
+        if expired:
+            with self._stats_lock:
+                self.stats.dropped_deadline += len(expired)
+            self._loop.call_soon_threadsafe(_expire, expired, self.name)
+        return batch
+
+    def _wait_for_fill(self, now: float) -> None:
+        """With a queue delay configured, wait (lock held) until a preferred size is queued or the oldest is due."""
+        target = min(self.policy.preferred_batch_sizes or (self.policy.max_batch_size,))
+        oldest = self._queue[0].enqueued if self._queue else now
+        while not self._closing and sum(item.rows for item in self._queue) < target:
+            remaining = oldest + self.policy.max_queue_delay_s - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
+    def _trim_to_preferred(self, batch: list[WorkItem], rows: int) -> list[WorkItem]:
+        """Keep the largest preferred size that the collected rows reach; the rest goes back first in line."""
+        sizes = [size for size in sorted(self.policy.preferred_batch_sizes) if size <= rows]
+        if not sizes:
+            return batch
+        keep: list[WorkItem] = []
+        total = 0
+        for item in batch:
+            if total + item.rows > sizes[-1] and keep:
+                break
+            keep.append(item)
+            total += item.rows
+        for item in reversed(batch[len(keep) :]):
+            self._queue.appendleft(item)
+        return keep
+
+    def _execute(self, run: RunFn, batch: list[WorkItem]) -> None:
+        started = time.monotonic()
+        waits = [started - item.enqueued for item in batch]
+        rows = sum(item.rows for item in batch)
+        # The batch belongs to its first request's trace and links the others' (a trace has one parent chain).
+        links = [trace.Link(trace.get_current_span(item.trace_context).get_span_context()) for item in batch[1:]]
+        with tracer.start_as_current_span("inference.batch", context=batch[0].trace_context, links=links) as span:
+            if span.is_recording():
+                # The oldest request's wait as its own span ending now (one per batch, so cheap).
+                now_ns = time.time_ns()
+                tracer.start_span("inference.queue_wait", start_time=now_ns - int(max(waits) * 1e9)).end(now_ns)
+                span.set_attribute("inference.model", self.name)
+                span.set_attribute("inference.batch_requests", len(batch))
+                span.set_attribute("inference.batch_rows", rows)
+                span.set_attribute("inference.queue_wait_max_ms", max(waits) * 1e3)
+            try:
+                if len(batch) == 1:
+                    feeds = batch[0].inputs
+                else:
+                    feeds = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+                with tracer.start_as_current_span("inference.ort_run"):
+                    outputs = run(feeds)
+                results = [outputs] if len(batch) == 1 else _split(outputs, [item.rows for item in batch])
+            except Exception as exc:
+                logger.exception("%s: run of %d rows failed", self.name, rows)
+                self._loop.call_soon_threadsafe(_fail, batch, exc)
+                return
+        elapsed = time.monotonic() - started
+        self._loop.call_soon_threadsafe(_deliver, batch, results)
+        with self._stats_lock:
+            stats = self.stats
+            stats.executions += 1
+            stats.inferences += rows
+            stats.queue_ns += int(sum(waits) * 1e9)
+            stats.queue_count += len(batch)
+            stats.compute_ns += int(elapsed * 1e9)
+            entry = stats.batch_sizes.setdefault(rows, [0, 0])
+            entry[0] += 1
+            entry[1] += int(elapsed * 1e9)
+            stats.last_inference_ms = int(time.time() * 1000)
+        if self._observe is not None:
+            self._observe(rows, elapsed, waits)
+
+
+def _split(outputs: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:
+    """Split each batched output back along axis 0 into per-request views (slices: no copies)."""
+    results: list[list[np.ndarray]] = []
+    start = 0
+    for count in rows:
+        stop = start + count
+        results.append([output[start:stop] for output in outputs])
+        start = stop
+    return results
+
+
+def _deliver(batch: list[WorkItem], results: list[list[np.ndarray]]) -> None:
+    for item, result in zip(batch, results, strict=True):
+        if not item.future.done():
+            item.future.set_result(result)
+
+
+def _fail(batch: list[WorkItem], exc: Exception) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)
+
+
+def _expire(items: list[WorkItem], name: str) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(
+                DeadlineExceeded(f"model {name}: the request's deadline passed while it waited in the queue")
+            )

@@ -1,0 +1,116 @@
+"""Prometheus figures per model and version: requests by outcome, queue wait, compute time, batch sizes.
+
+Served on the shared ``/metrics`` endpoint (setting ``metrics_port``). Label children are looked up once
+per loaded version, so the hot path pays one ``inc``/``observe`` each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import REGISTRY, Histogram, Metric
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class RequestCounts:
+    """Requests by (model, version): [successes, their ns, failures, their ns].
+
+    Plain integers updated on the event loop (no lock, no Prometheus call on the hot path); Prometheus
+    reads them when it scrapes, through ``_RequestCollector``.
+    """
+
+    def __init__(self) -> None:
+        self.table: dict[tuple[str, str], list[int]] = {}
+
+    def record(self, model: str, version: str, ok: bool, ns: int) -> None:
+        """Count one finished request."""
+        row = self.table.get((model, version))
+        if row is None:
+            row = self.table[(model, version)] = [0, 0, 0, 0]
+        if ok:
+            row[0] += 1
+            row[1] += ns
+        else:
+            row[2] += 1
+            row[3] += ns
+
+    def get(self, model: str, version: str) -> list[int]:
+        """The row of one version (zeros when it has none)."""
+        return list(self.table.get((model, version), (0, 0, 0, 0)))
+
+
+class _RequestCollector(Collector):
+    def __init__(self, counts: RequestCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "aiaas_inference_model_requests",
+            "Inference requests by model, version and outcome.",
+            labels=["model", "version", "outcome"],
+        )
+        for (model, version), row in list(self.counts.table.items()):
+            family.add_metric([model, version, "success"], row[0])
+            family.add_metric([model, version, "failure"], row[2])
+        yield family
+
+
+REQUEST_COUNTS = RequestCounts()
+REGISTRY.register(_RequestCollector(REQUEST_COUNTS))
+QUEUE_SECONDS = Histogram(
+    "aiaas_inference_model_queue_seconds",
+    "Time a request waited in its model's queue.",
+    ["model", "version"],
+    buckets=_BUCKETS,
+)
+COMPUTE_SECONDS = Histogram(
+    "aiaas_inference_model_compute_seconds",
+    "ONNX Runtime time per executed batch.",
+    ["model", "version"],
+    buckets=_BUCKETS,
+)
+BATCH_ROWS = Histogram(
+    "aiaas_inference_model_batch_size",
+    "Rows (along the batch axis) per executed batch.",
+    ["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+@dataclass
+class VersionMetrics:
+    """Bound label children of one model version."""
+
+    queue: Any
+    compute: Any
+    batch: Any
+
+    def observe_batch(self, rows: int, compute_seconds: float, waits: Sequence[float]) -> None:
+        """Called by an instance thread after each run."""
+        self.compute.observe(compute_seconds)
+        self.batch.observe(rows)
+        for wait in waits:
+            self.queue.observe(wait)
+
+
+def version_metrics(model: str, version: str) -> VersionMetrics:
+    """Label children for one model version."""
+    return VersionMetrics(
+        queue=QUEUE_SECONDS.labels(model, version),
+        compute=COMPUTE_SECONDS.labels(model, version),
+        batch=BATCH_ROWS.labels(model, version),
+    )
+
+
+def observer_factory() -> Callable[[str, str], Callable[[int, float, Sequence[float]], None]]:
+    """For the manager: builds the per-batch observer of a version."""
+
+    def factory(model: str, version: str) -> Callable[[int, float, Sequence[float]], None]:
+        return version_metrics(model, version).observe_batch
+
+    return factory

@@ -1,0 +1,71 @@
+"""Settings of the inference service (env prefix AIAAS_INFERENCE_)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from aiaas_services.runtime.settings import ServiceSettings, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSettings(ServiceSettings):
+    """Inference service: the Open Inference Protocol on ONNX Runtime."""
+
+    env_prefix: typing.ClassVar[str] = "AIAAS_INFERENCE_"
+    service_name: typing.ClassVar[str] = "inference"
+
+    port: int = setting(8001, "Port to listen on; 0 picks a free one (see port_file).")
+
+    # Where models come from.
+    model_repository: str = setting(
+        "", "Local model repository folder <repo>/<name>/<version>/model.onnx (no registry)."
+    )
+    registry_target: str = setting("", "Registry address host:port; serve the models named in `models` from it.")
+    models: list[str] = setting(
+        [], "Models to serve from the registry: name (alias production), name@alias or name@<version>, comma-separated."
+    )
+    default_alias: str = setting("production", "Alias resolved when a model in `models` names none.")
+    variant_policy: str = setting(
+        "alias",
+        "Which variant answers by default: 'alias' (exactly the aliased version) or 'hardware' "
+        "(among READY variants of the same lineage: fp16 on CUDA, int8 on CPU).",
+    )
+    load_variants: bool = setting(True, "Also load the READY sibling variants of a served registry version.")
+    cache_dir: str = setting("", "Where downloaded model.onnx files live; default <home>/inference/models.")
+    watch_backoff_max_seconds: float = setting(10.0, "Longest wait between reconnects of the registry watch.")
+
+    # ONNX Runtime.
+    providers: list[str] = setting(
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "Execution providers in order of preference; unavailable ones are skipped (logged).",
+    )
+    cuda_device_id: int = setting(0, "CUDA device id.")
+    cuda_mem_limit_bytes: int = setting(0, "CUDA arena memory limit in bytes (0 = unlimited).")
+    cudnn_conv_algo_search: str = setting(
+        "EXHAUSTIVE", "cuDNN convolution algorithm search: EXHAUSTIVE, HEURISTIC, DEFAULT."
+    )
+    cuda_graph: bool = setting(False, "Enable CUDA graphs (only used for models whose input shapes are all fixed).")
+    io_binding: bool = setting(True, "Use IO binding on CUDA (outputs bound to host memory).")
+    intra_op_threads: int = setting(1, "ONNX Runtime intra-op threads per session (0 = ORT default: all cores).")
+    inter_op_threads: int = setting(1, "ONNX Runtime inter-op threads per session (0 = ORT default).")
+    graph_optimization: str = setting("all", "Graph optimization level: disable, basic, extended, all.")
+    instances: int = setting(2, "Sessions (instances) per model version, each run by its own thread.")
+    warmup_runs: int = setting(2, "Runs on zeros per instance before a new version takes traffic.")
+
+    # Dynamic batching.
+    batching: bool = setting(True, "Stack compatible queued requests into one run (dynamic batching).")
+    max_batch_size: int = setting(32, "Largest batch (in rows along the batch axis) one run takes.")
+    preferred_batch_sizes: list[int] = setting([], "Batch sizes a run prefers when more is queued (e.g. 8,16,32).")
+    max_queue_delay_us: int = setting(
+        0,
+        "Microseconds an idle instance may wait to fill a preferred batch; 0 = never (a lone request runs at once).",
+    )
+    queue_limit: int = setting(1024, "Requests queued per model version before new ones get RESOURCE_EXHAUSTED.")
+    max_elements: int = setting(64 * 1024 * 1024, "Most tensor elements one request may carry.")
+    gil_switch_interval_us: int = setting(
+        1000,
+        "Python's GIL switch interval in microseconds (Python's own is 5000): shorter lets an instance thread "
+        "get the GIL back from a busy event loop sooner after each ONNX Runtime run; 0 keeps Python's default.",
+    )
+    drain_seconds: float = setting(30.0, "How long a replaced version may take to finish its queued requests.")

@@ -1,0 +1,53 @@
+"""NVIDIA's own tritonclient (gRPC) against our server, run in .venv-triton as a user's client would be.
+
+tritonclient pins protobuf < 7 while our services need protobuf 7, so the client runs in its own
+virtual environment (``make triton-client`` builds it; ``make test`` does that first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tests.support.processes import ServiceProcess
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = Path(__file__).with_name("triton_client_script.py")
+
+
+def triton_python() -> Path:
+    """The interpreter of .venv-triton (or $AIAAS_TRITON_PYTHON)."""
+    path = Path(os.environ.get("AIAAS_TRITON_PYTHON", ROOT / ".venv-triton" / "bin" / "python"))
+    assert path.exists(), f"{path} is missing: run `make triton-client` (make test builds it)"
+    return path
+
+
+def test_tritonclient_drives_the_server(standalone: ServiceProcess, model_repository: Path) -> None:
+    completed = subprocess.run(
+        [str(triton_python()), str(SCRIPT), standalone.address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert found["live"] and found["ready"] and found["model_ready"]
+    assert found["server_name"] == "aiaas-inference"
+    assert "CPUExecutionProvider" in found["platform"]
+    assert found["max_batch_size"] == 32
+    assert {"mlp", "bytes", "fp16"} <= set(found["index"])
+    session = ort.InferenceSession(str(model_repository / "mlp/1/model.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"input": np.asarray(found["mlp_input"], np.float32)})[0]
+    np.testing.assert_allclose(np.asarray(found["mlp_output"]), expected, rtol=1e-5, atol=1e-6)
+    assert found["mlp_id"] == "t-1"
+    assert found["bytes"] == [["alpha", "beta"], ["gamma", ""]]
+    assert found["fp16"] == [[2.0, -5.0, 0.5, 16.0]]
+    assert found["stream_ids"] == [f"stream-{i}" for i in range(5)]
+    assert found["missing"] == "StatusCode.NOT_FOUND"
+    assert found["stats_success"] >= 2

@@ -1,0 +1,155 @@
+"""The dynamic batcher with plain Python run functions (no model, no gRPC): what it stacks, when it
+waits, what it drops, and that closing drains the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from aiaas_services.inference.batcher import Batcher, BatchPolicy
+from aiaas_services.runtime.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+
+class Recorder:
+    """A run function that doubles its input and records every batch's row count; can be held."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.started.set()
+        self.gate.wait(10)
+        self.batches.append(len(feeds["x"]))
+        return [feeds["x"] * 2]
+
+
+def rows(n: int, value: float = 1.0, width: int = 4) -> dict[str, np.ndarray]:
+    return {"x": np.full((n, width), value, np.float32)}
+
+
+async def test_a_lone_request_runs_at_once_without_a_window() -> None:
+    run = Recorder()
+    batcher = Batcher("m", [run], BatchPolicy(max_queue_delay_s=0.0), asyncio.get_running_loop())
+    started = time.monotonic()
+    (out,) = await batcher.submit(rows(1, 3.0), 1, (4,), None)
+    assert time.monotonic() - started < 0.5
+    np.testing.assert_array_equal(out, np.full((1, 4), 6.0))
+    batcher.close(5)
+
+
+async def test_queued_compatible_requests_are_stacked_and_split_back() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher = Batcher("m", [run], BatchPolicy(max_batch_size=16), asyncio.get_running_loop())
+    first = batcher.submit(rows(1, 0), 1, (4,), None)
+    await asyncio.to_thread(run.started.wait, 5)  # the instance is busy with the first request
+    queued = [batcher.submit(rows(2, float(i)), 2, (4,), None) for i in range(1, 6)]
+    run.gate.set()
+    await first
+    results = await asyncio.gather(*queued)
+    assert run.batches == [1, 10]
+    for i, (out,) in enumerate(results, start=1):
+        np.testing.assert_array_equal(out, np.full((2, 4), 2.0 * i))
+    assert batcher.stats.executions == 2 and batcher.stats.inferences == 11
+    batcher.close(5)
+
+
+async def test_incompatible_shapes_are_not_mixed_and_max_batch_is_respected() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher = Batcher("m", [run], BatchPolicy(max_batch_size=4), asyncio.get_running_loop())
+    first = batcher.submit(rows(1), 1, (4,), None)
+    await asyncio.to_thread(run.started.wait, 5)
+    a = [batcher.submit(rows(1), 1, (4,), None) for _ in range(6)]
+    b = batcher.submit(rows(1, width=8), 1, (8,), None)
+    run.gate.set()
+    await asyncio.gather(first, *a, b)
+    assert run.batches == [1, 4, 2, 1]
+
+
+async def test_preferred_batch_sizes_trim_and_keep_order() -> None:
+    run = Recorder()
+    run.gate.clear()
+    policy = BatchPolicy(max_batch_size=32, preferred_batch_sizes=(4, 8))
+    batcher = Batcher("m", [run], policy, asyncio.get_running_loop())
+    first = batcher.submit(rows(1), 1, (4,), None)
+    await asyncio.to_thread(run.started.wait, 5)
+    queued = [batcher.submit(rows(1, float(i)), 1, (4,), None) for i in range(11)]
+    run.gate.set()
+    results = await asyncio.gather(first, *queued)
+    assert run.batches == [1, 8, 3]
+    assert [float(r[0][0, 0]) for r in results[1:]] == [2.0 * i for i in range(11)]
+
+
+async def test_batching_off_runs_one_request_per_call() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher = Batcher("m", [run], BatchPolicy(enabled=False), asyncio.get_running_loop())
+    futures = [batcher.submit(rows(2), 2, (4,), None) for _ in range(3)]
+    run.gate.set()
+    await asyncio.gather(*futures)
+    assert run.batches == [2, 2, 2]
+
+
+async def test_expired_requests_are_dropped_not_run() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher = Batcher("m", [run], BatchPolicy(), asyncio.get_running_loop())
+    blocker = batcher.submit(rows(1), 1, (4,), None)
+    await asyncio.to_thread(run.started.wait, 5)
+    doomed = batcher.submit(rows(1), 1, (4,), time.monotonic() + 0.01)
+    await asyncio.sleep(0.05)
+    run.gate.set()
+    await blocker
+    with pytest.raises(DeadlineExceeded, match="deadline passed while it waited"):
+        await doomed
+    assert run.batches == [1]
+    assert batcher.stats.dropped_deadline == 1
+
+
+async def test_full_queue_is_resource_exhausted_and_closing_is_unavailable() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher = Batcher("m", [run], BatchPolicy(queue_limit=2), asyncio.get_running_loop())
+    running = batcher.submit(rows(1), 1, (4,), None)
+    await asyncio.to_thread(run.started.wait, 5)
+    waiting = [batcher.submit(rows(1), 1, (4,), None) for _ in range(2)]
+    with pytest.raises(ResourceExhausted, match="queue is full"):
+        batcher.submit(rows(1), 1, (4,), None)
+    run.gate.set()
+    batcher.stop_accepting()  # on the loop: what this turn submitted is queued, then nothing more
+    drained = await asyncio.to_thread(batcher.close, 5)
+    assert drained
+    await asyncio.gather(running, *waiting)  # everything queued before close still answered
+    with pytest.raises(Unavailable):
+        batcher.submit(rows(1), 1, (4,), None)
+
+
+async def test_a_failing_run_fails_its_requests_only() -> None:
+    def broken(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise RuntimeError("boom")
+
+    batcher = Batcher("m", [broken], BatchPolicy(), asyncio.get_running_loop())
+    with pytest.raises(RuntimeError, match="boom"):
+        await batcher.submit(rows(1), 1, (4,), None)
+    batcher.close(5)
+
+
+async def test_queue_delay_waits_for_a_preferred_batch() -> None:
+    run = Recorder()
+    policy = BatchPolicy(max_batch_size=8, preferred_batch_sizes=(4,), max_queue_delay_s=0.5)
+    batcher = Batcher("m", [run], policy, asyncio.get_running_loop())
+    futures = []
+    for _ in range(4):
+        futures.append(batcher.submit(rows(1), 1, (4,), None))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*futures)
+    assert run.batches == [4]
+    batcher.close(5)
