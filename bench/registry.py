@@ -1,0 +1,225 @@
+"""Registry benchmark: artifact throughput through the service vs `cp` on the same disk, metadata ops/s,
+and the service's resident-memory growth while moving a large artifact.
+
+The registry runs as its own process (SQLite + local blobs in a temp folder); this process is the load.
+Each repeat uses different content (so nothing is deduplicated) and ratios compare medians taken in the
+same run: ratio = cp seconds / service seconds (1.0 = as fast as cp; the service also hashes and fsyncs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from aiaas.client.registry import RegistryClient
+from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
+from bench.common import Record, median
+
+MiB = 1024 * 1024
+
+
+def _start_registry(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = home / "registry.port"
+    env = {**os.environ, "AIAAS_HOME": str(home), "OTEL_TRACES_EXPORTER": "none", "AIAAS_LOG_LEVEL": "WARNING"}
+    args = [sys.executable, "-m", "aiaas_services.registry", "--port", "0", "--port-file", str(port_file)]
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "registry.log").open("ab") as log:
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"registry did not start: {(home / 'registry.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    return process, f"127.0.0.1:{port_file.read_text()}"
+
+
+class _Sink(registry_pb2_grpc.RegistryServiceServicer):
+    """A registry that only counts upload bytes: the bare gRPC-Python transport ceiling."""
+
+    async def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        size = 0
+        async for message in request_iterator:
+            size += len(message.chunk)
+        return registry_pb2.UploadArtifactResponse(artifact=registry_pb2.Artifact(size_bytes=size))
+
+
+async def _serve_sink(port_file: Path) -> None:
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * MiB)])
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(_Sink(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    port_file.write_text(str(port))
+    await server.wait_for_termination()
+
+
+async def _sink_upload_seconds(work: Path, size: int, repeats: int) -> list[float]:
+    """Seconds to stream ``size`` bytes in 1 MiB messages to the sink process (no hashing, no disk)."""
+    port_file = work / "sink.port"
+    process = subprocess.Popen([sys.executable, "-m", "bench.registry", "sink", str(port_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("sink server did not start")
+            await asyncio.sleep(0.05)
+        chunk = os.urandom(MiB)
+        times = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port_file.read_text()}") as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+
+            async def requests() -> AsyncIterator[registry_pb2.UploadArtifactRequest]:
+                for _ in range(size // MiB):
+                    yield registry_pb2.UploadArtifactRequest(chunk=chunk)
+
+            for _ in range(repeats):
+                started = time.perf_counter()
+                await stub.UploadArtifact(requests())
+                times.append(time.perf_counter() - started)
+        return times
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _write_file(path: Path, size: int) -> None:
+    block = os.urandom(MiB)
+    with path.open("wb") as handle:
+        for i in range(size // MiB):
+            handle.write(block[:-8] + i.to_bytes(8, "little"))
+
+
+def _stamp(path: Path, repeat: int) -> None:
+    """Make the file's content unique for this repeat (so the registry cannot deduplicate it)."""
+    with path.open("r+b") as handle:
+        handle.seek(-8, os.SEEK_END)
+        handle.write(repeat.to_bytes(8, "little"))
+
+
+async def _transfers(client: RegistryClient, work: Path, size: int, repeats: int) -> dict[str, list[float]]:
+    source = work / "artifact.bin"
+    _write_file(source, size)
+    times: dict[str, list[float]] = {"cp": [], "upload": [], "download": []}
+    for repeat in range(repeats):
+        _stamp(source, repeat)
+        target = work / "cp-copy.bin"
+        started = time.perf_counter()
+        subprocess.run(["cp", str(source), str(target)], check=True)
+        times["cp"].append(time.perf_counter() - started)
+        target.unlink()
+
+        version = await client.create_version("bench-artifacts")
+        started = time.perf_counter()
+        await client.upload_file("bench-artifacts", version.version, "artifact.bin", source)
+        times["upload"].append(time.perf_counter() - started)
+
+        download = work / "downloaded.bin"
+        started = time.perf_counter()
+        await client.download_to(("bench-artifacts", version.version), "artifact.bin", download)
+        times["download"].append(time.perf_counter() - started)
+        download.unlink()
+    source.unlink()
+    return times
+
+
+async def _metadata_ops(client: RegistryClient, seconds: float, concurrency: int = 8) -> float:
+    await client.create_model("bench-meta", exist_ok=True)
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            version = await client.create_version("bench-meta", metrics={"acc": 0.5}, tags={"k": "v"})
+            await client.get_version(("bench-meta", version.version))
+            await client.stub.ListVersions(registry_pb2.ListVersionsRequest(model_name="bench-meta", page_size=20))
+            done += 3
+
+    started = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    return done / (time.perf_counter() - started)
+
+
+async def _run(quick: bool, work: Path, address: str, pid: int) -> list[Record]:
+    size = (64 if quick else 256) * MiB
+    repeats = 3
+    rss_size = (128 if quick else 1024) * MiB
+    options = [("grpc.max_receive_message_length", 64 * MiB)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        client = RegistryClient(channel, actor="bench")
+        warm = await client.create_version("bench-warm")
+        await client.upload_bytes("bench-warm", warm.version, "w.bin", os.urandom(4 * MiB))
+        await client.download_bytes(("bench-warm", warm.version), "w.bin")
+        baseline = _rss_kib(pid, "VmRSS")
+
+        times = await _transfers(client, work, size, repeats)
+        sink = median(await _sink_upload_seconds(work, size, repeats))
+
+        big = work / "big.bin"
+        _write_file(big, rss_size)
+        version = await client.create_version("bench-rss")
+        await client.upload_file("bench-rss", version.version, "big.bin", big)
+        await client.download_to(("bench-rss", version.version), "big.bin", work / "big-copy.bin")
+        peak = _rss_kib(pid, "VmHWM")
+        big.unlink()
+        (work / "big-copy.bin").unlink()
+
+        ops = await _metadata_ops(client, 3.0 if quick else 10.0)
+
+    cp, up, down = median(times["cp"]), median(times["upload"]), median(times["download"])
+    params = {"size_mib": size // MiB, "repeats": repeats, "backend": "sqlite+local", "cp_s": round(cp, 3)}
+    mb = size / 1e6
+    return [
+        Record("registry.upload_vs_disk_copy", cp / up, "ratio", "higher", {**params, "upload_s": round(up, 3)}),
+        Record(
+            "registry.download_vs_disk_copy", cp / down, "ratio", "higher", {**params, "download_s": round(down, 3)}
+        ),
+        Record("registry.upload_mb_per_s", mb / up, "MB/s", "higher", params),
+        Record("registry.download_mb_per_s", mb / down, "MB/s", "higher", params),
+        Record("registry.disk_copy_mb_per_s", mb / cp, "MB/s", "higher", params),
+        Record("registry.grpc_sink_mb_per_s", mb / sink, "MB/s", "higher", {**params, "what": "bare gRPC, no I/O"}),
+        Record("registry.upload_vs_grpc_sink", sink / up, "ratio", "higher", params),
+        Record("registry.metadata_ops_per_s", ops, "ops/s", "higher", {"mix": "create+get+list", "concurrency": 8}),
+        Record(
+            "registry.rss_growth_mib",
+            (peak - baseline) / 1024,
+            "MiB",
+            "lower",
+            {"moved_mib": rss_size // MiB, "direction": "upload+download", "target_mib": 64},
+        ),
+    ]
+
+
+def run(quick: bool) -> list[Record]:
+    """Start a registry process, measure, stop it."""
+    work = Path(tempfile.mkdtemp(prefix="aiaas-bench-registry-"))
+    process, address = _start_registry(work / "home")
+    try:
+        return asyncio.run(_run(quick, work, address, process.pid))
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["sink"]:
+    asyncio.run(_serve_sink(Path(sys.argv[2])))

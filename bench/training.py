@@ -1,0 +1,165 @@
+"""Training benchmark: a job's wall time through the service ÷ a bare PyTorch loop, same spec and seed.
+
+The service side is the whole job as a client sees it: StartTrainingJob until WatchJob reports the end,
+so it includes queueing, the worker hand-off, per-epoch validation and checkpoints, the test evaluation,
+the curves PNG and registering three artifacts in a real registry. The worker pool is warm (a first job
+runs before timing), as it is in a running service. The bare loop runs in its own process with the same
+torch thread count, the same data split and the same initial weights, warms up with one epoch (as the
+service's pool is warm), and times data loading, the epochs and a final test accuracy. Repeats
+alternate between the two; the record is the ratio of medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.common import Record, median
+
+SPEC: dict[str, Any] = {
+    "model_name": "bench-digits-mlp",
+    "architecture": {"mlp": {"hidden_sizes": [128, 64]}},
+    "data": {"sklearn": "digits"},
+    "epochs": 30,
+    "batch_size": 32,
+    "seed": 7,
+}
+THREADS = 1
+
+
+def bare_loop(spec: dict[str, Any], threads: int) -> float:
+    """Seconds for the same training in a plain PyTorch loop (data loading to test accuracy)."""
+    import torch
+    import torch.nn.functional as F
+
+    from aiaas_services.datasets import fit_standardization, load_splits
+    from aiaas_services.modelzoo import build_module
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    splits = load_splits(spec["data"], spec["seed"])
+    torch.manual_seed(spec["seed"])
+    model = build_module(
+        {
+            "architecture": {"kind": "mlp", **spec["architecture"]["mlp"]},
+            "task": "classification",
+            "num_features": splits.num_features,
+            "num_classes": splits.num_classes,
+            "standardization": fit_standardization(splits.x_train),
+        }
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.from_numpy(splits.x_train), torch.from_numpy(splits.y_train)
+    for epoch in range(spec["epochs"]):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        for start in range(0, len(x), spec["batch_size"]):
+            index = order[start : start + spec["batch_size"]]
+            loss = F.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(torch.from_numpy(splits.x_test)).argmax(1).numpy() == splits.y_test).mean())
+    elapsed = time.perf_counter() - started
+    assert spec["epochs"] < 5 or accuracy > 0.9, accuracy
+    return elapsed
+
+
+def _start(service: str, home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    home.mkdir(parents=True, exist_ok=True)
+    port_file = home / f"{service}.port"
+    full_env = {
+        **os.environ,
+        "AIAAS_HOME": str(home),
+        "OTEL_TRACES_EXPORTER": "none",
+        "AIAAS_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    args = [sys.executable, "-m", f"aiaas_services.{service}", "--port", "0", "--port-file", str(port_file)]
+    with (home / f"{service}.log").open("ab") as log:
+        process = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{service} did not start: {(home / f'{service}.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    return process, f"127.0.0.1:{port_file.read_text()}"
+
+
+def _service_job(client: Any, spec: Any) -> float:
+    from aiaas.common.v1 import common_pb2
+
+    started = time.perf_counter()
+    job = client.wait(client.start(spec).job_id)
+    elapsed = time.perf_counter() - started
+    if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+        raise RuntimeError(f"benchmark job {job.state}: {job.failure_reason}")
+    return elapsed
+
+
+def _bare_in_process() -> float:
+    code = (
+        "import json; from bench.training import bare_loop, SPEC; "
+        f"bare_loop({{**SPEC, 'epochs': 1}}, {THREADS}); "  # warm, like the service's worker
+        f"print(json.dumps(bare_loop(SPEC, {THREADS})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def run(quick: bool) -> list[Record]:
+    from aiaas.client.training import TrainingClient, parse_spec
+
+    repeats = 3 if quick else 7
+    work = Path(tempfile.mkdtemp(prefix="bench-training-"))
+    registry, registry_address = _start("registry", work / "registry", {})
+    training, address = _start(
+        "training",
+        work / "training",
+        {
+            "AIAAS_TRAINING_REGISTRY_TARGET": registry_address,
+            "AIAAS_TRAINING_MAX_CONCURRENT_JOBS": "1",
+            "AIAAS_TRAINING_TORCH_THREADS": str(THREADS),
+        },
+    )
+    try:
+        with grpc.insecure_channel(address) as channel:
+            client = TrainingClient(channel, timeout=60)
+            warm = parse_spec({**SPEC, "epochs": 1})
+            _service_job(client, warm)  # the worker imports torch once; later jobs find it warm
+            spec = parse_spec(SPEC)
+            service_times, bare_times = [], []
+            for _ in range(repeats):
+                service_times.append(_service_job(client, spec))
+                bare_times.append(_bare_in_process())
+    finally:
+        for process in (training, registry):
+            process.terminate()
+            process.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    params = {
+        "spec": SPEC,
+        "torch_threads": THREADS,
+        "repeats": repeats,
+        "service_seconds": service_times,
+        "bare_seconds": bare_times,
+    }
+    service_median, bare_median = median(service_times), median(bare_times)
+    return [
+        Record("training.service_vs_bare_loop.mlp", service_median / bare_median, "ratio", "lower", params),
+        Record("training.job_seconds.mlp", service_median, "s", "lower", {"repeats": repeats}),
+        Record("training.bare_loop_seconds.mlp", bare_median, "s", "lower", {"repeats": repeats}),
+    ]

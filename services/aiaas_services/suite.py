@@ -1,0 +1,190 @@
+"""Run the four services as separate local processes, the way `make run` and `aiaas up` do.
+
+Each service gets its own log file under ``$AIAAS_HOME/logs``, binds its default port (or the one given),
+and is waited on through grpc.health.v1. Ctrl-C / SIGTERM stops them in reverse order, each gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+DEFAULT_PORTS = {"registry": 50051, "training": 50052, "serialization": 50053, "inference": 8001}
+START_ORDER = ("registry", "serialization", "training", "inference")
+
+
+@dataclass
+class RunningService:
+    """One started service process."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        """host:port to dial."""
+        return f"127.0.0.1:{self.port}"
+
+
+def _wait_serving(service: RunningService, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(service.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                tail = service.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{service.name} exited with {service.process.returncode}; log:\n{tail}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{service.name} not SERVING on {service.target} after {timeout:.0f}s (log: {service.log_path})")
+
+
+def _wait_port_file(path: Path, process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return int(path.read_text())
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{log_path.stem} exited with {process.returncode}; log:\n{tail}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{log_path.stem} did not report its port within {timeout:.0f}s (log: {log_path})")
+
+
+class Suite:
+    """The four services as child processes."""
+
+    def __init__(
+        self,
+        home: Path,
+        ports: Mapping[str, int] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        names: Sequence[str] = START_ORDER,
+    ) -> None:
+        self.home = home
+        self.ports = {**DEFAULT_PORTS, **(ports or {})}
+        self.extra_env = dict(extra_env or {})
+        self.names = list(names)
+        self.services: dict[str, RunningService] = {}
+
+    def target(self, name: str) -> str:
+        """host:port of a started service."""
+        return self.services[name].target
+
+    def env_for(self, name: str) -> dict[str, str]:
+        """Environment of one service: its data dir and its (already started) neighbours' addresses."""
+        env = {**os.environ, "AIAAS_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        if "registry" in self.services:
+            registry = self.target("registry")
+            env["AIAAS_TRAINING_REGISTRY_TARGET"] = registry
+            env["AIAAS_SERIALIZATION_REGISTRY_TARGET"] = registry
+            env["AIAAS_INFERENCE_REGISTRY_TARGET"] = registry
+        if "serialization" in self.services:
+            env["AIAAS_TRAINING_SERIALIZATION_TARGET"] = self.target("serialization")
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start every service in order and wait for each to be SERVING.
+
+        A port of 0 lets the service pick a free one and report it through a port file, so suites in
+        tests never race for ports.
+        """
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in self.names:
+            log_path = logs / f"{name}.log"
+            port_file = self.home / "run" / f"{name}.port"
+            port_file.unlink(missing_ok=True)
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        f"aiaas_services.{name}",
+                        "--port",
+                        str(self.ports[name]),
+                        "--port-file",
+                        str(port_file),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env_for(name),
+                    start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children
+                )
+            port = _wait_port_file(port_file, process, log_path, timeout)
+            service = RunningService(name, port, process, log_path)
+            self.services[name] = service
+            _wait_serving(service, timeout)
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int]:
+        """SIGTERM in reverse start order; returns exit codes."""
+        codes: dict[str, int] = {}
+        for name in reversed(list(self.services)):
+            process = self.services[name].process
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+            codes[name] = process.returncode
+        return codes
+
+    def __enter__(self) -> Suite:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aiaas_services.suite``: start the suite and keep it up until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="aiaas up", description="Start the four services locally.")
+    parser.add_argument("--home", default=os.environ.get("AIAAS_HOME", str(Path.home() / ".aiaas")))
+    parser.add_argument("--ephemeral-ports", action="store_true", help="let each service pick a free port")
+    args = parser.parse_args(argv)
+    ports = dict.fromkeys(DEFAULT_PORTS, 0) if args.ephemeral_ports else None
+    suite = Suite(Path(args.home).expanduser(), ports=ports)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        suite.start()
+        for service in suite.services.values():
+            print(f"{service.name:<14} {service.target:<18} log {service.log_path}")
+        print("all four services SERVING; Ctrl-C stops them")
+        while not stop and all(s.process.poll() is None for s in suite.services.values()):
+            time.sleep(0.5)
+    finally:
+        codes = suite.stop()
+        print("stopped: " + ", ".join(f"{name} exit {code}" for name, code in codes.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

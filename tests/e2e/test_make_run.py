@@ -1,0 +1,47 @@
+"""`make run ARGS=--once`'s entry point, in a fresh AIAAS_HOME, checked by what it prints and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_pipeline_once_trains_exports_deploys_and_serves(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    summary_path = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aiaas_services.pipeline",
+            "--once",
+            "--ephemeral-ports",
+            "--home",
+            str(home),
+            "--summary-json",
+            str(summary_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "AIAAS_HOME": str(home)},
+    )
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted((home / "logs").glob("*.log")))
+    assert completed.returncode == 0, f"{completed.stdout}\n{completed.stderr}\n{logs}"
+    out = completed.stdout
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "trace "):
+        assert step in out, out
+    assert "stopped: inference exit 0, training exit 0, serialization exit 0, registry exit 0" in out
+
+    summary = json.loads(summary_path.read_text())
+    by_variant: dict[tuple[str, str], float] = {(v["model"], v["variant"]): v["accuracy"] for v in summary["variants"]}
+    for model in ("digits-mlp-onnx", "digits-cnn-onnx"):
+        assert by_variant[(model, "fp32")] >= 0.95, summary
+        int8 = [acc for (m, variant), acc in by_variant.items() if m == model and variant.startswith("int8")]
+        assert int8, f"no INT8 variant of {model} was accepted: {summary}"
+        assert max(int8) >= 0.95, summary
+    assert set(summary["production"]) == {"digits-mlp-onnx", "digits-cnn-onnx"}
+    assert len(summary["trace_id"]) == 32

@@ -1,0 +1,214 @@
+"""Hostile requests to every service, table-driven: each gets the right status code and a message that says
+what to fix, nothing leaks, and every service is still healthy afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aiaas.common.v1 import common_pb2 as c
+from aiaas.oip.v2 import grpc_service_pb2 as o
+from aiaas.oip.v2 import grpc_service_pb2_grpc as og
+from aiaas.registry.v1 import registry_pb2 as r
+from aiaas.registry.v1 import registry_pb2_grpc as rg
+from aiaas.serialization.v1 import serialization_pb2 as s
+from aiaas.serialization.v1 import serialization_pb2_grpc as sg
+from aiaas.training.v1 import training_pb2 as t
+from aiaas.training.v1 import training_pb2_grpc as tg
+from aiaas_services.suite import DEFAULT_PORTS, Suite
+from tests.integration.robustness.conftest import assert_clean_details
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+DATA_LOSS = grpc.StatusCode.DATA_LOSS
+
+MLP = t.Architecture(mlp=t.MlpSpec(hidden_sizes=[8]))
+DIGITS = t.DataSpec(sklearn="digits")
+
+
+def spec(**overrides: Any) -> t.StartTrainingJobRequest:
+    """A valid training request with some fields replaced."""
+    fields: dict[str, Any] = {"model_name": "m", "architecture": MLP, "data": DIGITS, "epochs": 1}
+    fields.update(overrides)
+    return t.StartTrainingJobRequest(spec=t.TrainingSpec(**fields))
+
+
+def arch(**kind: Any) -> t.Architecture:
+    return t.Architecture(**kind)
+
+
+# (service, method, request, expected code, a fragment the message must contain)
+CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
+    # training
+    ("training", "StartTrainingJob", t.StartTrainingJobRequest(), INVALID, "model_name"),
+    ("training", "StartTrainingJob", spec(architecture=None), INVALID, "architecture"),
+    ("training", "StartTrainingJob", spec(data=t.DataSpec(sklearn="mnist")), INVALID, "mnist"),
+    ("training", "StartTrainingJob", spec(model_name="../etc/passwd"), INVALID, "name"),
+    ("training", "StartTrainingJob", spec(model_name="bad\x00name"), INVALID, "name"),
+    ("training", "StartTrainingJob", spec(epochs=-3), INVALID, "epochs"),
+    ("training", "StartTrainingJob", spec(batch_size=2**31 - 1), INVALID, "batch_size"),
+    ("training", "StartTrainingJob", spec(architecture=arch(mlp=t.MlpSpec(hidden_sizes=[0]))), INVALID, "hidden"),
+    (
+        "training",
+        "StartTrainingJob",
+        spec(architecture=arch(mlp=t.MlpSpec(hidden_sizes=[4], dropout=2))),
+        INVALID,
+        "dropout",
+    ),
+    (
+        "training",
+        "StartTrainingJob",
+        spec(architecture=arch(rnn=t.RnnSpec(hidden_size=4, num_layers=1, sequence_length=7))),
+        INVALID,
+        "sequence_length",
+    ),
+    (
+        "training",
+        "StartTrainingJob",
+        spec(architecture=arch(cnn=t.CnnSpec(channels=1, height=5, width=5, conv_channels=[4]))),
+        INVALID,
+        "64 features",
+    ),
+    ("training", "StartTrainingJob", spec(device="tpu"), INVALID, "device"),
+    ("training", "StartTrainingJob", spec(world_size=1000), INVALID, "world_size"),
+    ("training", "StartTrainingJob", spec(export=c.ExportOptions(variants=["int4"])), INVALID, "int4"),
+    ("training", "GetJob", t.GetJobRequest(job_id="nope"), NOT_FOUND, "nope"),
+    ("training", "CancelJob", t.CancelJobRequest(job_id="../x"), NOT_FOUND, "does not exist"),
+    ("training", "ListJobs", t.ListJobsRequest(page_token="garbage!"), INVALID, "page_token"),
+    ("training", "ListJobs", t.ListJobsRequest(page_size=-1), INVALID, "page_size"),
+    # serialization
+    ("serialization", "StartExportJob", s.StartExportJobRequest(), INVALID, "model_name"),
+    (
+        "serialization",
+        "StartExportJob",
+        s.StartExportJobRequest(
+            source=c.VersionRef(model_name="nope", version=1), options=c.ExportOptions(variants=["int4"])
+        ),
+        INVALID,
+        "int4",
+    ),
+    (
+        "serialization",
+        "StartExportJob",
+        s.StartExportJobRequest(
+            source=c.VersionRef(model_name="nope", version=1), options=c.ExportOptions(variants=["fp32"], opset=3)
+        ),
+        INVALID,
+        "opset",
+    ),
+    (
+        "serialization",
+        "StartExportJob",
+        s.StartExportJobRequest(
+            source=c.VersionRef(model_name="nope", version=1),
+            options=c.ExportOptions(variants=["fp32"], pruning_sparsity=1.5),
+        ),
+        INVALID,
+        "sparsity",
+    ),
+    (
+        "serialization",
+        "StartExportJob",
+        s.StartExportJobRequest(
+            source=c.VersionRef(model_name="nope", version=1), options=c.ExportOptions(variants=["fp32"])
+        ),
+        NOT_FOUND,
+        "nope",
+    ),
+    ("serialization", "GetExportJob", s.GetExportJobRequest(job_id="zzz"), NOT_FOUND, "zzz"),
+    ("serialization", "ListExportJobs", s.ListExportJobsRequest(page_token="%%%"), INVALID, "page_token"),
+    # registry
+    ("registry", "GetVersion", r.GetVersionRequest(ref=c.VersionRef(model_name="nope", version=1)), NOT_FOUND, "nope"),
+    ("registry", "CreateModel", r.CreateModelRequest(name="a/../b"), INVALID, "name"),
+    ("registry", "CreateModel", r.CreateModelRequest(name="ctl\x07char"), INVALID, "name"),
+    ("registry", "SetAlias", r.SetAliasRequest(model_name="nope", alias="123", version=1), INVALID, "alias"),
+    # inference
+    ("inference", "ModelInfer", o.ModelInferRequest(model_name="nope"), NOT_FOUND, "nope"),
+    ("inference", "ModelMetadata", o.ModelMetadataRequest(name="nope"), NOT_FOUND, "nope"),
+    ("inference", "RepositoryModelUnload", o.RepositoryModelUnloadRequest(model_name="nope"), NOT_FOUND, "nope"),
+    ("inference", "ModelStatistics", o.ModelStatisticsRequest(name="nope"), NOT_FOUND, "nope"),
+]
+
+STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
+    "registry": rg.RegistryServiceStub,
+    "training": tg.TrainingServiceStub,
+    "serialization": sg.SerializationServiceStub,
+    "inference": og.GRPCInferenceServiceStub,
+}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    """The four services as real processes on ephemeral ports."""
+    running = Suite(tmp_path_factory.mktemp("hostile"), ports=dict.fromkeys(DEFAULT_PORTS, 0))
+    running.start()
+    yield running
+    codes = running.stop()
+    assert set(codes.values()) == {0}, codes
+
+
+def _call(suite: Suite, service: str, method: str, request: Any) -> grpc.RpcError | None:
+    with grpc.insecure_channel(suite.target(service)) as channel:
+        try:
+            getattr(STUBS[service](channel), method)(request, timeout=30)
+        except grpc.RpcError as exc:
+            return exc
+    return None
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "request_message", "code", "fragment"),
+    CASES,
+    ids=[f"{case[0]}.{case[1]}-{i}" for i, case in enumerate(CASES)],
+)
+def test_hostile_request(
+    suite: Suite, service: str, method: str, request_message: Any, code: grpc.StatusCode, fragment: str
+) -> None:
+    error = _call(suite, service, method, request_message)
+    assert error is not None, f"{service}.{method} accepted a hostile request: {request_message}"
+    assert error.code() == code, (error.code(), error.details())
+    assert fragment.lower() in (error.details() or "").lower(), error.details()
+    assert_clean_details(error.details(), Path(suite.home))
+
+
+def _import(suite: Suite, parts: list[s.ImportModelRequest]) -> grpc.RpcError:
+    with grpc.insecure_channel(suite.target("serialization")) as channel, pytest.raises(grpc.RpcError) as info:
+        sg.SerializationServiceStub(channel).ImportModel(iter(parts), timeout=30)
+    return info.value
+
+
+def test_hostile_imports(suite: Suite) -> None:
+    header = s.ImportModelRequest(header=s.ImportHeader(model_name="imported"))
+    garbage = b"\x08\x07garbage that is not an onnx model"
+    cases = [
+        ([s.ImportModelRequest(chunk=b"x")], INVALID, "header"),
+        ([header], INVALID, "sha256"),
+        ([header, s.ImportModelRequest(chunk=garbage), s.ImportModelRequest(sha256="00")], DATA_LOSS, "sha256"),
+        (
+            [
+                header,
+                s.ImportModelRequest(chunk=garbage),
+                s.ImportModelRequest(sha256=hashlib.sha256(garbage).hexdigest()),
+            ],
+            INVALID,
+            "onnx",
+        ),
+    ]
+    for parts, code, fragment in cases:
+        error = _import(suite, parts)
+        assert error.code() == code, (error.code(), error.details())
+        assert fragment in (error.details() or "").lower(), error.details()
+
+
+def test_every_service_still_healthy(suite: Suite) -> None:
+    for name, service in suite.services.items():
+        assert service.process.poll() is None, f"{name} died"
+        with grpc.insecure_channel(service.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name

@@ -1,0 +1,135 @@
+"""Start real service processes on ephemeral loopback ports and wait until they are healthy.
+
+Each service binds port 0 and writes the port it got to a port file once health is SERVING, so there is
+no "find a free port, close it, bind it again" race.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVICES = ("registry", "training", "serialization", "inference")
+
+
+@dataclass
+class ServiceProcess:
+    """A running service process."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """host:port to dial."""
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """What the process has logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL (a crash) and reap."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def start_service(
+    name: str,
+    home: Path,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    health_tls: Any = None,
+) -> ServiceProcess:
+    """Start ``python -m aiaas_services.<name>`` on 127.0.0.1:0 and wait for health SERVING.
+
+    ``health_tls`` (a ``tests.support.certs.CertSet``) makes the health wait use TLS with the client
+    certificate, for servers started with TLS settings.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port_file = home / f"{name}.{os.getpid()}.{time.monotonic_ns()}.port"
+    log_path = home / f"{name}.log"
+    full_env = {**os.environ, "AIAAS_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
+    log_handle = log_path.open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            f"aiaas_services.{name}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            *args,
+        ],
+        stdout=log_handle,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+    )
+    log_handle.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        if port_file.exists():
+            port = int(port_file.read_text())
+            service = ServiceProcess(name, process, port, log_path, home, dict(env or {}))
+            wait_serving(service.address, timeout=max(1.0, deadline - time.monotonic()), tls=health_tls)
+            return service
+        time.sleep(0.05)
+    process.kill()
+    raise TimeoutError(f"{name} did not start within {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+def wait_serving(address: str, service: str = "", timeout: float = 30.0, tls: Any = None) -> None:
+    """Poll grpc.health.v1 until SERVING."""
+    deadline = time.monotonic() + timeout
+    if tls is not None:
+        credentials = grpc.ssl_channel_credentials(
+            tls.ca.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes()
+        )
+        channel_cm = grpc.secure_channel(address, credentials)
+    else:
+        channel_cm = grpc.insecure_channel(address)
+    with channel_cm as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} not SERVING after {timeout}s")
+            time.sleep(0.05)
