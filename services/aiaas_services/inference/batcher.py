@@ -275,7 +275,8 @@ class Batcher:
                 self._loop.call_soon_threadsafe(_fail, batch, exc)
                 return
         elapsed = time.monotonic() - started
-        self._loop.call_soon_threadsafe(_deliver, batch, results)
+        # Count the batch before answering: a caller that reads statistics right after its response
+        # must see the execution that produced it.
         with self._stats_lock:
             stats = self.stats
             stats.executions += 1
@@ -287,6 +288,7 @@ class Batcher:
             entry[0] += 1
             entry[1] += int(elapsed * 1e9)
             stats.last_inference_ms = int(time.time() * 1000)
+        self._loop.call_soon_threadsafe(_deliver, batch, results)
         if self._observe is not None:
             self._observe(rows, elapsed, waits)
 
