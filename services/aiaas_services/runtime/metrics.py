@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from aiaas_services.runtime.interceptors import wrap_handler
 from aiaas_services.runtime.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -108,19 +109,11 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method  # type: ignore[attr-defined]
         if method.startswith(UNTRACED_PREFIXES):
             return handler
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, method), **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary, method), **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream, method), **kwargs)
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream, method), **kwargs)
-        return handler
+        return wrap_handler(
+            handler,
+            unary=lambda fn: _unary(fn, method),
+            stream=lambda fn: _streaming(fn, method),
+        )
 
 
 def _code_name(context: grpc.aio.ServicerContext, failure: str | None) -> str:

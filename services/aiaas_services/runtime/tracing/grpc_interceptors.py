@@ -1,0 +1,301 @@
+"""gRPC server and client interceptors that open a span per RPC and carry ``traceparent`` in metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from aiaas_services.runtime.interceptors import wrap_handler
+from aiaas_services.runtime.tracing.configure import INSTRUMENTATION_NAME, UNTRACED_PREFIXES, tracing_enabled
+
+
+def _split_method(full_method: str) -> tuple[str, str]:
+    service, _, method = full_method.lstrip("/").partition("/")
+    return service, method
+
+
+@functools.lru_cache(maxsize=1024)
+def _rpc_naming(full_method: str) -> tuple[str, dict[str, Any]]:
+    """Span name (``pkg.Service/Method``) and semantic-convention attributes, computed once per method.
+
+    The SDK copies the attributes into the span, so handing out the cached dict is safe.
+    """
+    service, method = _split_method(full_method)
+    return full_method.lstrip("/"), {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+
+def _finish(span: trace.Span, code: grpc.StatusCode | None, details: str | None, server: bool) -> None:
+    code = code or grpc.StatusCode.OK
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    # Semantic conventions: a server span is an error for server-side faults only; a client span for any code.
+    server_faults = (
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    )
+    if code != grpc.StatusCode.OK and (not server or code in server_faults):
+        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}".rstrip(": ")))
+    span.end()
+
+
+_PROPAGATED_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def _carrier_from_metadata(metadata: Iterable[Any] | None) -> dict[str, str]:
+    """The W3C headers among the call's metadata (empty when the caller sent none)."""
+    carrier: dict[str, str] = {}
+    for item in metadata or ():
+        key, value = item[0], item[1]
+        if key in _PROPAGATED_KEYS and isinstance(value, str):
+            carrier[key] = value
+    return carrier
+
+
+def _failure_code(span: trace.Span, exc: BaseException) -> grpc.StatusCode:
+    """The status an exception escaping the handler stands for (grpc sends UNKNOWN; cancellation CANCELLED)."""
+    if isinstance(exc, Exception):
+        span.record_exception(exc)
+        return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.CANCELLED
+
+
+def _context_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
+    code = context.code()
+    if isinstance(code, int):  # older grpc returns the raw integer
+        code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return code  # type: ignore[no-any-return]
+
+
+class TracingServerInterceptor(grpc.aio.ServerInterceptor):
+    """Puts every incoming RPC (except health and reflection) in a SERVER span continuing the caller's trace.
+
+    Unary and streaming, both directions. The span is current while the handler runs, so the service's own
+    spans become its children; status code and semantic-convention attributes are set when it ends.
+    """
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer_provider = tracer_provider
+        self._tracer: trace.Tracer | None = None
+
+    def _active(self) -> bool:
+        return self._tracer_provider is not None or tracing_enabled()
+
+    def tracer(self) -> trace.Tracer:
+        """The tracer (resolved on first use, after set-up installed the provider)."""
+        if self._tracer is None:
+            self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=self._tracer_provider)
+        return self._tracer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not self._active():
+            return handler
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if method.startswith(UNTRACED_PREFIXES):
+            return handler
+        return wrap_handler(
+            handler,
+            unary=lambda fn: self._unary(fn, method),
+            stream=lambda fn: self._streaming(fn, method),
+        )
+
+    def _start(self, method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span, Context]:
+        """The SERVER span, and the context to run the handler in (the span plus the caller's baggage)."""
+        carrier = _carrier_from_metadata(context.invocation_metadata())
+        parent = propagate.extract(carrier) if carrier else Context()  # a root span: skip the propagators
+        name, attributes = _rpc_naming(method)
+        span = self.tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        return span, trace.set_span_in_context(span, parent)
+
+    def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
+        async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            span, span_context = self._start(method, context)
+            token = otel_context.attach(span_context)
+            failure: grpc.StatusCode | None = None
+            try:
+                return await behavior(request_or_iterator, context)
+            except grpc.aio.AbortError:
+                raise
+            except BaseException as exc:
+                failure = _failure_code(span, exc)
+                raise
+            finally:
+                otel_context.detach(token)
+                _finish(span, _context_code(context) or failure, context.details(), server=True)
+
+        return handler
+
+    def _streaming(self, behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+        async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            span, span_context = self._start(method, context)
+            count = 0
+            failure: grpc.StatusCode | None = None
+            try:
+                result = behavior(request_or_iterator, context)
+                if not hasattr(result, "__anext__"):  # a handler that writes with context.write()
+                    token = otel_context.attach(span_context)
+                    try:
+                        await result
+                    finally:
+                        otel_context.detach(token)
+                    return
+                # Attach around each step only: the generator may be closed from another context.
+                while True:
+                    token = otel_context.attach(span_context)
+                    try:
+                        item = await result.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        otel_context.detach(token)
+                    count += 1
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except BaseException as exc:
+                failure = _failure_code(span, exc)
+                raise
+            finally:
+                span.set_attribute("rpc.messages_sent", count)
+                _finish(span, _context_code(context) or failure, context.details(), server=True)
+
+        return handler
+
+
+class _TracingClientBase:
+    """Shared parts of the four client interceptor kinds."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer_provider = tracer_provider
+        self._tracer: trace.Tracer | None = None
+
+    def _skip(self, details: grpc.aio.ClientCallDetails) -> bool:
+        if self._tracer_provider is None and not tracing_enabled():
+            return True
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        return method.startswith(UNTRACED_PREFIXES)
+
+    def _start(self, details: grpc.aio.ClientCallDetails) -> tuple[trace.Span, grpc.aio.ClientCallDetails]:
+        if self._tracer is None:
+            self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=self._tracer_provider)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        name, attributes = _rpc_naming(method)
+        span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        for key, value in carrier.items():
+            metadata[key] = value
+        new_details = grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+        return span, new_details
+
+    @staticmethod
+    async def _await_unary(span: trace.Span, call: Any) -> Any:
+        try:
+            code = await call.code()
+            details = await call.details()
+        except BaseException as exc:
+            span.record_exception(exc)
+            _finish(span, grpc.StatusCode.CANCELLED, str(type(exc).__name__), server=False)
+            raise
+        _finish(span, code, details, server=False)
+        return call
+
+    @staticmethod
+    def _end_when_done(span: trace.Span, call: Any) -> Any:
+        """For client or response streams: end the span when the call completes, keeping the call intact."""
+
+        def done(finished: Any) -> None:
+            end_ns = time.time_ns()
+
+            async def record() -> None:
+                try:
+                    code, details = await finished.code(), await finished.details()
+                except BaseException:  # noqa: BLE001 - cancelled while reading the status
+                    code, details = grpc.StatusCode.CANCELLED, ""
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code != grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}"))
+                span.end(end_time=end_ns)
+
+            try:
+                asyncio.get_running_loop().create_task(record())
+            except RuntimeError:  # no loop any more (interpreter shutting down)
+                span.end(end_time=end_ns)
+
+        call.add_done_callback(done)
+        return call
+
+
+class _UnaryUnary(_TracingClientBase, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        if self._skip(client_call_details):
+            return await continuation(client_call_details, request)
+        span, details = self._start(client_call_details)
+        return await self._await_unary(span, await continuation(details, request))
+
+
+class _StreamUnary(_TracingClientBase, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
+        if self._skip(client_call_details):
+            return await continuation(client_call_details, request_iterator)
+        span, details = self._start(client_call_details)
+        # Not awaited here: a caller using call.write() waits for this interceptor to hand the call back.
+        return self._end_when_done(span, await continuation(details, request_iterator))
+
+
+class _UnaryStream(_TracingClientBase, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        if self._skip(client_call_details):
+            return await continuation(client_call_details, request)
+        span, details = self._start(client_call_details)
+        return self._end_when_done(span, await continuation(details, request))
+
+
+class _StreamStream(_TracingClientBase, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
+        if self._skip(client_call_details):
+            return await continuation(client_call_details, request_iterator)
+        span, details = self._start(client_call_details)
+        return self._end_when_done(span, await continuation(details, request_iterator))
+
+
+def server_interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """Interceptors that put each incoming RPC in a span; they pass calls through while tracing is off."""
+    return [TracingServerInterceptor(tracer_provider)]
+
+
+def client_interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that put each outgoing RPC in a CLIENT span and send ``traceparent``/``baggage`` along."""
+    return [
+        _UnaryUnary(tracer_provider),
+        _UnaryStream(tracer_provider),
+        _StreamUnary(tracer_provider),
+        _StreamStream(tracer_provider),
+    ]
