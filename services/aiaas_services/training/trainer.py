@@ -231,8 +231,12 @@ class Trainer:
             group["lr"] = lr
         torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + self.dist.rank)  # dropout, VAE noise
         order = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
-        # running sums stay tensors (no per-step sync to Python); read once at the end of the epoch
-        total_loss, total_correct, seen = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
+        # Per step, keep only what the step made (the loss and the predicted classes, no extra arithmetic
+        # and no sync to Python); the epoch's loss and accuracy are reduced once at the end.
+        losses: list[torch.Tensor] = []
+        sizes: list[int] = []
+        predictions: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
         for start in range(0, len(order), config.batch_size):
             if self._stop_requested():
                 raise Cancelled
@@ -249,11 +253,14 @@ class Trainer:
             if config.grad_clip_norm:
                 torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), config.grad_clip_norm)
             self.optimizer.step()
-            with torch.no_grad():
-                total_loss += loss * len(index)
-                if logits is not None:
-                    total_correct += (logits.argmax(1) == y).sum()
-            seen += len(index)
+            losses.append(loss.detach())
+            sizes.append(len(index))
+            if logits is not None:
+                predictions.append(logits.detach().argmax(1))
+                targets.append(y)
+        seen = sum(sizes)
+        total_loss = (torch.stack(losses) * torch.tensor(sizes, device=self.device)).sum() if losses else 0.0
+        total_correct = (torch.cat(predictions) == torch.cat(targets)).sum() if predictions else 0
         metrics = {"loss": float(total_loss) / max(seen, 1)}
         if self.task == "classification":
             metrics["accuracy"] = float(total_correct) / max(seen, 1)
