@@ -6,6 +6,10 @@ waits for a window, unless ``max_queue_delay`` asks for it); under load the queu
 are busy, so batches form by themselves. A batch's results go back to the event loop in ONE
 ``call_soon_threadsafe``, so the thread hop is paid per batch, not per request.
 
+For a model whose run takes tens of microseconds (a small MLP), even that hop (a condition wake-up, a
+self-pipe write, another loop turn) costs more than the run: with ``inline_below_s`` set and the measured
+run time below it, the requests of a loop turn are stacked and run on the event loop itself.
+
 The module knows nothing of gRPC: requests are dicts of numpy arrays, answers are lists of arrays.
 """
 
@@ -29,6 +33,7 @@ logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+EMA_WEIGHT = 0.1  # of the newest run in the moving average of run time that decides inline runs
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,10 @@ class BatchPolicy:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_s: float = 0.0
     queue_limit: int = 1024
+    # Run on the event loop itself, skipping the instance threads, while a run takes less than this
+    # (measured): for a model that computes in tens of microseconds, the thread hop costs more than the
+    # run. 0 = always use the threads. Needs max_queue_delay_s == 0 (the loop never waits for a batch).
+    inline_below_s: float = 0.0
 
 
 @dataclass
@@ -103,6 +112,8 @@ class Batcher:
         self._closing = False
         self._pending: list[WorkItem] = []
         self._flush_scheduled = False
+        self._inline_run = run_fns[0] if run_fns else None
+        self._compute_ema_s: float | None = None  # recent seconds a run takes; decides inline runs
         self._threads = [
             threading.Thread(target=self._serve, args=(fn,), name=f"{name}-instance-{i}", daemon=True)
             for i, fn in enumerate(run_fns)
@@ -137,7 +148,7 @@ class Batcher:
         return future
 
     def _flush(self) -> None:
-        """Hand this loop turn's requests to the instances (on the event loop)."""
+        """Hand this loop turn's requests to the instances, or run them here when runs are that cheap."""
         self._flush_scheduled = False
         items, self._pending = self._pending, []
         if not items:
@@ -145,11 +156,30 @@ class Batcher:
         with self._cond:
             if not self._closing:
                 self._queue.extend(items)
-                self._cond.notify(min(len(items), len(self._threads)))
-                return
+                if not self._runs_inline():
+                    self._cond.notify(min(len(items), len(self._threads)))
+                    return
+                batches = []
+                while self._queue and (batch := self._take()):
+                    batches.append(batch)
+                items = []
+        for batch in batches:
+            self._execute(self._inline_run, batch, inline=True)  # type: ignore[arg-type]
         for item in items:  # close() was called from a thread without stop_accepting(): never strand them
             if not item.future.done():
                 item.future.set_exception(Unavailable(f"model {self.name} is unloading; retry"))
+
+    def _runs_inline(self) -> bool:
+        """Whether runs are cheap enough to do on the event loop (lock held, so instances are not taking)."""
+        policy = self.policy
+        ema = self._compute_ema_s
+        return (
+            policy.inline_below_s > 0
+            and policy.max_queue_delay_s <= 0
+            and self._inline_run is not None
+            and ema is not None
+            and ema < policy.inline_below_s
+        )
 
     def stop_accepting(self) -> None:
         """On the event loop, before close(): queue what this turn submitted, then refuse new requests."""
@@ -247,7 +277,8 @@ class Batcher:
             self._queue.appendleft(item)
         return keep
 
-    def _execute(self, run: RunFn, batch: list[WorkItem]) -> None:
+    def _execute(self, run: RunFn, batch: list[WorkItem], inline: bool = False) -> None:
+        """Run one batch and answer its requests (``inline``: on the event loop, answering directly)."""
         started = time.monotonic()
         waits = [started - item.enqueued for item in batch]
         rows = sum(item.rows for item in batch)
@@ -272,7 +303,10 @@ class Batcher:
                 results = [outputs] if len(batch) == 1 else _split(outputs, [item.rows for item in batch])
             except Exception as exc:
                 logger.exception("%s: run of %d rows failed", self.name, rows)
-                self._loop.call_soon_threadsafe(_fail, batch, exc)
+                if inline:
+                    _fail(batch, exc)
+                else:
+                    self._loop.call_soon_threadsafe(_fail, batch, exc)
                 return
         elapsed = time.monotonic() - started
         # Count the batch before answering: a caller that reads statistics right after its response
@@ -288,7 +322,12 @@ class Batcher:
             entry[0] += 1
             entry[1] += int(elapsed * 1e9)
             stats.last_inference_ms = int(time.time() * 1000)
-        self._loop.call_soon_threadsafe(_deliver, batch, results)
+            ema = self._compute_ema_s
+            self._compute_ema_s = elapsed if ema is None else ema + EMA_WEIGHT * (elapsed - ema)
+        if inline:
+            _deliver(batch, results)
+        else:
+            self._loop.call_soon_threadsafe(_deliver, batch, results)
         if self._observe is not None:
             self._observe(rows, elapsed, waits)
 

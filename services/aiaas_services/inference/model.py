@@ -171,7 +171,11 @@ class LoadedModel:
         self.batchable = policy.enabled and all(
             info.shape and info.shape[0] == -1 for info in (*self.inputs, *self.outputs)
         )
-        effective = policy if self.batchable else BatchPolicy(enabled=False, queue_limit=policy.queue_limit)
+        effective = (
+            policy
+            if self.batchable
+            else BatchPolicy(enabled=False, queue_limit=policy.queue_limit, inline_below_s=policy.inline_below_s)
+        )
         if providers and providers[0] == CUDA and io_binding:
             runners = [bound_runner(session, "cuda", cuda_device_id) for session in sessions]
         else:

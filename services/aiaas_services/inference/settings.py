@@ -62,6 +62,11 @@ class InferenceSettings(ServiceSettings):
         "Microseconds an idle instance may wait to fill a preferred batch; 0 = never (a lone request runs at once).",
     )
     queue_limit: int = setting(1024, "Requests queued per model version before new ones get RESOURCE_EXHAUSTED.")
+    inline_run_below_us: int = setting(
+        200,
+        "Run a model's batches on the event loop, skipping the instance threads, while a run takes less than "
+        "this many microseconds (measured); 0 = always use the instance threads.",
+    )
     max_elements: int = setting(64 * 1024 * 1024, "Most tensor elements one request may carry.")
     gil_switch_interval_us: int = setting(
         1000,

@@ -98,6 +98,42 @@ async def test_batching_off_runs_one_request_per_call() -> None:
     assert run.batches == [2, 2, 2]
 
 
+class ThreadRecorder(Recorder):
+    """A Recorder that also notes which thread ran each batch, and can be made slow."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.seconds = seconds
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.seconds)
+        return super().__call__(feeds)
+
+
+async def test_cheap_runs_move_onto_the_event_loop_and_still_batch() -> None:
+    run = ThreadRecorder()
+    batcher = Batcher("m", [run], BatchPolicy(inline_below_s=0.5), asyncio.get_running_loop())
+    await batcher.submit(rows(1), 1, (4,), None)  # the first run is measured on an instance thread
+    assert run.threads == ["m-instance-0"]
+    results = await asyncio.gather(*[batcher.submit(rows(1, float(i)), 1, (4,), None) for i in range(5)])
+    assert run.threads[1:] == [threading.current_thread().name]  # one run of 5 rows, on the loop
+    assert run.batches == [1, 5]
+    assert [float(out[0][0, 0]) for out in results] == [2.0 * i for i in range(5)]
+    assert batcher.stats.executions == 2 and batcher.stats.inferences == 6
+    batcher.close(5)
+
+
+async def test_runs_slower_than_the_inline_limit_stay_on_the_instances() -> None:
+    run = ThreadRecorder(seconds=0.02)
+    batcher = Batcher("m", [run], BatchPolicy(inline_below_s=0.005), asyncio.get_running_loop())
+    for _ in range(3):
+        await batcher.submit(rows(1), 1, (4,), None)
+    assert run.threads == ["m-instance-0"] * 3
+    batcher.close(5)
+
+
 async def test_expired_requests_are_dropped_not_run() -> None:
     run = Recorder()
     run.gate.clear()
