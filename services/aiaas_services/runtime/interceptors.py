@@ -83,7 +83,14 @@ def wrap_handler(
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Maps DomainError subclasses to their status and anything else to a generic INTERNAL."""
+    """Maps DomainError subclasses to their status and anything else to a generic INTERNAL.
+
+    The wrapped handler of each method is built once and reused (the registered handler of a method is
+    the same object on every call), rather than rebuilt for every RPC.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -93,9 +100,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
-        return wrap_handler(
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = wrap_handler(
             handler,
             unary=lambda fn: _wrap_unary_response(fn, method),
             stream=lambda fn: _wrap_stream_response(fn, method),
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
