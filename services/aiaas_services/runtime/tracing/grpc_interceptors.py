@@ -255,35 +255,39 @@ class _UnaryUnary(_TracingClientBase, grpc.aio.UnaryUnaryClientInterceptor):
         return await self._await_unary(span, await continuation(details, request))
 
 
-class _StreamUnary(_TracingClientBase, grpc.aio.StreamUnaryClientInterceptor):
+class _StreamingCall(_TracingClientBase):
+    async def _intercept(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        """Start the span and hand the call back at once; the span ends with the call.
+
+        Not awaited here: a caller using ``call.write()`` waits for this interceptor to hand the call back.
+        """
+        if self._skip(details):
+            return await continuation(details, request)
+        span, traced = self._start(details)
+        return self._end_when_done(span, await continuation(traced, request))
+
+
+class _StreamUnary(_StreamingCall, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
     ) -> Any:
-        if self._skip(client_call_details):
-            return await continuation(client_call_details, request_iterator)
-        span, details = self._start(client_call_details)
-        # Not awaited here: a caller using call.write() waits for this interceptor to hand the call back.
-        return self._end_when_done(span, await continuation(details, request_iterator))
+        return await self._intercept(continuation, client_call_details, request_iterator)
 
 
-class _UnaryStream(_TracingClientBase, grpc.aio.UnaryStreamClientInterceptor):
+class _UnaryStream(_StreamingCall, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        if self._skip(client_call_details):
-            return await continuation(client_call_details, request)
-        span, details = self._start(client_call_details)
-        return self._end_when_done(span, await continuation(details, request))
+        return await self._intercept(continuation, client_call_details, request)
 
 
-class _StreamStream(_TracingClientBase, grpc.aio.StreamStreamClientInterceptor):
+class _StreamStream(_StreamingCall, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
     ) -> Any:
-        if self._skip(client_call_details):
-            return await continuation(client_call_details, request_iterator)
-        span, details = self._start(client_call_details)
-        return self._end_when_done(span, await continuation(details, request_iterator))
+        return await self._intercept(continuation, client_call_details, request_iterator)
 
 
 def server_interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[grpc.aio.ServerInterceptor]:
