@@ -153,13 +153,13 @@ class Batcher:
         items, self._pending = self._pending, []
         if not items:
             return
+        batches: list[list[WorkItem]] = []
         with self._cond:
             if not self._closing:
                 self._queue.extend(items)
                 if not self._runs_inline():
                     self._cond.notify(min(len(items), len(self._threads)))
                     return
-                batches = []
                 while self._queue and (batch := self._take()):
                     batches.append(batch)
                 items = []

@@ -134,6 +134,14 @@ async def test_runs_slower_than_the_inline_limit_stay_on_the_instances() -> None
     batcher.close(5)
 
 
+async def test_a_request_submitted_just_before_close_is_refused_not_stranded() -> None:
+    batcher = Batcher("m", [Recorder()], BatchPolicy(inline_below_s=0.5), asyncio.get_running_loop())
+    late = batcher.submit(rows(1), 1, (4,), None)  # queued for the end of this loop turn
+    assert batcher.close(5)  # closed before that turn ends, without stop_accepting()
+    with pytest.raises(Unavailable, match="is unloading"):
+        await late
+
+
 async def test_expired_requests_are_dropped_not_run() -> None:
     run = Recorder()
     run.gate.clear()
