@@ -1,13 +1,19 @@
-"""What every benchmark suite shares: the record type, medians and machine facts."""
+"""What every benchmark suite shares: the record type, medians, machine facts and starting a server."""
 
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -50,3 +56,22 @@ def machine() -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+def start_process(
+    args: list[str], env: dict[str, str], port_file: Path, log: Path, timeout: float = 120.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m <args>`` from the repository root with ``env`` on top of ours, output to ``log``; returns
+    once the server has written its port to ``port_file`` (its loopback address), raising with the log's
+    tail if it exits or times out first."""
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + timeout
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    return process, f"127.0.0.1:{int(port_file.read_text())}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,9 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Record, median, percentile
+from bench.common import ROOT, Record, median, percentile, start_process
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 MODELS = ("mlp", "transformer")
@@ -134,23 +132,7 @@ def run_load(target: str, request_file: Path, concurrency: int, seconds: float, 
 
 
 def _start(args: list[str], env: dict[str, str], port_file: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env={**os.environ, **SERVER_ENV, **env},
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-    handle.close()
-    deadline = time.monotonic() + 120
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-    time.sleep(0.1)
-    return process, f"127.0.0.1:{port_file.read_text().strip()}"
+    return start_process(args, {**SERVER_ENV, **env}, port_file, log)
 
 
 def start_inference(home: Path, repository: Path, batching: bool) -> tuple[subprocess.Popen[bytes], str]:

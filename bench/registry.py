@@ -22,25 +22,17 @@ import grpc
 
 from aiaas.client.registry import RegistryClient
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
-from bench.common import Record, median
+from bench.common import Record, median, start_process
 
 MiB = 1024 * 1024
 
 
 def _start_registry(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = home / "registry.port"
-    env = {**os.environ, "AIAAS_HOME": str(home), "OTEL_TRACES_EXPORTER": "none", "AIAAS_LOG_LEVEL": "WARNING"}
-    args = [sys.executable, "-m", "aiaas_services.registry", "--port", "0", "--port-file", str(port_file)]
     home.mkdir(parents=True, exist_ok=True)
-    with (home / "registry.log").open("ab") as log:
-        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"registry did not start: {(home / 'registry.log').read_text()[-2000:]}")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{port_file.read_text()}"
+    env = {"AIAAS_HOME": str(home), "OTEL_TRACES_EXPORTER": "none", "AIAAS_LOG_LEVEL": "WARNING"}
+    port_file = home / "registry.port"
+    args = ["aiaas_services.registry", "--port", "0", "--port-file", str(port_file)]
+    return start_process(args, env, port_file, home / "registry.log")
 
 
 class _Sink(registry_pb2_grpc.RegistryServiceServicer):

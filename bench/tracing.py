@@ -32,9 +32,8 @@ from typing import Any
 
 import grpc
 
-from bench.common import Record, median
+from bench.common import ROOT, Record, median, start_process
 
-ROOT = Path(__file__).resolve().parent.parent
 ECHO_METHOD = "/bench.Echo/Unary"
 TRACING_ON = {"OTEL_TRACES_EXPORTER": "file", "OTEL_TRACES_SAMPLER": "always_on"}
 # The audit log (a file append per write RPC; the echo counts as one) would dwarf what we measure.
@@ -198,20 +197,8 @@ def compare_on_off(
 
 def _start_echo(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port_file = home / "echo.port"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.tracing", "serve-echo", "--port-file", str(port_file)],
-        cwd=ROOT,
-        env={**os.environ, "AIAAS_HOME": str(home), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("echo server did not start")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{int(port_file.read_text())}"
+    args = ["bench.tracing", "serve-echo", "--port-file", str(port_file)]
+    return start_process(args, {"AIAAS_HOME": str(home), **env}, port_file, home / "echo.log", timeout=60)
 
 
 def echo_overhead(quick: bool) -> Record:
@@ -246,7 +233,6 @@ def _start_inference(home: Path, repository: Path, env: dict[str, str]) -> tuple
     """``python -m aiaas_services.inference`` on a free port serving the local repository, configured as in
     bench/inference.py (2 instances of 1 thread, batching on) plus the tracing variables in ``env``."""
     port_file = home / "inference.port"
-    log = (home / "inference.log").open("wb")
     settings_env = {
         "AIAAS_HOME": str(home),
         "AIAAS_LOG_LEVEL": "WARNING",
@@ -254,21 +240,8 @@ def _start_inference(home: Path, repository: Path, env: dict[str, str]) -> tuple
         "AIAAS_INFERENCE_INSTANCES": "2",
         "AIAAS_INFERENCE_INTRA_OP_THREADS": "1",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aiaas_services.inference", "--port", "0", "--port-file", str(port_file)],
-        cwd=ROOT,
-        env={**os.environ, **settings_env, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    deadline = time.monotonic() + 120
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"inference did not start:\n{(home / 'inference.log').read_text()[-3000:]}")
-        time.sleep(0.1)
-    return process, f"127.0.0.1:{int(port_file.read_text())}"
+    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    return start_process(args, {**settings_env, **env}, port_file, home / "inference.log")
 
 
 def inference_on_vs_off(quick: bool, models: Sequence[str] = ("mlp", "transformer")) -> list[Record]:

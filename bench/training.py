@@ -12,7 +12,6 @@ alternate between the two; the record is the ratio of medians.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from bench.common import Record, median
+from bench.common import Record, median, start_process
 
 SPEC: dict[str, Any] = {
     "model_name": "bench-digits-mlp",
@@ -78,23 +77,9 @@ def bare_loop(spec: dict[str, Any], threads: int) -> float:
 def _start(service: str, home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     home.mkdir(parents=True, exist_ok=True)
     port_file = home / f"{service}.port"
-    full_env = {
-        **os.environ,
-        "AIAAS_HOME": str(home),
-        "OTEL_TRACES_EXPORTER": "none",
-        "AIAAS_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    args = [sys.executable, "-m", f"aiaas_services.{service}", "--port", "0", "--port-file", str(port_file)]
-    with (home / f"{service}.log").open("ab") as log:
-        process = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{service} did not start: {(home / f'{service}.log').read_text()[-2000:]}")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{port_file.read_text()}"
+    full_env = {"AIAAS_HOME": str(home), "OTEL_TRACES_EXPORTER": "none", "AIAAS_LOG_LEVEL": "WARNING", **env}
+    args = [f"aiaas_services.{service}", "--port", "0", "--port-file", str(port_file)]
+    return start_process(args, full_env, port_file, home / f"{service}.log")
 
 
 def _service_job(client: Any, spec: Any) -> float:
