@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from aiaas_services.datasets import Splits
 from aiaas_services.modelzoo import StandardizedModel
@@ -66,9 +66,13 @@ class Distributed:
 
 
 def configure_torch(threads: int) -> None:
-    """Fixed threads and deterministic kernels, so a result is reproducible on the CPU."""
+    """Fixed threads and deterministic kernels, so a result is reproducible on the CPU; denormal floats
+    flushed to zero, because Adam's moments for a weight that never gets a gradient (a constant input,
+    like the blank border pixels of sklearn's digits) decay into the denormal range within ~25 epochs and
+    every arithmetic on them then runs microcode-slow (the bench's MLP: 1.5-1.7 s -> 0.9-1.2 s)."""
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True)
+    torch.set_flush_denormal(True)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -81,13 +85,26 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
 
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """The configured optimizer with its multi-tensor (``foreach``) update, which PyTorch picks by default
+    only for CUDA tensors: on the CPU it is the same arithmetic in one call per step instead of a Python
+    loop over the parameters (Adam on the bench's MLP: an epoch ~30 % quicker)."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+            params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay, foreach=True
         )
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True)
+
+
+def seed_epoch_randomness(seed: int, device: torch.device) -> None:
+    """Seed dropout and VAE noise for one epoch. On the CPU only the CPU generator is seeded:
+    ``torch.manual_seed`` also queues a lazy seed for every accelerator backend, capturing a Python stack
+    trace for each (~0.2 ms, per epoch)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def batch_loss(
@@ -182,8 +199,11 @@ class Trainer:
         self._pending_write = self._writer.submit(self._write_checkpoint, tensors, metadata)
 
     def _write_checkpoint(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        # safetensors' save() to bytes and one write: a third of save_file's time for a small checkpoint
+        data = save(tensors, metadata=metadata)
         tmp = self.checkpoint_path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "wb") as file:
+            file.write(data)
         os.replace(tmp, self.checkpoint_path)
 
     def wait_for_checkpoint(self) -> None:
@@ -229,7 +249,7 @@ class Trainer:
         lr = learning_rate(config, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + self.dist.rank)  # dropout, VAE noise
+        seed_epoch_randomness(config.seed * 1_000_003 + epoch * 101 + self.dist.rank, self.device)
         order = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
         # Per step, keep only what the step made (the loss and the predicted classes, no extra arithmetic
         # and no sync to Python); the epoch's loss and accuracy are reduced once at the end.

@@ -86,7 +86,7 @@ def worker_main(context: WorkerContext) -> None:
 
 
 def _warm_up_plotting() -> None:
-    """Draw one throw-away chart: matplotlib's first draw loads fonts (~0.5 s) that a job would pay."""
+    """Draw one throw-away chart, so the font load and the PNG encoder's set-up are not a job's."""
     import tempfile
     from pathlib import Path
 
