@@ -67,8 +67,8 @@ class Distributed:
 def configure_torch(threads: int) -> None:
     """Fixed threads and deterministic kernels, so a result is reproducible on the CPU; denormal floats
     flushed to zero, because Adam's moments for a weight that never gets a gradient (a constant input,
-    like the blank border pixels of sklearn's digits) decay into the denormal range within ~25 epochs and
-    every arithmetic on them then runs microcode-slow (the bench's MLP: 1.5-1.7 s -> 0.9-1.2 s)."""
+    like the blank border pixels of sklearn's digits) decay geometrically into the denormal range, where
+    every arithmetic on them runs microcode-slow (the bench's bare MLP loop: 1.5-1.7 s -> 0.9-1.2 s)."""
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True)
     torch.set_flush_denormal(True)
