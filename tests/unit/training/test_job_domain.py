@@ -93,6 +93,35 @@ def test_resuming_from_an_epoch_checkpoint_gives_the_same_weights(tmp_path: Path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_checkpoint_from_before_the_history_had_its_own_entry_still_resumes(tmp_path: Path) -> None:
+    """Older services kept the epoch history inside the "progress" metadata; a job they interrupted
+    resumes under this one, with the same weights as a straight run."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    spec = iris_spec(epochs=3).SerializeToString()
+    straight = tmp_path / "straight"
+    run_job(JobRequest("a", spec, str(straight)), Hooks())
+    old = tmp_path / "old"
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        run_job(JobRequest("b", spec, str(old)), Hooks(on_epoch=lambda r: seen.append(1), cancelled=lambda: len(seen) >= 2))
+    path = old / CHECKPOINT_FILE
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    progress = {**json.loads(metadata["progress"]), "history": json.loads(metadata.pop("history"))}
+    path.write_bytes(save(load_file(str(path)), metadata={**metadata, "progress": json.dumps(progress)}))
+
+    replayed: list[int] = []
+    run_job(JobRequest("b", spec, str(old), resume=True), Hooks(on_epoch=lambda r: replayed.append(r["epoch"])))
+    assert replayed == [1, 2, 3]
+    a = load_file(str(straight / "result" / "weights.safetensors"))
+    b = load_file(str(old / "result" / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_damaged_checkpoint_fails_with_a_reason(tmp_path: Path) -> None:
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a safetensors file")
     with pytest.raises(RuntimeError, match="cannot resume: the epoch checkpoint is unreadable"):
