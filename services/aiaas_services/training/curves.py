@@ -2,7 +2,7 @@
 
 Drawn with Pillow's ImageDraw rather than matplotlib: the chart is two panels of lines with a few
 labelled ticks, and matplotlib's tick and text layout took ~100 ms per chart, about a tenth of a short
-training job's wall time (``make bench``'s training ratio), where this takes a few milliseconds.
+training job's wall time (``make bench``'s training ratio), where this takes ~4 ms.
 """
 
 from __future__ import annotations
@@ -17,13 +17,18 @@ from PIL import Image, ImageDraw, ImageFont
 WIDTH, HEIGHT = 960, 360
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 20, 46, 46
 PANEL_GAP = 80
-COLORS = {"train": (31, 119, 180), "validation": (255, 127, 14), "metric": (44, 160, 44)}
-GRID, AXIS, TEXT = (225, 225, 225), (60, 60, 60), (20, 20, 20)
+# The chart is drawn on a palette image: PNG-encoding 960x360 RGB pixels took ~7 ms, one byte per pixel
+# ~1 ms (converting RGB to a palette afterwards took longer than both). The price: text is not
+# antialiased. Each colour below is a palette index; PALETTE lists them in index order.
+WHITE, GRID, AXIS, TEXT, TRAIN, VALIDATION, METRIC = range(7)
+PALETTE = [(255, 255, 255), (225, 225, 225), (60, 60, 60), (20, 20, 20), (31, 119, 180), (255, 127, 14), (44, 160, 44)]
+COLORS = {"train": TRAIN, "validation": VALIDATION, "metric": METRIC}
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     """Loss (train and validation) and the validation task metric, per epoch, side by side."""
-    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    image = Image.new("P", (WIDTH, HEIGHT), WHITE)
+    image.putpalette([channel for color in PALETTE for channel in color])
     draw = ImageDraw.Draw(image)
     font, title_font = ImageFont.load_default(size=12), ImageFont.load_default(size=15)
     draw.text((WIDTH // 2, 14), title, fill=TEXT, font=title_font, anchor="mt")
@@ -45,7 +50,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
         "loss",
     )
     _panel(draw, font, right, epochs, {"metric": _series(history, "validation", metric)}, f"validation {metric}")
-    image.save(path, format="PNG", compress_level=1)  # quicker to encode; ~14 KB where level 6 gives ~10 KB
+    image.save(path, format="PNG", compress_level=1)  # ~1 ms to encode; level 6 takes ~3 ms for 40 % fewer bytes
 
 
 def _series(history: list[dict[str, Any]], split: str, name: str) -> list[float | None]:
