@@ -30,7 +30,7 @@ from aiaas_services.modelzoo.zoo import Vae
 from aiaas_services.training.config import HIGHER_IS_BETTER, TrainConfig
 from aiaas_services.training.evaluation import evaluate
 from aiaas_services.training.paths import CHECKPOINT_FILE
-from aiaas_services.training.tensorfile import spare_path, write_safetensors
+from aiaas_services.training.tensorfile import BackgroundWriter, spare_path
 
 
 CHUNK_BYTES = 16 * 2**20  # the most training rows gathered at once per epoch (see Trainer._shuffled_chunks)
@@ -163,6 +163,7 @@ class Trainer:
         self.splits = splits
         self.task = task
         self.checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
+        self.checkpoint_writer = BackgroundWriter(self.checkpoint_path)
         self.hooks = hooks
         self.dist = dist or Distributed()
         self.device = device or torch.device("cpu")
@@ -186,14 +187,13 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Model, optimizer, best weights and progress, written to a temp file then renamed (a crash
-        leaves the previous checkpoint).
+        """Model, optimizer, best weights and progress, as one safetensors file that replaces the last
+        one atomically (a crash leaves the previous checkpoint).
 
-        Written here, between epochs, not by a background thread: serializing holds the GIL, and a thread
-        doing it beside a training loop that releases and retakes the GIL on every small op made the
-        loop wait on GIL hand-offs: ~9 ms per epoch on the bench's MLP where writing takes ~1 ms. The
-        history goes in as the records' JSON encoded once each (re-encoding it all was O(epochs) per
-        epoch: 1.5 ms at 30 epochs through ``dataclasses.asdict``).
+        The tensors are copied here, between epochs; the file is written by the writer's thread while
+        the next epoch trains (see ``BackgroundWriter`` for why that thread makes only system calls).
+        The history goes in as the records' JSON encoded once each (re-encoding it all was O(epochs)
+        per epoch: 1.5 ms at 30 epochs through ``dataclasses.asdict``).
         """
         tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         opt_state = self.optimizer.state_dict()
@@ -209,7 +209,7 @@ class Trainer:
             "history": "[" + ",".join(self._encoded_history) + "]",
             "param_groups": json.dumps(opt_state["param_groups"]),
         }
-        write_safetensors(self.checkpoint_path, tensors, metadata)
+        self.checkpoint_writer.write(tensors, metadata)
 
     def load_checkpoint(self) -> bool:
         """Restore from the last epoch checkpoint; False when there is none."""
@@ -313,45 +313,53 @@ class Trainer:
 
     def fit(self) -> Progress:
         """Train the remaining epochs; returns the progress (history, early stop)."""
-        config = self.config
-        while self.progress.epoch < config.epochs and not self.progress.stopped_early:
-            epoch = self.progress.epoch + 1
-            started = time.perf_counter()
-            train_metrics = self.train_epoch(epoch)
-            validation = evaluate(self.model, self.splits.x_val, self.splits.y_val, self.task).metrics
-            record = {
-                "epoch": epoch,
-                "train": train_metrics,
-                "validation": validation,
-                "learning_rate": learning_rate(config, epoch),
-                "seconds": time.perf_counter() - started,
-            }
-            self.progress.epoch = epoch
-            self.progress.history.append(record)
-            self._encoded_history.append(json.dumps(record))
-            if config.early_stopping_metric:
-                value = validation[config.early_stopping_metric]
-                if self._improved(value):
-                    self.progress.best_value, self.progress.best_epoch = value, epoch
-                    self.progress.epochs_without_improvement = 0
-                    self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    self.progress.epochs_without_improvement += 1
-                    if self.progress.epochs_without_improvement >= config.patience:
-                        self.progress.stopped_early = True
-            if self.dist.rank == 0:
-                self.save_checkpoint()
-                self.hooks.on_epoch(record)
-                if self.progress.stopped_early:
-                    self.hooks.on_message(
-                        f"early stopping after epoch {epoch}: validation {config.early_stopping_metric} has not "
-                        f"improved for {config.patience} epochs; keeping the weights of epoch "
-                        f"{self.progress.best_epoch}"
-                    )
+        try:
+            while self.progress.epoch < self.config.epochs and not self.progress.stopped_early:
+                self._run_epoch(self.progress.epoch + 1)
+        finally:
+            self.checkpoint_writer.close()  # the last checkpoint is whole on disk before fit returns
         if self.progress.stopped_early and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         spare_path(self.checkpoint_path).unlink(missing_ok=True)  # no more epochs: the writer's spare can go
         return self.progress
+
+    def _run_epoch(self, epoch: int) -> None:
+        """Train, validate, track early stopping, checkpoint and report one epoch."""
+        config = self.config
+        started = time.perf_counter()
+        train_metrics = self.train_epoch(epoch)
+        validation = evaluate(self.model, self.splits.x_val, self.splits.y_val, self.task).metrics
+        record = {
+            "epoch": epoch,
+            "train": train_metrics,
+            "validation": validation,
+            "learning_rate": learning_rate(config, epoch),
+            "seconds": time.perf_counter() - started,
+        }
+        self.progress.epoch = epoch
+        self.progress.history.append(record)
+        self._encoded_history.append(json.dumps(record))
+        if config.early_stopping_metric:
+            self._track_best(validation[config.early_stopping_metric], epoch)
+        if self.dist.rank == 0:
+            self.save_checkpoint()
+            self.hooks.on_epoch(record)
+            if self.progress.stopped_early:
+                self.hooks.on_message(
+                    f"early stopping after epoch {epoch}: validation {config.early_stopping_metric} has not "
+                    f"improved for {config.patience} epochs; keeping the weights of epoch {self.progress.best_epoch}"
+                )
+
+    def _track_best(self, value: float, epoch: int) -> None:
+        """Keep the best epoch's weights; stop after ``patience`` epochs without improvement."""
+        if self._improved(value):
+            self.progress.best_value, self.progress.best_epoch = value, epoch
+            self.progress.epochs_without_improvement = 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.progress.epochs_without_improvement += 1
+            if self.progress.epochs_without_improvement >= self.config.patience:
+                self.progress.stopped_early = True
 
 
 def seed_everything(seed: int) -> None:

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from aiaas_services.training import tensorfile
-from aiaas_services.training.tensorfile import encode, write_safetensors
+from aiaas_services.training.tensorfile import BackgroundWriter, encode, write_safetensors
 
 
 def _awkward_tensors() -> dict[str, torch.Tensor]:
@@ -124,3 +124,42 @@ def test_a_link_left_by_a_crash_between_renames_does_not_stop_the_next_write(tmp
     write_safetensors(path, {"w": torch.zeros(3)})
     assert torch.equal(load_file(str(path))["w"], torch.zeros(3))
     assert torch.equal(load_file(str(tensorfile.spare_path(path)))["w"], torch.ones(3))
+
+
+def test_the_background_writer_saves_what_the_tensors_held_when_write_returned(tmp_path: Path) -> None:
+    """The training loop changes the weights in place right after ``write`` returns, while the thread
+    is still writing: the file must hold the snapshot, for every epoch."""
+    path = tmp_path / "checkpoint.safetensors"
+    writer = BackgroundWriter(path)
+    weights = torch.zeros(256, 64)
+    try:
+        for epoch in range(1, 6):
+            weights.fill_(epoch)
+            writer.write({"w": weights, "step": torch.tensor(float(epoch))}, {"epoch": str(epoch)})
+            weights.fill_(-1)  # the next optimizer step, racing the writer
+            writer.wait()
+            loaded = load_file(str(path))
+            assert torch.equal(loaded["w"], torch.full((256, 64), float(epoch))) and loaded["step"].item() == epoch
+            with safe_open(str(path), framework="pt") as handle:
+                assert handle.metadata() == {"epoch": str(epoch)}
+        writer.write({"w": weights, "best.w": torch.ones(2, dtype=torch.bfloat16)}, {"epoch": "6"})  # new layout
+    finally:
+        writer.close()
+    loaded = load_file(str(path))
+    assert torch.equal(loaded["w"], torch.full((256, 64), -1.0)) and loaded["best.w"].dtype == torch.bfloat16
+
+
+def test_a_failed_background_write_is_raised_by_the_next_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "checkpoint.safetensors"
+    writer = BackgroundWriter(path)
+    writer.write({"epoch": torch.tensor(1)}, {})
+    writer.wait()
+
+    def disk_full(fd: int, buffers: list[memoryview]) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", disk_full)
+    writer.write({"epoch": torch.tensor(2)}, {})
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+    assert load_file(str(path))["epoch"].item() == 1
