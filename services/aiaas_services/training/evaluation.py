@@ -27,37 +27,43 @@ class Evaluation:
 
 
 def evaluate(model: StandardizedModel, x: np.ndarray, y: np.ndarray, task: str, batch_size: int = 4096) -> Evaluation:
-    """Evaluate in eval mode, without gradients, in batches."""
+    """Evaluate on numpy arrays (RAW features; labels or targets), in eval mode, without gradients."""
+    return evaluate_tensors(model, torch.from_numpy(x), torch.from_numpy(y), task, batch_size)
+
+
+def evaluate_tensors(
+    model: StandardizedModel, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int = 4096
+) -> Evaluation:
+    """Evaluate in eval mode, without gradients, in batches. The trainer keeps its validation split as
+    tensors on the model's device, so a per-epoch validation converts and copies nothing."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    x = x.to(device)
     try:
         with torch.no_grad():
             if task == "vae":
-                return _evaluate_vae(model, torch.from_numpy(x).to(device), batch_size)
-            outputs = torch.cat(
-                [model(torch.from_numpy(x[i : i + batch_size]).to(device)) for i in range(0, len(x), batch_size)]
-            ).cpu()
+                return _evaluate_vae(model, x, batch_size)
+            outputs = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
     if task == "classification":
-        labels = torch.from_numpy(y).long()
-        predictions = outputs.argmax(1).numpy()
+        labels = y.to(device=outputs.device, dtype=torch.long)
         num_classes = outputs.shape[1]
-        confusion = confusion_matrix(y, predictions, num_classes)
+        confusion = confusion_matrix(labels.cpu().numpy(), outputs.argmax(1).cpu().numpy(), num_classes)
         precision, recall, f1 = macro_scores(confusion)
         return Evaluation(
             {
                 "loss": float(F.cross_entropy(outputs, labels)),
-                "accuracy": float((predictions == y).mean()),
+                "accuracy": float(np.trace(confusion)) / max(len(labels), 1),
                 "precision_macro": float(precision),
                 "recall_macro": float(recall),
                 "f1_macro": float(f1),
             },
             confusion.tolist(),
         )
-    target = y.reshape(len(y), -1).astype(np.float64)
-    prediction = outputs.numpy().astype(np.float64).reshape(target.shape)
+    target = y.cpu().numpy().reshape(len(y), -1).astype(np.float64)
+    prediction = outputs.cpu().numpy().astype(np.float64).reshape(target.shape)
     scale = model.output_std.cpu().numpy().astype(np.float64)
     return Evaluation(
         {
@@ -71,9 +77,8 @@ def evaluate(model: StandardizedModel, x: np.ndarray, y: np.ndarray, task: str, 
 
 def confusion_matrix(y: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts of (true class, predicted class); rows are true classes."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (y.astype(np.int64), predictions.astype(np.int64)), 1)
-    return matrix
+    cells = y.astype(np.int64) * num_classes + predictions.astype(np.int64)
+    return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def macro_scores(confusion: np.ndarray) -> tuple[float, float, float]:

@@ -28,7 +28,7 @@ from aiaas_services.datasets import Splits
 from aiaas_services.modelzoo import StandardizedModel
 from aiaas_services.modelzoo.zoo import Vae
 from aiaas_services.training.config import HIGHER_IS_BETTER, TrainConfig
-from aiaas_services.training.evaluation import evaluate
+from aiaas_services.training.evaluation import evaluate_tensors
 from aiaas_services.training.paths import CHECKPOINT_FILE
 from aiaas_services.training.tensorfile import BackgroundWriter, spare_path
 
@@ -184,6 +184,8 @@ class Trainer:
         self.y_train = torch.from_numpy(splits.y_train).to(self.device, y_dtype)
         if task == "vae":  # the VAE reconstructs its input; labels are not used
             self.y_train = torch.zeros(len(self.x_train), device=self.device)
+        self.x_val = torch.from_numpy(splits.x_val).to(self.device)
+        self.y_val = torch.from_numpy(splits.y_val).to(self.device)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -328,7 +330,7 @@ class Trainer:
         config = self.config
         started = time.perf_counter()
         train_metrics = self.train_epoch(epoch)
-        validation = evaluate(self.model, self.splits.x_val, self.splits.y_val, self.task).metrics
+        validation = evaluate_tensors(self.model, self.x_val, self.y_val, self.task).metrics
         record = {
             "epoch": epoch,
             "train": train_metrics,
