@@ -159,3 +159,19 @@ def test_sgd_step_schedule_l1_and_clipping_train(tmp_path: Path) -> None:
     assert [r["learning_rate"] for r in history] == pytest.approx([0.2, 0.2, 0.1, 0.1])
     assert result["test_metrics"]["accuracy"] > 0.6
     assert (tmp_path / "result" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_worker_warm_up_trains_a_real_epoch_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker warms up on a one-epoch job before it reports ready; a failure there would only be
+    logged (the worker still serves), so check here that it succeeds and cleans up its folder."""
+    import tempfile
+
+    from aiaas_services.training import worker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with caplog.at_level("WARNING"):
+        worker._warm_up(torch_threads=1)
+    assert not [r for r in caplog.records if "warm-up failed" in r.getMessage()]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("aiaas-warm-up-")]
