@@ -68,10 +68,12 @@ def _raw_bytes(tensor: torch.Tensor) -> memoryview:
         return memoryview(b"")
     if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; the bytes are the same as int16's
         tensor = tensor.view(torch.int16)
-    return memoryview(tensor.numpy()).cast("B")
+    return tensor.numpy().data.cast("B")
 
 
-def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def write_safetensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write ``tensors`` (and string ``metadata``) to ``path`` as a safetensors file, atomically.
 
     The bytes go to a spare file, which is then renamed over ``path``; the file it replaces is kept (a
@@ -164,7 +166,9 @@ class BackgroundWriter:
                 self._executor.shutdown()
                 self._executor = None
 
-    def _prepare(self, tensors: Mapping[str, torch.Tensor], signature: list[tuple[str, torch.dtype, torch.Size]]) -> None:
+    def _prepare(
+        self, tensors: Mapping[str, torch.Tensor], signature: list[tuple[str, torch.dtype, torch.Size]]
+    ) -> None:
         for name, tensor in tensors.items():
             if tensor.dtype not in DTYPE_NAMES:
                 raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors files cannot hold here")
@@ -172,7 +176,11 @@ class BackgroundWriter:
         self._views = [_raw_bytes(buffer) for buffer in self._buffers]
         entries, offset = {}, 0
         for (name, tensor), view in zip(tensors.items(), self._views, strict=True):
-            entries[name] = {"dtype": DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + view.nbytes]}
+            entries[name] = {
+                "dtype": DTYPE_NAMES[tensor.dtype],
+                "shape": list(tensor.shape),
+                "data_offsets": [offset, offset + view.nbytes],
+            }
             offset += view.nbytes
         self._entries = "," + json.dumps(entries, separators=(",", ":"))[1:-1] if entries else ""
         self._signature = signature

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +30,6 @@ from aiaas_services.training.config import HIGHER_IS_BETTER, TrainConfig
 from aiaas_services.training.evaluation import evaluate_tensors
 from aiaas_services.training.paths import CHECKPOINT_FILE
 from aiaas_services.training.tensorfile import BackgroundWriter, spare_path
-
 
 CHUNK_BYTES = 16 * 2**20  # the most training rows gathered at once per epoch (see Trainer._shuffled_chunks)
 

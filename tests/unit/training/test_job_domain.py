@@ -107,7 +107,9 @@ def test_a_checkpoint_from_before_the_history_had_its_own_entry_still_resumes(tm
     old = tmp_path / "old"
     seen: list[int] = []
     with pytest.raises(Cancelled):
-        run_job(JobRequest("b", spec, str(old)), Hooks(on_epoch=lambda r: seen.append(1), cancelled=lambda: len(seen) >= 2))
+        run_job(
+            JobRequest("b", spec, str(old)), Hooks(on_epoch=lambda r: seen.append(1), cancelled=lambda: len(seen) >= 2)
+        )
     path = old / CHECKPOINT_FILE
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
