@@ -82,7 +82,9 @@ class Publisher(Protocol):
 
     async def fetch_dataset(self, spec: training_pb2.TrainingSpec) -> bytes: ...
 
-    async def publish(self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path) -> Published: ...
+    async def publish(
+        self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path, after_restart: bool = False
+    ) -> Published: ...
 
 
 @dataclasses.dataclass
@@ -195,7 +197,7 @@ class JobEngine:
             job_dir = self.job_dir(job.job_id)
             if job.state == RUNNING and (job_dir / RESULT_DIR / "result.json").exists():
                 self._note(job, "the service restarted after training finished; registering the checkpoint")
-                self._start_publish(job)
+                self._start_publish(job, after_restart=True)
                 continue
             if job.state == RUNNING:
                 checkpoint = job_dir / CHECKPOINT_FILE
@@ -452,11 +454,11 @@ class JobEngine:
         self._spawn(slot)
         self._schedule()
 
-    def _start_publish(self, job: JobRecord) -> None:
+    def _start_publish(self, job: JobRecord, after_restart: bool = False) -> None:
         self._publishing.add(job.job_id)
-        self._spawn_task(self._publish(job))
+        self._spawn_task(self._publish(job, after_restart))
 
-    async def _publish(self, job: JobRecord) -> None:
+    async def _publish(self, job: JobRecord, after_restart: bool = False) -> None:
         spec = training_pb2.TrainingSpec.FromString(job.spec)
         result_dir = self.job_dir(job.job_id) / RESULT_DIR
         try:
@@ -466,7 +468,7 @@ class JobEngine:
             parent = propagate.extract(dict(job.carrier))
             with tracer.start_as_current_span("training.register", context=parent) as span:
                 span.set_attribute("training.job_id", job.job_id)
-                published = await self.publisher.publish(job, spec, result_dir)
+                published = await self.publisher.publish(job, spec, result_dir, after_restart)
         except PublishError as exc:
             self._transition(job, FAILED, f"registering the checkpoint failed: {exc}")
             return

@@ -63,9 +63,21 @@ class RegistryPublisher:
                 f"{source.ref.model_name}/{source.artifact_name or 'data.npz'}: {_describe(exc)}"
             ) from None
 
-    async def publish(self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path) -> Published:
-        """Create a PENDING version, upload its three artifacts, mark it READY, then ask for the export."""
+    async def publish(
+        self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path, after_restart: bool = False
+    ) -> Published:
+        """Create a PENDING version, upload its three artifacts, mark it READY, then ask for the export.
+        After a restart of this service, first settle what an interrupted registration left behind."""
         client = self._registry()
+        if after_restart:
+            adopted = await self._settle_earlier_attempt(client, job, spec.model_name)
+            if adopted is not None:
+                published = Published(spec.model_name, adopted)
+                published.messages.append(f"version {adopted} was registered before the restart; keeping it")
+                if spec.HasField("export"):  # idempotent: the request id is the job's
+                    ref = common_pb2.VersionRef(model_name=spec.model_name, version=adopted)
+                    await self._request_export(job, spec, ref, published)
+                return published
         result = job.result
         model_spec = json.loads((result_dir / "spec.json").read_text())
         lineage = registry_pb2.Lineage(
@@ -114,6 +126,28 @@ class RegistryPublisher:
         if spec.HasField("export"):
             await self._request_export(job, spec, ref, published)
         return published
+
+    async def _settle_earlier_attempt(self, client: RegistryClient, job: JobRecord, model_name: str) -> int | None:
+        """The versions this job made before the restart (found by their lineage): the READY one, if
+        the registration had finished, is the job's; any left PENDING are marked FAILED, so a restart
+        never leaves a half-registered version behind."""
+        try:
+            versions = await client.list_versions(model_name, format=registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None  # the model was never created: nothing was registered
+            raise PublishError(f"listing versions of {model_name!r}: {_describe(exc)}") from None
+        mine = [v for v in versions if v.lineage.training_job_id == job.job_id]
+        for version in mine:
+            if version.status == registry_pb2.VERSION_STATUS_PENDING:
+                ref = common_pb2.VersionRef(model_name=model_name, version=version.version)
+                reason = f"abandoned: the training service restarted while registering job {job.job_id}"
+                try:
+                    await client.set_status(ref, registry_pb2.VERSION_STATUS_FAILED, reason)
+                except grpc.aio.AioRpcError as exc:
+                    what = f"marking {model_name} version {version.version} FAILED"
+                    raise PublishError(f"{what}: {_describe(exc)}") from None
+        return next((v.version for v in mine if v.status == registry_pb2.VERSION_STATUS_READY), None)
 
     async def _request_export(
         self, job: JobRecord, spec: training_pb2.TrainingSpec, ref: common_pb2.VersionRef, published: Published

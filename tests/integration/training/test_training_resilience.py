@@ -74,6 +74,61 @@ def test_restart_resumes_from_the_last_epoch_checkpoint(
     assert weights_digest(registry, done) == weights_digest(registry, reference)
 
 
+@pytest.mark.parametrize("left_behind", ["pending", "ready"])
+def test_a_crash_during_registration_leaves_no_half_registered_version(tmp_path: Path, left_behind: str) -> None:
+    """The service dies after training, while registering (the registry is frozen mid-way). After the
+    restart the job ends with exactly one READY version: the one the interrupted attempt had finished,
+    or a new one; every version the attempt left PENDING is marked FAILED with the reason."""
+    from aiaas.registry.v1 import registry_pb2
+
+    registry_process = start_service("registry", tmp_path / "registry")
+    env = training_env(registry_process, AIAAS_TRAINING_MAX_CONCURRENT_JOBS="1")
+    home = tmp_path / "training-home"
+    service = start_service("training", home, env=env)
+    spec = digits_mlp("crash-while-registering", epochs=2, seed=3)
+    channel, stub = open_stub(service)
+    try:
+        job = start(stub, spec)
+        for event in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job.job_id), timeout=120):
+            if event.HasField("epoch") and event.epoch.epoch == spec.epochs:
+                os.kill(registry_process.process.pid, signal.SIGSTOP)  # registration now hangs
+                break
+    finally:
+        channel.close()
+    service.kill()
+    os.kill(registry_process.process.pid, signal.SIGCONT)
+    registry = SyncRegistryClient(registry_process.address)
+    try:
+        # what an attempt that got as far as creating (or finishing) its version leaves behind
+        lineage = registry_pb2.Lineage(training_job_id=job.job_id)
+        checkpoint_format = registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT
+        earlier = registry.create_version(spec.model_name, format=checkpoint_format, lineage=lineage)
+        if left_behind == "ready":
+            ref = common_pb2.VersionRef(model_name=spec.model_name, version=earlier.version)
+            registry.upload_bytes(spec.model_name, earlier.version, "spec.json", b"{}")
+            registry.set_status(ref, registry_pb2.VERSION_STATUS_READY, "finished before the crash")
+        service = start_service("training", home, env=env)
+        channel, stub = open_stub(service)
+        try:
+            done = wait(stub, job.job_id)
+        finally:
+            channel.close()
+            service.terminate()
+        assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.failure_reason
+        versions = [v for v in registry.list_versions(spec.model_name) if v.lineage.training_job_id == job.job_id]
+        assert {v.version: v.status for v in versions}[done.registered.version] == registry_pb2.VERSION_STATUS_READY
+        others = [v for v in versions if v.version != done.registered.version]
+        assert all(v.status == registry_pb2.VERSION_STATUS_FAILED for v in others)
+        assert all("restarted while registering" in v.status_reason for v in others)
+        if left_behind == "ready":
+            assert done.registered.version == earlier.version  # adopted, not registered twice
+        else:
+            assert earlier.version in {v.version for v in others}
+    finally:
+        registry.close()
+        registry_process.terminate()
+
+
 def child_pids(pid: int) -> list[int]:
     children = []
     for entry in Path("/proc").iterdir():
