@@ -158,7 +158,6 @@ class Trainer:
     ) -> None:
         self.config = config
         self.model = model
-        self.splits = splits
         self.task = task
         self.checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
         self.checkpoint_writer = BackgroundWriter(self.checkpoint_path)
