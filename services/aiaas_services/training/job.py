@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from opentelemetry import trace
-from safetensors.torch import save_file
 
 from aiaas.training.v1 import training_pb2
 from aiaas_services.datasets import Splits, data_spec_to_json, fit_standardization, load_splits
@@ -24,6 +23,7 @@ from aiaas_services.training.config import TrainConfig
 from aiaas_services.training.curves import plot_curves
 from aiaas_services.training.evaluation import evaluate
 from aiaas_services.training.paths import DATASET_FILE, RESULT_DIR, JobRequest
+from aiaas_services.training.tensorfile import write_safetensors
 from aiaas_services.training.trainer import Distributed, Hooks, Trainer, configure_torch, seed_everything
 
 tracer = trace.get_tracer(__name__)
@@ -93,7 +93,7 @@ def run_job(request: JobRequest, hooks: Hooks, dist: Distributed | None = None) 
         test = evaluate(model, splits.x_test, splits.y_test, task)
     result_dir = job_dir / RESULT_DIR
     result_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(result_dir / "weights.safetensors"))
+    write_safetensors(result_dir / "weights.safetensors", model.state_dict())
     (result_dir / "spec.json").write_text(json.dumps(model_spec, indent=2))
     plot_curves(
         progress.history, result_dir / "curves.png", f"{spec.model_name} ({model_spec['architecture']['kind']})"
