@@ -7,11 +7,12 @@ import binascii
 import enum
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiaas_services.runtime.errors import InvalidArgument
+from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument
 
 
 class ModelFormat(enum.IntEnum):
@@ -67,6 +68,16 @@ class Artifact:
     sha256: str
     size_bytes: int
     media_type: str
+
+
+@dataclass(frozen=True)
+class InlineArtifact:
+    """An artifact whose bytes come inside a CreateVersion request (``sha256`` empty: not declared)."""
+
+    name: str
+    media_type: str
+    content: bytes
+    sha256: str = ""
 
 
 @dataclass
@@ -167,3 +178,13 @@ def decode_token(token: str) -> Any:
         return json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise InvalidArgument("invalid page_token: pass next_page_token from the previous page unchanged") from exc
+
+
+def check_complete(version: str, required: Collection[str], stored: Collection[str]) -> None:
+    """A version (described as ``version``) may become READY once it has artifacts and every required
+    one is among them."""
+    missing = sorted(set(required) - set(stored))
+    if missing:
+        raise FailedPrecondition(f"{version} cannot be READY: artifacts not uploaded: {missing}")
+    if not stored:
+        raise FailedPrecondition(f"{version} cannot be READY: it has no artifacts")

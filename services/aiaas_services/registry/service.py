@@ -17,10 +17,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiaas_services.registry.blobs import BlobStore
-from aiaas_services.registry.domain import Artifact, Event, check_name
+from aiaas_services.registry.blobs import BlobStore, BlobWriter
+from aiaas_services.registry.domain import (
+    Artifact,
+    Event,
+    InlineArtifact,
+    NewVersion,
+    Version,
+    check_complete,
+    check_name,
+)
 from aiaas_services.registry.store import RegistryStore
-from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument, ResourceExhausted, Unavailable
+from aiaas_services.runtime.errors import (
+    DigestMismatch,
+    DomainError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +134,77 @@ class Registry:
         if removed:
             logger.info("removed %d partial uploads left from a previous run", removed)
         return removed
+
+    # -- versions ---------------------------------------------------------------------------------
+
+    async def create_version(
+        self,
+        model_name: str,
+        spec: NewVersion,
+        create_model: bool = False,
+        actor: str = "",
+        inline: Sequence[InlineArtifact] = (),
+        ready: bool = False,
+    ) -> Version:
+        """Create a version, with its small artifacts in the same call when ``inline`` has them.
+
+        Their bytes are hashed and checked first, stored as blobs, and then recorded by the transaction
+        that creates the version (and with ``ready`` makes it READY): one round trip instead of one
+        upload stream each plus two calls, and no PENDING version for a crash to leave behind.
+        """
+        if not inline:
+            return await self.mutate(self.store.create_version, model_name, spec, create_model, actor, (), ready)
+        names = [check_name(item.name, "artifact name") for item in inline]
+        if ready:  # refuse before writing anything
+            check_complete(f"the new version of {model_name}", spec.required_artifacts, names)
+        for item in inline:
+            if self.max_artifact_bytes and len(item.content) > self.max_artifact_bytes:
+                raise ResourceExhausted(
+                    f"artifact {item.name!r} has {len(item.content)} bytes, over this registry's limit of "
+                    f"{self.max_artifact_bytes} bytes"
+                )
+            if item.sha256 and not SHA256_RE.match(item.sha256):
+                raise InvalidArgument(f"sha256 of {item.name!r} must be 64 lowercase hex characters")
+        staged = await self.run(self._stage, inline)
+        artifacts = [artifact for _, artifact in staged]
+        try:
+            async with self._blob_lock:
+                fresh = await self.run(lambda: [a.sha256 for writer, a in staged if not writer.commit()])
+                try:
+                    return await self.mutate(
+                        self.store.create_version, model_name, spec, create_model, actor, artifacts, ready
+                    )
+                except DomainError:
+                    # Refused, so rolled back: the blobs this call added are referenced by nothing, and
+                    # no one else can have found them while the lock is held.
+                    await self.run(lambda: [self.blobs.delete(digest) for digest in fresh])
+                    raise
+        finally:
+            for writer, _ in staged:
+                writer.abort()  # a no-op for committed blobs
+
+    def _stage(self, inline: Sequence[InlineArtifact]) -> list[tuple[BlobWriter, Artifact]]:
+        """Write each inline artifact to a temporary blob, checking its declared digest."""
+        writers: list[BlobWriter] = []
+        artifacts: list[Artifact] = []
+        try:
+            for item in inline:
+                writer = self.blobs.writer()
+                writers.append(writer)
+                writer.write(item.content)
+                actual = writer.hexdigest()
+                if item.sha256 and actual != item.sha256:
+                    raise DigestMismatch(
+                        f"sha256 mismatch for {item.name!r}: client declared {item.sha256}, its bytes hash to "
+                        f"{actual}; nothing was stored"
+                    )
+                media_type = item.media_type or "application/octet-stream"
+                artifacts.append(Artifact(item.name, actual, writer.size, media_type))
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+        return list(zip(writers, artifacts, strict=True))
 
     # -- artifacts --------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from aiaas.client.registry import UPLOAD_ACCEPTED
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 from aiaas_services.registry import codec
-from aiaas_services.registry.domain import ModelFormat, Status
+from aiaas_services.registry.domain import InlineArtifact, ModelFormat, Status
 from aiaas_services.registry.service import Registry
 from aiaas_services.runtime.errors import InvalidArgument
 
@@ -91,12 +91,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def CreateVersion(
         self, request: registry_pb2.CreateVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.CreateVersionResponse:
-        version = await self.registry.mutate(
-            self.store.create_version,
+        version = await self.registry.create_version(
             request.model_name,
             codec.new_version_from_proto(request),
             request.create_model,
             actor_of(context),
+            [InlineArtifact(a.name, a.media_type, a.content, a.sha256) for a in request.artifacts],
+            request.ready,
         )
         return registry_pb2.CreateVersionResponse(version=codec.version_to_proto(version))
 

@@ -28,6 +28,7 @@ from aiaas_services.registry.domain import (
     Status,
     Version,
     check_alias,
+    check_complete,
     check_name,
     decode_token,
     encode_token,
@@ -291,11 +292,27 @@ class RegistryStore:
     def _version(self, conn: Connection, model_name: str, number: int = 0, alias: str = "") -> Version:
         return self._versions(conn, [self._version_row(conn, model_name, number, alias)])[0]
 
-    def create_version(self, model_name: str, spec: NewVersion, create_model: bool = False, actor: str = "") -> Version:
-        """Add the next version (PENDING) of a model; numbers are 1, 2, 3 ... with no gaps or repeats."""
+    def create_version(
+        self,
+        model_name: str,
+        spec: NewVersion,
+        create_model: bool = False,
+        actor: str = "",
+        artifacts: Sequence[Artifact] = (),
+        ready: bool = False,
+    ) -> Version:
+        """Add the next version of a model; numbers are 1, 2, 3 ... with no gaps or repeats.
+
+        The version is PENDING, with ``artifacts`` (blobs already stored) recorded; with ``ready`` it is
+        made READY in the same transaction, so it is whole or absent (and never seen PENDING)."""
         check_name(model_name)
         for name in spec.required_artifacts:
             check_name(name, "artifact name")
+        names = [artifact.name for artifact in artifacts]
+        for name in names:
+            check_name(name, "artifact name")
+        if len(set(names)) != len(names):
+            raise InvalidArgument(f"artifact names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
         with self._write(actor) as tx:
             model = tx.conn.execute(sa.select(db.models).where(db.models.c.name == model_name)).mappings().first()
             if model is None:
@@ -308,7 +325,8 @@ class RegistryStore:
                 .where(db.models.c.id == model["id"])
                 .values(latest_version=number, updated_at=tx.time)
             )
-            tx.conn.execute(
+            required = sorted(set(spec.required_artifacts))
+            inserted = tx.conn.execute(
                 db.versions.insert().values(
                     model_id=model["id"],
                     number=number,
@@ -321,13 +339,24 @@ class RegistryStore:
                     tags=_dump(spec.tags),
                     lineage=_dump(spec.lineage),
                     description=spec.description,
-                    required_artifacts=_dump(sorted(set(spec.required_artifacts))),
+                    required_artifacts=_dump(required),
                     created_by=tx.actor,
                     created_at=tx.time,
                     updated_at=tx.time,
                 )
             )
+            version_id = inserted.inserted_primary_key[0]
             tx.emit(EventType.VERSION_CREATED, model_name, number, status=Status.PENDING)
+            for artifact in artifacts:
+                self._record_artifact(tx, version_id, artifact)
+            if ready:
+                check_complete(f"{model_name} v{number}", required, names)
+                tx.conn.execute(
+                    db.versions.update()
+                    .where(db.versions.c.id == version_id)
+                    .values(status=int(Status.READY), status_reason="created with its artifacts")
+                )
+                tx.emit(EventType.VERSION_STATUS_CHANGED, model_name, number, status=Status.READY)
             return self._version(tx.conn, model_name, number)
 
     def get_version(self, model_name: str, number: int = 0, alias: str = "") -> Version:
@@ -433,13 +462,7 @@ class RegistryStore:
                         sa.select(db.artifacts.c.name).where(db.artifacts.c.version_id == row["id"])
                     )
                 }
-                missing = sorted(set(json.loads(row["required_artifacts"])) - stored)
-                if missing:
-                    raise FailedPrecondition(
-                        f"{model_name} v{number} cannot be READY: artifacts not uploaded: {missing}"
-                    )
-                if not stored:
-                    raise FailedPrecondition(f"{model_name} v{number} cannot be READY: it has no artifacts")
+                check_complete(f"{model_name} v{number}", json.loads(row["required_artifacts"]), stored)
             tx.conn.execute(
                 db.versions.update()
                 .where(db.versions.c.id == row["id"])
@@ -467,28 +490,30 @@ class RegistryStore:
             row = self._version_row(tx.conn, model_name, number)
             if Status(row["status"]) != Status.PENDING:
                 raise FailedPrecondition(f"{model_name} v{number} stopped being PENDING during the upload")
-            known = tx.conn.execute(sa.select(db.blobs.c.sha256).where(db.blobs.c.sha256 == artifact.sha256)).first()
-            if known is None:
-                tx.conn.execute(
-                    db.blobs.insert().values(sha256=artifact.sha256, size_bytes=artifact.size_bytes, created_at=tx.time)
-                )
-            tx.conn.execute(
-                db.artifacts.delete().where(
-                    db.artifacts.c.version_id == row["id"], db.artifacts.c.name == artifact.name
-                )
-            )
-            tx.conn.execute(
-                db.artifacts.insert().values(
-                    version_id=row["id"],
-                    name=artifact.name,
-                    sha256=artifact.sha256,
-                    size_bytes=artifact.size_bytes,
-                    media_type=artifact.media_type,
-                    created_at=tx.time,
-                )
-            )
+            self._record_artifact(tx, row["id"], artifact)
             tx.conn.execute(db.versions.update().where(db.versions.c.id == row["id"]).values(updated_at=tx.time))
             tx.emit(EventType.VERSION_UPDATED, model_name, number, status=Status.PENDING)  # audit: who uploaded
+
+    def _record_artifact(self, tx: Tx, version_id: int, artifact: Artifact) -> None:
+        """Reference a stored blob from a version (replacing its artifact of the same name)."""
+        known = tx.conn.execute(sa.select(db.blobs.c.sha256).where(db.blobs.c.sha256 == artifact.sha256)).first()
+        if known is None:
+            tx.conn.execute(
+                db.blobs.insert().values(sha256=artifact.sha256, size_bytes=artifact.size_bytes, created_at=tx.time)
+            )
+        tx.conn.execute(
+            db.artifacts.delete().where(db.artifacts.c.version_id == version_id, db.artifacts.c.name == artifact.name)
+        )
+        tx.conn.execute(
+            db.artifacts.insert().values(
+                version_id=version_id,
+                name=artifact.name,
+                sha256=artifact.sha256,
+                size_bytes=artifact.size_bytes,
+                media_type=artifact.media_type,
+                created_at=tx.time,
+            )
+        )
 
     def find_artifact(self, model_name: str, number: int, alias: str, artifact_name: str) -> tuple[Artifact, int]:
         """An artifact of a version, and the version number the reference resolved to."""

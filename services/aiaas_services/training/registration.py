@@ -66,8 +66,10 @@ class RegistryPublisher:
     async def publish(
         self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path, after_restart: bool = False
     ) -> Published:
-        """Create a PENDING version, upload its three artifacts, mark it READY, then ask for the export.
-        After a restart of this service, first settle what an interrupted registration left behind."""
+        """Register the checkpoint: one CreateVersion call carries its three artifacts and makes it READY
+        (``RegistryClient.push``; a checkpoint over its inline limit is streamed into a PENDING version
+        instead). Then ask for the export. After a restart of this service, first settle what an
+        interrupted registration left behind."""
         client = self._registry()
         if after_restart:
             adopted = await self._settle_earlier_attempt(client, job, spec.model_name)
@@ -97,31 +99,21 @@ class RegistryPublisher:
         )
         tags = {**dict(spec.tags), "task": model_spec["task"], "architecture": model_spec["architecture"]["kind"]}
         try:
-            version = await client.create_version(
+            version = await client.push(
                 spec.model_name,
+                {name: result_dir / name for name, _ in ARTIFACTS},
                 format=registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT,
+                media_types=dict(ARTIFACTS),
                 signature=signature,
                 metrics={k: float(v) for k, v in result.get("test_metrics", {}).items()},
                 tags=tags,
                 lineage=lineage,
                 description=spec.description or f"trained by training job {job.job_id}",
                 create_model=True,
-                required_artifacts=[name for name, _ in ARTIFACTS],
             )
         except grpc.aio.AioRpcError as exc:
-            raise PublishError(f"creating a version of {spec.model_name!r}: {_describe(exc)}") from None
+            raise PublishError(f"registering a version of {spec.model_name!r}: {_describe(exc)}") from None
         ref = common_pb2.VersionRef(model_name=spec.model_name, version=version.version)
-        try:
-            for name, media_type in ARTIFACTS:
-                await client.upload_file(spec.model_name, version.version, name, result_dir / name, media_type)
-            await client.set_status(ref, registry_pb2.VERSION_STATUS_READY, "training succeeded")
-        except grpc.aio.AioRpcError as exc:
-            reason = f"uploading {spec.model_name} version {version.version}: {_describe(exc)}"
-            try:
-                await client.set_status(ref, registry_pb2.VERSION_STATUS_FAILED, reason)
-            except grpc.aio.AioRpcError:
-                log.warning("could not mark %s version %s FAILED", spec.model_name, version.version)
-            raise PublishError(reason) from None
         published = Published(spec.model_name, version.version)
         if spec.HasField("export"):
             await self._request_export(job, spec, ref, published)

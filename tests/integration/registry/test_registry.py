@@ -20,6 +20,7 @@ from aiaas.client.registry import (
     REJECTED,
     ArtifactCorrupted,
     RegistryClient,
+    inline_artifact,
     version_ref,
 )
 from aiaas.registry.v1 import registry_pb2
@@ -172,6 +173,69 @@ async def test_wrong_digest_leaves_nothing(client: RegistryClient, registry: Ser
     assert list((await client.get_version((model_name, v.version))).artifacts) == []
     assert temp_files(registry) == []
     digest = hashlib.sha256(b"a" * 5000).hexdigest()
+    assert not (blob_dir(registry) / "sha256" / digest[:2] / digest).exists()
+
+
+async def test_a_version_created_with_its_artifacts_inline_is_whole_and_ready(
+    client: RegistryClient, model_name: str
+) -> None:
+    weights, card = os.urandom(70_000), b'{"kind": "mlp"}'
+    files = [inline_artifact("weights.bin", weights, "application/x-test"), inline_artifact("spec.json", card)]
+    version = await client.create_version(
+        model_name, required_artifacts=["weights.bin", "spec.json"], artifacts=files, ready=True
+    )
+    assert version.status == READY
+    stored = {a.name: (a.sha256, a.size_bytes, a.media_type) for a in version.artifacts}
+    assert stored == {
+        "weights.bin": (hashlib.sha256(weights).hexdigest(), len(weights), "application/x-test"),
+        "spec.json": (hashlib.sha256(card).hexdigest(), len(card), "application/octet-stream"),
+    }
+    assert await client.download_bytes((model_name, version.version), "weights.bin") == weights
+    await client.set_alias(model_name, "production", version.version)  # usable at once
+    stream = client.watch(after_sequence=0, model_names=[model_name])
+    events = [await asyncio.wait_for(anext(stream), 5) for _ in range(4)]
+    await stream.aclose()
+    assert [(e.type, e.status) for e in events[1:3]] == [
+        (registry_pb2.EVENT_TYPE_VERSION_CREATED, PENDING),  # same transaction: never visible PENDING
+        (registry_pb2.EVENT_TYPE_VERSION_STATUS_CHANGED, READY),
+    ]
+    assert events[3].type == registry_pb2.EVENT_TYPE_ALIAS_MOVED
+
+    # Without `ready` the artifacts are stored and the version stays PENDING for more uploads.
+    pending = await client.create_version(
+        model_name, required_artifacts=["a", "b"], artifacts=[inline_artifact("a", b"1")]
+    )
+    assert pending.status == PENDING and [a.name for a in pending.artifacts] == ["a"]
+    await client.upload_bytes(model_name, pending.version, "b", b"2")
+    assert (await client.set_status((model_name, pending.version), READY)).status == READY
+
+
+async def test_a_refused_inline_creation_leaves_nothing(
+    client: RegistryClient, registry: ServiceProcess, model_name: str
+) -> None:
+    content = os.urandom(5000)
+    digest = hashlib.sha256(content).hexdigest()
+    wrong = registry_pb2.InlineArtifact(name="w.bin", content=content, sha256="0" * 64)
+    await expect_code(
+        grpc.StatusCode.DATA_LOSS, client.create_version(model_name, artifacts=[wrong], ready=True), "mismatch"
+    )
+    bad_hex = registry_pb2.InlineArtifact(name="w.bin", content=content, sha256="XYZ")
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, client.create_version(model_name, artifacts=[bad_hex]), "hex")
+    twice = [inline_artifact("w.bin", content), inline_artifact("w.bin", b"other")]
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, client.create_version(model_name, artifacts=twice), "repeat")
+    unsafe = [inline_artifact("../w.bin", content)]
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, client.create_version(model_name, artifacts=unsafe), "name")
+    missing = client.create_version(
+        model_name, required_artifacts=["w.bin", "spec.json"], artifacts=[inline_artifact("w.bin", content)], ready=True
+    )
+    await expect_code(grpc.StatusCode.FAILED_PRECONDITION, missing, "spec.json")
+    await expect_code(
+        grpc.StatusCode.FAILED_PRECONDITION, client.create_version(model_name, ready=True), "no artifacts"
+    )
+    no_model = client.create_version(model_name, create_model=False, artifacts=[inline_artifact("w.bin", content)])
+    await expect_code(grpc.StatusCode.NOT_FOUND, no_model, "create_model")  # refused by the transaction
+    await expect_code(grpc.StatusCode.NOT_FOUND, client.get_model(model_name))  # not even the model was created
+    assert temp_files(registry) == []
     assert not (blob_dir(registry) / "sha256" / digest[:2] / digest).exists()
 
 

@@ -185,8 +185,9 @@ def test_services_present_their_token_to_an_authenticated_registry(tmp_path: Pat
 
 
 def test_registry_upload_size_limit(tmp_path: Path) -> None:
-    """Uploads over AIAAS_REGISTRY_MAX_ARTIFACT_BYTES are refused (declared or streamed) and leave nothing."""
-    from aiaas.client.registry import SyncRegistryClient
+    """Uploads over AIAAS_REGISTRY_MAX_ARTIFACT_BYTES are refused (inline in CreateVersion, or streamed)
+    and leave nothing."""
+    from aiaas.client.registry import INLINE_BYTES, SyncRegistryClient
 
     registry = start_service("registry", tmp_path / "registry", env={"AIAAS_REGISTRY_MAX_ARTIFACT_BYTES": "4096"})
     try:
@@ -195,12 +196,13 @@ def test_registry_upload_size_limit(tmp_path: Path) -> None:
         small = tmp_path / "small.bin"
         small.write_bytes(b"y" * 100)
         with SyncRegistryClient(registry.address, actor="t") as client:
-            with pytest.raises(grpc.RpcError) as info:
-                client.push("limited", {"blob.bin": big})
-            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "4096" in (info.value.details() or "")
-            ok = client.push("limited", {"blob.bin": small})
-            assert [a.size_bytes for a in ok.artifacts] == [100]
+            for inline_bytes in (INLINE_BYTES, 0):  # 0: every file is streamed
+                with pytest.raises(grpc.RpcError) as info:
+                    client.push("limited", {"blob.bin": big}, inline_bytes=inline_bytes)
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "4096" in (info.value.details() or "")
+                ok = client.push("limited", {"blob.bin": small}, inline_bytes=inline_bytes)
+                assert [a.size_bytes for a in ok.artifacts] == [100]
         leftovers = [p for p in (tmp_path / "registry" / "registry" / "blobs").rglob("*") if p.is_file()]
         assert len(leftovers) == 1, leftovers
     finally:

@@ -124,3 +124,23 @@ def test_events_filter_by_model(store: RegistryStore) -> None:
         ("a", EventType.VERSION_CREATED),
     ]
     assert [e.sequence for e in store.events_after(1, ["b"])] == [2]
+
+
+def test_a_version_created_ready_with_its_artifacts_is_all_or_nothing(store: RegistryStore) -> None:
+    weights, card = Artifact("w.bin", "ab" * 32, 3, "x"), Artifact("spec.json", "cd" * 32, 2, "y")
+    spec = NewVersion(required_artifacts=["w.bin", "spec.json"])
+    with pytest.raises(FailedPrecondition, match=r"not uploaded: \['spec.json'\]"):
+        store.create_version("m", spec, create_model=True, artifacts=[weights], ready=True)
+    with pytest.raises(NotFound):  # rolled back whole: not even the model exists
+        store.get_model("m")
+    assert store.events_after(0) == [] and store.unreferenced_blobs() == []
+    with pytest.raises(InvalidArgument, match="repeat"):
+        store.create_version("m", spec, create_model=True, artifacts=[weights, weights])
+
+    version = store.create_version("m", spec, create_model=True, artifacts=[weights, card], ready=True)
+    assert version.status == Status.READY and sorted(a.name for a in version.artifacts) == ["spec.json", "w.bin"]
+    assert [(e.type, e.status) for e in store.events_after(0)] == [
+        (EventType.MODEL_CREATED, Status.UNSPECIFIED),
+        (EventType.VERSION_CREATED, Status.PENDING),
+        (EventType.VERSION_STATUS_CHANGED, Status.READY),
+    ]

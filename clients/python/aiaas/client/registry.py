@@ -28,6 +28,9 @@ from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 
 CHUNK_SIZE = 1024 * 1024
+# ``push`` sends files up to this size in all inside CreateVersion: under gRPC's default 4 MiB message
+# limit, so any registry accepts it.
+INLINE_BYTES = 3 * 1024 * 1024
 ACTOR_METADATA = "x-aiaas-actor"
 
 ModelFormat = registry_pb2.ModelFormat
@@ -86,6 +89,15 @@ def sha256_of(path: Path, limit: int | None = None) -> str:
             if remaining is not None:
                 remaining -= len(chunk)
     return digest.hexdigest()
+
+
+def inline_artifact(name: str, content: Path | str | bytes, media_type: str = "") -> registry_pb2.InlineArtifact:
+    """An artifact to send inside CreateVersion (small files: the whole request must fit one message);
+    ``content`` is the bytes or a file's path. Its sha256 goes along, so the registry checks it."""
+    data = content if isinstance(content, bytes) else Path(content).read_bytes()
+    return registry_pb2.InlineArtifact(
+        name=name, media_type=media_type, content=data, sha256=hashlib.sha256(data).hexdigest()
+    )
 
 
 def default_actor() -> str:
@@ -175,8 +187,13 @@ class RegistryClient:
         description: str = "",
         create_model: bool = True,
         required_artifacts: Sequence[str] = (),
+        artifacts: Sequence[registry_pb2.InlineArtifact] = (),
+        ready: bool = False,
     ) -> registry_pb2.ModelVersion:
-        """Create the next (PENDING) version of a model, creating the model too by default."""
+        """Create the next (PENDING) version of a model, creating the model too by default.
+
+        ``artifacts`` (see ``inline_artifact``) are stored in the same call; with ``ready`` as well, the
+        version comes back READY, or nothing is created."""
         request = registry_pb2.CreateVersionRequest(
             model_name=model_name,
             format=format,  # type: ignore[arg-type]
@@ -188,6 +205,8 @@ class RegistryClient:
             description=description,
             create_model=create_model,
             required_artifacts=list(required_artifacts),
+            artifacts=list(artifacts),
+            ready=ready,
         )
         return (await self._call(self.stub.CreateVersion, request)).version
 
@@ -439,20 +458,41 @@ class RegistryClient:
         format: int = registry_pb2.MODEL_FORMAT_UNSPECIFIED,  # noqa: A002 - the proto's name
         ready: bool = True,
         progress: Callable[[str, int, int], None] | None = None,
+        media_types: Mapping[str, str] | None = None,
+        inline_bytes: int = INLINE_BYTES,
         **version_fields: Any,
     ) -> registry_pb2.ModelVersion:
-        """Create a version, upload its files (artifact name -> path) and mark it READY.
+        """Create a version with its files (artifact name -> path) and mark it READY.
 
-        On an upload error the version is marked FAILED (with the reason) and the error re-raised.
+        Files of ``inline_bytes`` or less in all go inside the CreateVersion call: one round trip, and
+        the version is READY or absent. Bigger ones are streamed, one upload each; on an upload error
+        the version is marked FAILED (with the reason) and the error re-raised.
         """
-        named = dict(files) if isinstance(files, Mapping) else {Path(p).name: p for p in files}
+        pairs = files.items() if isinstance(files, Mapping) else ((Path(p).name, p) for p in files)
+        named = {name: Path(path) for name, path in pairs}
+        types = media_types or {}
+        sizes = {name: path.stat().st_size for name, path in named.items()}
+        if ready and sum(sizes.values()) <= inline_bytes:
+            inline = [inline_artifact(name, path, types.get(name, "")) for name, path in named.items()]
+            version = await self.create_version(
+                model_name,
+                format=format,
+                required_artifacts=sorted(named),
+                artifacts=inline,
+                ready=True,
+                **version_fields,
+            )
+            for name, size in sizes.items():
+                if progress:
+                    progress(name, size, size)
+            return version
         version = await self.create_version(
             model_name, format=format, required_artifacts=sorted(named), **version_fields
         )
         try:
             for name, path in named.items():
                 report = (lambda d, t, n=name: progress(n, d, t)) if progress else None
-                await self.upload_file(model_name, version.version, name, path, progress=report)
+                await self.upload_file(model_name, version.version, name, path, types.get(name, ""), report)
         except BaseException as exc:
             await self.set_status((model_name, version.version), FAILED, f"upload failed: {type(exc).__name__}")
             raise

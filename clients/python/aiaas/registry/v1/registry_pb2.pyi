@@ -292,7 +292,7 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, deleted_versions: _Optional[int] = ...) -> None: ...
 
 class CreateVersionRequest(_message.Message):
-    __slots__ = ("model_name", "format", "variant", "signature", "metrics", "tags", "lineage", "description", "create_model", "required_artifacts")
+    __slots__ = ("model_name", "format", "variant", "signature", "metrics", "tags", "lineage", "description", "create_model", "required_artifacts", "artifacts", "ready")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +317,8 @@ class CreateVersionRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     format: ModelFormat
     variant: str
@@ -327,7 +329,21 @@ class CreateVersionRequest(_message.Message):
     description: str
     create_model: bool
     required_artifacts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_name: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., variant: _Optional[str] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., description: _Optional[str] = ..., create_model: _Optional[bool] = ..., required_artifacts: _Optional[_Iterable[str]] = ...) -> None: ...
+    artifacts: _containers.RepeatedCompositeFieldContainer[InlineArtifact]
+    ready: bool
+    def __init__(self, model_name: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., variant: _Optional[str] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., description: _Optional[str] = ..., create_model: _Optional[bool] = ..., required_artifacts: _Optional[_Iterable[str]] = ..., artifacts: _Optional[_Iterable[_Union[InlineArtifact, _Mapping]]] = ..., ready: _Optional[bool] = ...) -> None: ...
+
+class InlineArtifact(_message.Message):
+    __slots__ = ("name", "media_type", "content", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    media_type: str
+    content: bytes
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., media_type: _Optional[str] = ..., content: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class CreateVersionResponse(_message.Message):
     __slots__ = ("version",)

@@ -167,7 +167,8 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateVersion(self, request, context):
-        """Create the next version of a model (numbered 1, 2, 3 ...), in state PENDING.
+        """Create the next version of a model (numbered 1, 2, 3 ...), in state PENDING; or, with its
+        artifacts inline and `ready`, whole and READY in one call (all or nothing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
