@@ -112,17 +112,17 @@ def seed_epoch_randomness(seed: int, device: torch.device) -> None:
 def batch_loss(
     model: StandardizedModel, x: torch.Tensor, y: torch.Tensor, task: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The loss the optimizer minimizes, in standardized units (targets too, for regression), and the
-    logits for classification (so training accuracy needs no second forward pass)."""
+    """The loss the optimizer minimizes, and the logits for classification (so training accuracy needs no
+    second forward pass). ``x`` and, for regression, ``y`` come standardized (``Trainer`` standardizes
+    the training split once, not every batch), so the loss is in standardized units."""
     if task == "classification":
-        logits = model.forward_standardized(x)
+        logits = model.net(x)
         return F.cross_entropy(logits, y), logits
     if task == "regression":
-        target = (y.reshape(len(y), -1) - model.output_mean) / model.output_std
-        return F.mse_loss(model.forward_standardized(x), target), None
+        return F.mse_loss(model.net(x), y), None
     vae = model.net
     assert isinstance(vae, Vae)
-    recon, kl = vae.elbo_terms(model.standardize(x))
+    recon, kl = vae.elbo_terms(x)
     return (recon + vae.beta * kl).mean(), None
 
 
@@ -176,11 +176,17 @@ class Trainer:
         self.progress = Progress()
         self._encoded_history: list[str] = []  # progress.history's records as JSON, for the checkpoint
         self.best_state: dict[str, torch.Tensor] | None = None
-        y_dtype = torch.long if task == "classification" else torch.float32
-        self.x_train = torch.from_numpy(splits.x_train).to(self.device)
-        self.y_train = torch.from_numpy(splits.y_train).to(self.device, y_dtype)
-        if task == "vae":  # the VAE reconstructs its input; labels are not used
-            self.y_train = torch.zeros(len(self.x_train), device=self.device)
+        # The training split is standardized here, once, instead of in every batch's forward pass: the
+        # same arithmetic per element, so the same numbers, and two ops fewer per step.
+        with torch.no_grad():
+            self.x_train = model.standardize(torch.from_numpy(splits.x_train).to(self.device))
+            if task == "classification":
+                self.y_train = torch.from_numpy(splits.y_train).to(self.device, torch.long)
+            elif task == "regression":
+                targets = torch.from_numpy(splits.y_train).to(self.device, torch.float32)
+                self.y_train = (targets.reshape(len(targets), -1) - model.output_mean) / model.output_std
+            else:  # the VAE reconstructs its input; labels are not used
+                self.y_train = torch.zeros(len(self.x_train), device=self.device)
         self.x_val = torch.from_numpy(splits.x_val).to(self.device)
         self.y_val = torch.from_numpy(splits.y_val).to(self.device)
 
