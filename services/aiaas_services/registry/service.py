@@ -177,7 +177,8 @@ class Registry:
                 except DomainError:
                     # Refused, so rolled back: the blobs this call added are referenced by nothing, and
                     # no one else can have found them while the lock is held.
-                    await self.run(lambda: [self.blobs.delete(digest) for digest in fresh])
+                    for digest in fresh:
+                        await self.run(self.blobs.delete, digest)
                     raise
         finally:
             for writer, _ in staged:

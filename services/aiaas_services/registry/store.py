@@ -326,8 +326,9 @@ class RegistryStore:
                 .values(latest_version=number, updated_at=tx.time)
             )
             required = sorted(set(spec.required_artifacts))
-            inserted = tx.conn.execute(
-                db.versions.insert().values(
+            version_id = tx.conn.execute(
+                db.versions.insert()
+                .values(
                     model_id=model["id"],
                     number=number,
                     format=int(spec.format),
@@ -344,8 +345,8 @@ class RegistryStore:
                     created_at=tx.time,
                     updated_at=tx.time,
                 )
-            )
-            version_id = inserted.inserted_primary_key[0]
+                .returning(db.versions.c.id)
+            ).scalar_one()
             tx.emit(EventType.VERSION_CREATED, model_name, number, status=Status.PENDING)
             for artifact in artifacts:
                 self._record_artifact(tx, version_id, artifact)
