@@ -123,7 +123,9 @@ class JobEngine:
     async def start(self) -> None:
         """Start the worker pool, then resume what a previous run left behind."""
         self._loop = asyncio.get_running_loop()
-        self._events = self._ctx.Queue()
+        # A SimpleQueue: a worker's put pickles and writes on its own thread. A Queue's feeder thread
+        # woke for every epoch event and took the GIL from the training loop to do the same.
+        self._events = self._ctx.SimpleQueue()
         for slot in self._slots:
             self._spawn(slot)
         self._reader = threading.Thread(target=self._read_events, name="training-events", daemon=True)
@@ -146,7 +148,8 @@ class JobEngine:
                 slot.tasks.put(None)
         await asyncio.to_thread(self._stop_workers)
         if self._events is not None:
-            self._events.put(None)
+            # from a daemon thread: a worker killed in the middle of a put leaves the queue's lock taken
+            threading.Thread(target=self._events.put, args=(None,), daemon=True).start()
         if self._reader is not None:
             await asyncio.to_thread(self._reader.join, 5)
         for task in list(self._tasks):

@@ -29,7 +29,7 @@ from aiaas_services.modelzoo.zoo import Vae
 from aiaas_services.training.config import HIGHER_IS_BETTER, TrainConfig
 from aiaas_services.training.evaluation import evaluate_tensors
 from aiaas_services.training.paths import CHECKPOINT_FILE
-from aiaas_services.training.tensorfile import BackgroundWriter, spare_path
+from aiaas_services.training.tensorfile import Rewriter, spare_path
 
 CHUNK_BYTES = 16 * 2**20  # the most training rows gathered at once per epoch (see Trainer._shuffled_chunks)
 
@@ -160,7 +160,7 @@ class Trainer:
         self.model = model
         self.task = task
         self.checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
-        self.checkpoint_writer = BackgroundWriter(self.checkpoint_path)
+        self.checkpoint_writer = Rewriter(self.checkpoint_path)
         self.hooks = hooks
         self.dist = dist or Distributed()
         self.device = device or torch.device("cpu")
@@ -195,10 +195,9 @@ class Trainer:
         """Model, optimizer, best weights and progress, as one safetensors file that replaces the last
         one atomically (a crash leaves the previous checkpoint).
 
-        The tensors are copied here, between epochs; the file is written by the writer's thread while
-        the next epoch trains (see ``BackgroundWriter`` for why that thread makes only system calls).
-        The history goes in as the records' JSON encoded once each (re-encoding it all was O(epochs)
-        per epoch: 1.5 ms at 30 epochs through ``dataclasses.asdict``).
+        The tensors are the same from epoch to epoch (updated in place), which ``Rewriter`` uses to write
+        them without encoding them again. The history goes in as the records' JSON encoded once each
+        (re-encoding it all was O(epochs) per epoch: 1.5 ms at 30 epochs through ``dataclasses.asdict``).
         """
         tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         opt_state = self.optimizer.state_dict()
@@ -318,11 +317,8 @@ class Trainer:
 
     def fit(self) -> Progress:
         """Train the remaining epochs; returns the progress (history, early stop)."""
-        try:
-            while self.progress.epoch < self.config.epochs and not self.progress.stopped_early:
-                self._run_epoch(self.progress.epoch + 1)
-        finally:
-            self.checkpoint_writer.close()  # the last checkpoint is whole on disk before fit returns
+        while self.progress.epoch < self.config.epochs and not self.progress.stopped_early:
+            self._run_epoch(self.progress.epoch + 1)
         if self.progress.stopped_early and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         spare_path(self.checkpoint_path).unlink(missing_ok=True)  # no more epochs: the writer's spare can go
@@ -360,7 +356,13 @@ class Trainer:
         if self._improved(value):
             self.progress.best_value, self.progress.best_epoch = value, epoch
             self.progress.epochs_without_improvement = 0
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            state = self.model.state_dict()
+            if self.best_state is None or self.best_state.keys() != state.keys():
+                self.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+            else:  # into the same tensors: the checkpoint writer then finds them where they were
+                with torch.no_grad():
+                    for name, value in state.items():
+                        self.best_state[name].copy_(value)
         else:
             self.progress.epochs_without_improvement += 1
             if self.progress.epochs_without_improvement >= self.config.patience:

@@ -43,7 +43,7 @@ class WorkerContext:
 
     slot: int
     tasks: Any  # multiprocessing Queue of JobTask | None
-    events: Any  # multiprocessing Queue of (kind, slot, job_id, payload)
+    events: Any  # multiprocessing SimpleQueue of (kind, slot, job_id, payload)
     cancel: Any  # multiprocessing Event
     settings: Any  # TrainingSettings, for tracing and logging set-up
     parent_pid: int

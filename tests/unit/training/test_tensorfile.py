@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from aiaas_services.training import tensorfile
-from aiaas_services.training.tensorfile import BackgroundWriter, encode, write_safetensors
+from aiaas_services.training.tensorfile import Rewriter, encode, write_safetensors
 
 
 def _awkward_tensors() -> dict[str, torch.Tensor]:
@@ -126,40 +126,45 @@ def test_a_link_left_by_a_crash_between_renames_does_not_stop_the_next_write(tmp
     assert torch.equal(load_file(str(tensorfile.spare_path(path)))["w"], torch.ones(3))
 
 
-def test_the_background_writer_saves_what_the_tensors_held_when_write_returned(tmp_path: Path) -> None:
-    """The training loop changes the weights in place right after ``write`` returns, while the thread
-    is still writing: the file must hold the snapshot, for every epoch."""
+def test_the_rewriter_saves_what_the_tensors_hold_at_each_write(tmp_path: Path) -> None:
+    """The same tensors, changed in place between writes (as the optimizer does), are written as they are
+    at each write; a new layout, a moved tensor and a non-contiguous one are noticed."""
     path = tmp_path / "checkpoint.safetensors"
-    writer = BackgroundWriter(path)
+    writer = Rewriter(path)
     weights = torch.zeros(256, 64)
-    try:
-        for epoch in range(1, 6):
-            weights.fill_(epoch)
-            writer.write({"w": weights, "step": torch.tensor(float(epoch))}, {"epoch": str(epoch)})
-            weights.fill_(-1)  # the next optimizer step, racing the writer
-            writer.wait()
-            loaded = load_file(str(path))
-            assert torch.equal(loaded["w"], torch.full((256, 64), float(epoch))) and loaded["step"].item() == epoch
-            with safe_open(str(path), framework="pt") as handle:
-                assert handle.metadata() == {"epoch": str(epoch)}
-        writer.write({"w": weights, "best.w": torch.ones(2, dtype=torch.bfloat16)}, {"epoch": "6"})  # new layout
-    finally:
-        writer.close()
+    step = torch.tensor(0.0)
+    for epoch in range(1, 6):
+        weights.fill_(epoch)
+        step.fill_(epoch)
+        writer.write({"w": weights, "step": step}, {"epoch": str(epoch)})
+        loaded = load_file(str(path))
+        assert torch.equal(loaded["w"], torch.full((256, 64), float(epoch))) and loaded["step"].item() == epoch
+        with safe_open(str(path), framework="pt") as handle:
+            assert handle.metadata() == {"epoch": str(epoch)}
+    writer.write({"w": weights, "best.w": torch.ones(2, dtype=torch.bfloat16)}, {"epoch": "6"})  # new layout
     loaded = load_file(str(path))
-    assert torch.equal(loaded["w"], torch.full((256, 64), -1.0)) and loaded["best.w"].dtype == torch.bfloat16
+    assert torch.equal(loaded["w"], torch.full((256, 64), 5.0)) and loaded["best.w"].dtype == torch.bfloat16
+    moved = torch.full((256, 64), 7.0)  # same name, shape and dtype, other memory
+    writer.write({"w": moved, "best.w": torch.ones(2, dtype=torch.bfloat16)}, {})
+    assert torch.equal(load_file(str(path))["w"], moved)
+    strided = torch.arange(12.0).reshape(3, 4).t()  # encoded afresh each time, never aliased
+    writer.write({"w": strided}, {})
+    strided.add_(1)
+    writer.write({"w": strided}, {})
+    assert torch.equal(load_file(str(path))["w"], strided)
 
 
-def test_a_failed_background_write_is_raised_by_the_next_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_rewrite_raises_and_leaves_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "checkpoint.safetensors"
-    writer = BackgroundWriter(path)
-    writer.write({"epoch": torch.tensor(1)}, {})
-    writer.wait()
+    writer = Rewriter(path)
+    epoch = torch.tensor(1)
+    writer.write({"epoch": epoch}, {})
 
     def disk_full(fd: int, buffers: list[memoryview]) -> int:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "writev", disk_full)
-    writer.write({"epoch": torch.tensor(2)}, {})
+    epoch.fill_(2)
     with pytest.raises(OSError, match="No space left"):
-        writer.close()
+        writer.write({"epoch": epoch}, {})
     assert load_file(str(path))["epoch"].item() == 1
