@@ -361,8 +361,8 @@ class Trainer:
                 self.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
             else:  # into the same tensors: the checkpoint writer then finds them where they were
                 with torch.no_grad():
-                    for name, value in state.items():
-                        self.best_state[name].copy_(value)
+                    for name, tensor in state.items():
+                        self.best_state[name].copy_(tensor)
         else:
             self.progress.epochs_without_improvement += 1
             if self.progress.epochs_without_improvement >= self.config.patience:
