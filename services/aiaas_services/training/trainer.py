@@ -317,8 +317,11 @@ class Trainer:
 
     def fit(self) -> Progress:
         """Train the remaining epochs; returns the progress (history, early stop)."""
-        while self.progress.epoch < self.config.epochs and not self.progress.stopped_early:
-            self._run_epoch(self.progress.epoch + 1)
+        try:
+            while self.progress.epoch < self.config.epochs and not self.progress.stopped_early:
+                self._run_epoch(self.progress.epoch + 1)
+        finally:
+            self.checkpoint_writer.close()
         if self.progress.stopped_early and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         spare_path(self.checkpoint_path).unlink(missing_ok=True)  # no more epochs: the writer's spare can go

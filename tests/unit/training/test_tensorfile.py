@@ -168,3 +168,30 @@ def test_a_failed_rewrite_raises_and_leaves_the_previous_file(tmp_path: Path, mo
     with pytest.raises(OSError, match="No space left"):
         writer.write({"epoch": epoch}, {})
     assert load_file(str(path))["epoch"].item() == 1
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["rename-exchange", "link-and-rename"])
+def test_the_rewriter_swaps_the_file_and_its_spare_and_closes_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    """Each write leaves ``path`` whole and the replaced version as the spare, whether the names are
+    swapped by RENAME_EXCHANGE or (where that is missing) by a link and two renames; files shrink too."""
+    if not exchange:
+        monkeypatch.setattr(tensorfile, "_exchange", lambda first, second: False)
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(b"a checkpoint from before a restart")  # resuming: the writer did not create it
+    writer = Rewriter(path)
+    versions = [torch.arange(n, dtype=torch.float32) for n in (1000, 10, 500, 3)]
+    try:
+        for number, values in enumerate(versions):
+            writer.write({"w": values}, {"epoch": str(number)})
+            assert torch.equal(load_file(str(path))["w"], values)
+            expected = sum(part.nbytes for part in encode({"w": values}, {"epoch": str(number)}))
+            assert path.stat().st_size == expected
+            if number:
+                assert torch.equal(load_file(str(tensorfile.spare_path(path)))["w"], versions[number - 1])
+    finally:
+        writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, tensorfile.spare_path(path).name]
+    open_files = [os.readlink(f) for f in Path("/proc/self/fd").iterdir() if f.exists()]
+    assert not [f for f in open_files if f.startswith(str(tmp_path))]
