@@ -1,5 +1,6 @@
 """Registry benchmark: artifact throughput through the service vs `cp` on the same disk, metadata ops/s,
-and the service's resident-memory growth while moving a large artifact.
+the service's resident-memory growth while moving a large artifact, and registering a checkpoint's small
+files inline in CreateVersion vs streamed one by one.
 
 The registry runs as its own process (SQLite + local blobs in a temp folder); this process is the load.
 Each repeat uses different content (so nothing is deduplicated) and ratios compare medians taken in the
@@ -25,6 +26,7 @@ from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 from bench.common import Record, median, start_process
 
 MiB = 1024 * 1024
+CHECKPOINT_FILES = {"weights.safetensors": 70_000, "spec.json": 2_000, "curves.png": 30_000}  # the MLP job's sizes
 
 
 def _start_registry(home: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -148,6 +150,24 @@ async def _metadata_ops(client: RegistryClient, seconds: float, concurrency: int
     return done / (time.perf_counter() - started)
 
 
+async def _checkpoint_pushes(client: RegistryClient, work: Path, repeats: int) -> dict[str, list[float]]:
+    """Seconds to register a training checkpoint's three small files as a READY version: inside the
+    CreateVersion call (what ``push`` does below its inline limit) against one upload stream per file
+    plus CreateVersion and SetVersionStatus; alternating, fresh bytes each time."""
+    times: dict[str, list[float]] = {"inline": [], "streamed": []}
+    for repeat in range(repeats + 1):  # the first round warms up
+        for way, inline_bytes in (("inline", 4 * MiB), ("streamed", 0)):
+            paths = {}
+            for name, size in CHECKPOINT_FILES.items():
+                paths[name] = work / f"{way}-{name}"
+                paths[name].write_bytes(os.urandom(size))
+            started = time.perf_counter()
+            await client.push("bench-checkpoint", paths, inline_bytes=inline_bytes)
+            if repeat:
+                times[way].append(time.perf_counter() - started)
+    return times
+
+
 async def _run(quick: bool, work: Path, address: str, pid: int) -> list[Record]:
     size = (64 if quick else 256) * MiB
     repeats = 3
@@ -173,6 +193,7 @@ async def _run(quick: bool, work: Path, address: str, pid: int) -> list[Record]:
         (work / "big-copy.bin").unlink()
 
         ops = await _metadata_ops(client, 3.0 if quick else 10.0)
+        pushes = await _checkpoint_pushes(client, work, 10 if quick else 30)
 
     cp, up, down = median(times["cp"]), median(times["upload"]), median(times["download"])
     params = {"size_mib": size // MiB, "repeats": repeats, "backend": "sqlite+local", "cp_s": round(cp, 3)}
@@ -188,6 +209,18 @@ async def _run(quick: bool, work: Path, address: str, pid: int) -> list[Record]:
         Record("registry.grpc_sink_mb_per_s", mb / sink, "MB/s", "higher", {**params, "what": "bare gRPC, no I/O"}),
         Record("registry.upload_vs_grpc_sink", sink / up, "ratio", "higher", params),
         Record("registry.metadata_ops_per_s", ops, "ops/s", "higher", {"mix": "create+get+list", "concurrency": 8}),
+        Record(
+            "registry.checkpoint_push_inline_vs_streamed",
+            median(pushes["inline"]) / median(pushes["streamed"]),
+            "ratio",
+            "lower",
+            {
+                "files_bytes": CHECKPOINT_FILES,
+                "repeats": len(pushes["inline"]),
+                "inline_ms": round(median(pushes["inline"]) * 1e3, 2),
+                "streamed_ms": round(median(pushes["streamed"]) * 1e3, 2),
+            },
+        ),
         Record(
             "registry.rss_growth_mib",
             (peak - baseline) / 1024,
