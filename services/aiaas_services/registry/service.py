@@ -165,6 +165,19 @@ class Registry:
                 )
             if item.sha256 and not SHA256_RE.match(item.sha256):
                 raise InvalidArgument(f"sha256 of {item.name!r} must be 64 lowercase hex characters")
+        # Shielded: a caller that goes away must not stop the blob and database steps half-way (their
+        # threads would run on while the cleanup below ran beside them).
+        return await asyncio.shield(self._create_with_blobs(model_name, spec, create_model, actor, inline, ready))
+
+    async def _create_with_blobs(
+        self,
+        model_name: str,
+        spec: NewVersion,
+        create_model: bool,
+        actor: str,
+        inline: Sequence[InlineArtifact],
+        ready: bool,
+    ) -> Version:
         staged = await self.run(self._stage, inline)
         artifacts = [artifact for _, artifact in staged]
         try:
