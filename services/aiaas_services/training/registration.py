@@ -7,7 +7,6 @@ and the serialization stubs over channels from ``runtime.channels``.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import grpc
@@ -22,8 +21,6 @@ from aiaas_services.training.config import TrainConfig
 from aiaas_services.training.engine import Published, PublishError
 from aiaas_services.training.settings import TrainingSettings
 from aiaas_services.training.store import JobRecord
-
-log = logging.getLogger(__name__)
 
 ARTIFACTS = (
     ("weights.safetensors", "application/vnd.safetensors"),
