@@ -83,6 +83,35 @@ def test_linear_regression_recovers_slope_and_intercept(training: Stub, registry
     assert job.test_metrics["r2"] > 0.99
 
 
+def test_a_checkpoint_registers_in_one_call_or_streams_when_too_big(
+    training: Stub, registry: SyncRegistryClient
+) -> None:
+    """A small checkpoint arrives READY with its three artifacts in one CreateVersion (no PENDING step,
+    no per-upload events); one over the client's inline limit is streamed into a PENDING version first."""
+    from aiaas.client.registry import INLINE_BYTES
+
+    small = digits_mlp("registered-inline", epochs=1)
+    big = digits_mlp("registered-streamed", epochs=1)
+    big.architecture.mlp.hidden_sizes[:] = [1024, 1024]  # ~1.1 M parameters: ~4.4 MB of weights
+    for spec, streamed in ((small, False), (big, True)):
+        job = wait(training, start(training, spec).job_id)
+        assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.failure_reason
+        version = registry.get_version(job.registered)
+        assert version.status == registry_pb2.VERSION_STATUS_READY
+        assert sorted(a.name for a in version.artifacts) == ["curves.png", "spec.json", "weights.safetensors"]
+        assert (sum(a.size_bytes for a in version.artifacts) > INLINE_BYTES) == streamed
+        events = registry.watch(after_sequence=0, model_names=[spec.model_name])
+        kinds = [next(events).type for _ in range(3 + 3 * streamed)]  # model, version, [3 uploads,] status
+        events.close()
+        uploads = [registry_pb2.EVENT_TYPE_VERSION_UPDATED] * 3 if streamed else []
+        assert kinds == [
+            registry_pb2.EVENT_TYPE_MODEL_CREATED,
+            registry_pb2.EVENT_TYPE_VERSION_CREATED,
+            *uploads,
+            registry_pb2.EVENT_TYPE_VERSION_STATUS_CHANGED,
+        ]
+
+
 def test_same_seed_same_weights(training: Stub, registry: SyncRegistryClient) -> None:
     first = start(training, digits_mlp("determinism", epochs=3, seed=11))
     second = start(training, digits_mlp("determinism", epochs=3, seed=11))
