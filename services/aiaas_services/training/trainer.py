@@ -324,7 +324,8 @@ class Trainer:
             self.checkpoint_writer.close()
         if self.progress.stopped_early and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        spare_path(self.checkpoint_path).unlink(missing_ok=True)  # no more epochs: the writer's spare can go
+        if self.dist.rank == 0:  # the rank that writes the checkpoints (the others share its folder)
+            spare_path(self.checkpoint_path).unlink(missing_ok=True)  # no more epochs: the spare can go
         return self.progress
 
     def _run_epoch(self, epoch: int) -> None:
