@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
 from collections.abc import AsyncIterator
 from multiprocessing.process import BaseProcess
 
+import numpy as np
 from opentelemetry import propagate, trace
 
 from aiaas.client.registry import FAILED, ONNX, PENDING, PYTORCH_CHECKPOINT, RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas_services.modelzoo import SpecError, validate_spec
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aiaas_services.serialization import options as request_options
+from aiaas_services.serialization.pipeline import inputs
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import TERMINAL, JobStore
@@ -140,7 +144,7 @@ class ExportJobs:
             raise InvalidArgument("source.model_name is required (the checkpoint or ONNX model to export)")
         if not request.source.HasField("version") and not request.source.HasField("alias"):
             raise InvalidArgument("source needs a version number or an alias")
-        options = request_options.pipeline_options(request.options, self.settings)
+        request_options.pipeline_options(request.options, self.settings)  # refuses bad options up front
         queued = await asyncio.to_thread(self.store.ids_in_state, QUEUED)
         if len(queued) >= self.settings.max_queued_jobs:
             raise ResourceExhausted(
@@ -149,15 +153,13 @@ class ExportJobs:
         with translate("reading the source version"):
             source = await self.registry.get_version(request.source)
         if source.format == PYTORCH_CHECKPOINT:
-            await self._check_spec(source.model_name, source.version)
+            num_features = await self._check_spec(source.model_name, source.version)
+            specs = [inputs.InputSpec("input", np.float32, ("batch", num_features))]
         elif source.format == ONNX:
-            if "int8-static" in options.variants and not request.options.calibration.calibration_data.model_name:
-                raise FailedPrecondition(
-                    "int8-static of an ONNX model needs calibration data: upload an .npz (array 'x') to the "
-                    "registry and set options.calibration.calibration_data"
-                )
+            specs = [inputs.spec_of(t.name, t.datatype, list(t.shape)) for t in source.signature.inputs]
         else:
             raise FailedPrecondition(f"{source.model_name}:{source.version} is neither a PyTorch checkpoint nor ONNX")
+        await self._check_upload(request.options.calibration, specs)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         span_context = trace.get_current_span().get_span_context()
@@ -174,17 +176,26 @@ class ExportJobs:
             self._wake.set()
         return job
 
-    async def _check_spec(self, model: str, version: int) -> None:
-        import json
-
-        from aiaas_services.modelzoo import SpecError, validate_spec
-
+    async def _check_spec(self, model: str, version: int) -> int:
+        """The checkpoint's number of input features, once its spec.json is known to build."""
         with translate("reading spec.json of the checkpoint"):
             raw = await self.registry.download_bytes((model, version), "spec.json")
         try:
-            validate_spec(json.loads(raw))
+            return int(validate_spec(json.loads(raw))["num_features"])
         except (SpecError, ValueError) as exc:
             raise InvalidArgument(f"{model}:{version} spec.json cannot be built: {exc}") from exc
+
+    async def _check_upload(self, calibration: common_pb2.CalibrationOptions, specs: list[inputs.InputSpec]) -> None:
+        """An uploaded .npz must hold one array per model input (INVALID_ARGUMENT naming the input)."""
+        if not calibration.calibration_data.model_name or not specs:
+            return
+        name = calibration.calibration_artifact or "calibration.npz"
+        with translate(f"reading the calibration data {name}"):
+            payload = await self.registry.download_bytes(calibration.calibration_data, name)
+        try:
+            inputs.match(inputs.read_npz(payload, name), specs, name)
+        except inputs.DataMismatch as exc:
+            raise InvalidArgument(str(exc)) from exc
 
     async def get(self, job_id: str) -> pb.ExportJob:
         job = await asyncio.to_thread(self.store.get, job_id)

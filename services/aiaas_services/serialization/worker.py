@@ -9,27 +9,35 @@ reason). A crash at any point therefore leaves PENDING versions, which the servi
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
+import os
 import shutil
+import tempfile
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import onnx
+import safetensors.torch
+import torch
 from opentelemetry import propagate, trace
 
 from aiaas.client.registry import ONNX, PYTORCH_CHECKPOINT, READY, REJECTED, RegistryClient, version_ref
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas_services.datasets import DataError, load_splits
+from aiaas_services.modelzoo import SpecError, build_module, validate_spec
 from aiaas_services.runtime.channels import open_channel
 from aiaas_services.serialization import options as request_options
+from aiaas_services.serialization import proofdata
+from aiaas_services.serialization.pipeline import export, inputs, validate
 from aiaas_services.serialization.pipeline import run as pipeline
-from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 
@@ -38,7 +46,6 @@ tracer = trace.get_tracer(__name__)
 
 MODEL_ARTIFACT = "model.onnx"
 ONNX_MEDIA_TYPE = "application/onnx"
-RANDOM_PROOF_ROWS = 256
 
 
 class JobFailure(Exception):
@@ -48,8 +55,6 @@ class JobFailure(Exception):
 def serve_jobs(settings: SerializationSettings, connection: Connection) -> None:
     """Warm worker process entry point (picklable for ``spawn``): import and warm up once, then run the
     job ids the service sends, answering "done" after each; exits when the pipe closes."""
-    import torch
-
     torch.set_num_threads(max(1, settings.torch_threads))
     logging.basicConfig(level=settings.log_level)
     from aiaas_services.runtime import tracing
@@ -77,9 +82,6 @@ def serve_jobs(settings: SerializationSettings, connection: Connection) -> None:
 def _exit_with_parent() -> None:
     """Die when the service process dies (even by SIGKILL): an orphaned worker must not go on
     registering versions for a job the restarted service has already failed."""
-    import os
-    import threading
-
     parent = os.getppid()
 
     def watch() -> None:
@@ -93,13 +95,9 @@ def _exit_with_parent() -> None:
 def warm_up() -> None:
     """Pay the import and first-export costs before a job waits for them (torch.onnx, the dynamo
     exporter, quantization tools, scikit-learn's datasets)."""
-    import tempfile
-
-    import torch
-    from onnxruntime import quantization  # noqa: F401 - imported for its import cost
-    from sklearn import datasets  # noqa: F401 - imported for its import cost
-
-    from aiaas_services.serialization.pipeline import export
+    # imported here, in the worker only, for their import cost (the service process never needs them)
+    from onnxruntime import quantization  # noqa: F401
+    from sklearn import datasets  # noqa: F401
 
     with tempfile.TemporaryDirectory() as folder:
         try:
@@ -198,9 +196,12 @@ class ExportJobRunner:
         for result in pipeline.make_and_prove(prepared, data, options, self.workdir, metadata, self._say):
             self.step = f"registering {result.variant}"
             message = request_options.report_message(result.report)
-            message.registered.CopyFrom(
-                await self._register(client, target, source, request, result, prepared, data.task, digest, job.trace_id)
-            )
+            if result.path is not None:
+                message.registered.CopyFrom(
+                    await self._register(
+                        client, target, source, request, result, prepared, data.task, digest, job.trace_id
+                    )
+                )
 
             def add(job: pb.ExportJob, message: pb.VariantReport = message) -> None:
                 job.reports.append(message)
@@ -216,6 +217,8 @@ class ExportJobRunner:
             job.finished_at.GetCurrentTime()
 
         summary = f"{len(accepted)} of {len(options.variants)} variant(s) accepted"
+        if len(accepted) < len(options.variants):
+            summary += " (see each variant's reason)"
         self.store.update(
             self.job_id,
             succeed,
@@ -230,11 +233,6 @@ class ExportJobRunner:
         request: pb.StartExportJobRequest,
         options: pipeline.PipelineOptions,
     ) -> tuple[pipeline.Prepared, pipeline.ProofData, str]:
-        import safetensors.torch
-
-        from aiaas_services.datasets import DataError, load_splits
-        from aiaas_services.modelzoo import SpecError, build_module, validate_spec
-
         self._say("rebuilding the module from spec.json and weights.safetensors")
         try:
             spec = validate_spec(json.loads(await client.download_bytes(pinned, "spec.json")))
@@ -260,11 +258,19 @@ class ExportJobRunner:
             splits = load_splits(data_spec, int(spec.get("seed") or 0), payload)
         except DataError as exc:
             raise JobFailure(f"the checkpoint's data cannot be loaded: {exc}") from exc
-        calibration = splits.x_train
-        override = await self._calibration_arrays(client, request)
-        if override is not None:
-            calibration = override[0]
-        data = pipeline.ProofData(calibration, splits.x_test, splits.y_test, str(spec["task"]))
+        upload = await self._uploaded_arrays(client, request)
+        try:
+            data = proofdata.from_split(
+                splits.x_train,
+                splits.x_test,
+                splits.y_test,
+                str(spec["task"]),
+                upload[1] if upload else None,
+                int(spec["num_features"]),
+                upload[0] if upload else "",
+            )
+        except inputs.DataMismatch as exc:
+            raise JobFailure(str(exc)) from exc
         self._say(f"exporting to ONNX (opset {options.opset})")
         prepared = await asyncio.to_thread(
             pipeline.from_module, module, int(spec["num_features"]), data, options, self.workdir
@@ -282,32 +288,24 @@ class ExportJobRunner:
         self._say("downloading model.onnx")
         path = self.workdir / "source.onnx"
         await client.download_to((source.model_name, source.version), MODEL_ARTIFACT, path)
-        info = validate.describe(onnx.load(str(path), load_external_data=False))
-        if len(info.inputs) != 1 or info.inputs[0].datatype != "FP32" or len(info.inputs[0].shape) != 2:
-            raise JobFailure("only models with one FP32 input of shape [batch, features] can be quantized and proven")
-        num_features = info.inputs[0].shape[1]
+        specs = inputs.signature_of(path)
         task = source.tags.get("task", "")
-        arrays = await self._calibration_arrays(client, request)
-        if arrays is not None:
-            x, y = arrays
-            proof_source = "calibration npz"
-        elif "int8-static" in options.variants:
-            raise JobFailure("int8-static of an imported model needs options.calibration.calibration_data (an .npz)")
-        else:
-            if num_features <= 0:
-                raise JobFailure("the model's feature dimension is dynamic; upload calibration data to prove it")
-            x, y = np.random.default_rng(0).standard_normal((RANDOM_PROOF_ROWS, num_features)).astype(np.float32), None
-            proof_source = "random normal inputs (no data uploaded)"
-        if y is None and task in ("classification", "regression"):
-            task = ""  # no labels: errors and agreement only
-        data = pipeline.ProofData(x, x, y, task)
+        upload = await self._uploaded_arrays(client, request)
+        try:
+            if upload is None:
+                data = proofdata.generated(specs, task)
+            else:
+                data = proofdata.from_upload(upload[1], specs, task, options.quantization.num_samples, upload[0])
+        except inputs.DataMismatch as exc:
+            raise JobFailure(str(exc)) from exc
+        self._say(f"proof data: {data.source}")
         prepared = await asyncio.to_thread(pipeline.from_onnx, path, data, options, self.workdir / "variants")
-        prepared.export_settings["proof_data"] = proof_source
         return prepared, data, source.lineage.dataset_digest
 
-    async def _calibration_arrays(
+    async def _uploaded_arrays(
         self, client: RegistryClient, request: pb.StartExportJobRequest
-    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    ) -> tuple[str, dict[str, np.ndarray]] | None:
+        """(what, arrays) of the request's calibration .npz, or None when it names none."""
         calibration = request.options.calibration
         if not calibration.calibration_data.model_name:
             return None
@@ -315,21 +313,9 @@ class ExportJobRunner:
         self._say(f"downloading calibration data {calibration.calibration_data.model_name}/{name}")
         payload = await client.download_bytes(calibration.calibration_data, name)
         try:
-            with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-                key = next((k for k in ("x", "input") if k in archive.files), None)
-                if key is None:
-                    raise JobFailure(
-                        f"{name} must hold an array named 'x' (or 'input'); it has {sorted(archive.files)}"
-                    )
-                x = np.asarray(archive[key], dtype=np.float32)
-                y = np.asarray(archive["y"]) if "y" in archive.files else None
-        except JobFailure:
-            raise
-        except Exception as exc:
-            raise JobFailure(f"{name} is not a readable .npz of arrays ({type(exc).__name__})") from exc
-        if x.ndim != 2 or len(x) == 0:
-            raise JobFailure(f"{name}: 'x' must be a non-empty [samples, features] array, got shape {x.shape}")
-        return x, y
+            return name, inputs.read_npz(payload, name)
+        except inputs.DataMismatch as exc:
+            raise JobFailure(str(exc)) from exc
 
     async def _register(
         self,
@@ -344,6 +330,7 @@ class ExportJobRunner:
         trace_id: str,
     ) -> common_pb2.VersionRef:
         report = result.report
+        assert result.path is not None
         quantization = {k: v for k, v in report.settings.items() if k not in prepared.export_settings}
         lineage = registry_pb2.Lineage(
             parent_version=source.version,
@@ -399,8 +386,6 @@ class ExportJobRunner:
 
 
 def _is_rpc_error(exc: BaseException) -> bool:
-    import grpc
-
     return isinstance(exc, grpc.RpcError)
 
 
