@@ -23,9 +23,11 @@ from tests.support.minilm import SENTENCES, ExportedMiniLM
 from tests.support.processes import ServiceProcess
 
 Stub = serialization_pb2_grpc.SerializationServiceStub
+# The first test pays for the session's MiniLM export and the INT8 search over it (minutes on 2 busy cores).
+pytestmark = pytest.mark.timeout(1500)
 
 
-def run_job(serialization: Stub, request: pb.StartExportJobRequest, timeout: float = 600) -> pb.ExportJob:
+def run_job(serialization: Stub, request: pb.StartExportJobRequest, timeout: float = 1200) -> pb.ExportJob:
     job = serialization.StartExportJob(request, timeout=60).job
     list(serialization.WatchExportJob(pb.WatchExportJobRequest(job_id=job.job_id), timeout=timeout))
     return serialization.GetExportJob(pb.GetExportJobRequest(job_id=job.job_id), timeout=10).job

@@ -112,6 +112,11 @@ def test_store_numbers_events_and_is_idempotent(tmp_path: Path) -> None:
         (common_pb2.ExportOptions(pruning_sparsity=1.5), "pruning_sparsity"),
         (common_pb2.ExportOptions(tolerances={"bf16": common_pb2.VariantTolerance()}), "bf16"),
         (common_pb2.ExportOptions(tolerances={"fp16": common_pb2.VariantTolerance(max_abs_error=-1)}), "non-negative"),
+        (
+            common_pb2.ExportOptions(tolerances={"fp16": common_pb2.VariantTolerance(min_worst_row_cosine=1.5)}),
+            "at most 1",
+        ),
+        (common_pb2.ExportOptions(keep_fp32="everything"), "keep_fp32"),
     ],
 )
 def test_bad_options_are_invalid_arguments(options: common_pb2.ExportOptions, words: str) -> None:
@@ -122,10 +127,12 @@ def test_bad_options_are_invalid_arguments(options: common_pb2.ExportOptions, wo
 def test_reduce_range_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import aiaas_services.serialization.options as module
 
+    follow = SerializationSettings(reduce_range_without_vnni=True)  # opt-in: the INT8 search tries both anyway
     monkeypatch.setattr(module, "cpu_has_vnni", lambda: False)
-    assert pipeline_options(common_pb2.ExportOptions(), SerializationSettings()).quantization.reduce_range
-    monkeypatch.setattr(module, "cpu_has_vnni", lambda: True)
+    assert pipeline_options(common_pb2.ExportOptions(), follow).quantization.reduce_range
     assert not pipeline_options(common_pb2.ExportOptions(), SerializationSettings()).quantization.reduce_range
+    monkeypatch.setattr(module, "cpu_has_vnni", lambda: True)
+    assert not pipeline_options(common_pb2.ExportOptions(), follow).quantization.reduce_range
     assert pipeline_options(
         common_pb2.ExportOptions(reduce_range=True), SerializationSettings()
     ).quantization.reduce_range
