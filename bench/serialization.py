@@ -114,15 +114,13 @@ def prepare_minilm(_quick: bool, options: Any, workdir: Path) -> tuple[Any, Any,
 
 
 def bench_model(kind: str, quick: bool) -> list[Record]:
-    from aiaas.common.v1 import common_pb2
     from aiaas_services.serialization.options import pipeline_options
     from aiaas_services.serialization.pipeline import proof, run
+    from aiaas_services.serialization.records import ExportSpec
     from aiaas_services.serialization.settings import SerializationSettings
 
     settings = SerializationSettings(latency_repeats=3)
-    options = pipeline_options(
-        common_pb2.ExportOptions(variants=["fp32", "fp16", "int8-dynamic", "int8-static"]), settings
-    )
+    options = pipeline_options(ExportSpec(variants=("fp32", "fp16", "int8-dynamic", "int8-static")), settings)
     records: list[Record] = []
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)

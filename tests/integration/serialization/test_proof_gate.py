@@ -185,7 +185,7 @@ def odd_model() -> bytes:
             helper.make_tensor("axes1", TensorProto.INT64, [1], [1]),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 

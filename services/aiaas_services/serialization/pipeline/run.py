@@ -189,18 +189,17 @@ def _one_variant(
             else:
                 makers.make_int8_static(prepared.fp32, destination, data.calibration, settings)
 
-        tried = (
-            search.candidates(name, options.quantization, makers.cpu_has_vnni())
-            if options.search_int8
-            else [options.quantization]
-        )
-
         def versus_fp32(candidate: Path) -> float:
             say(f"timing {name} against fp32 at batch 32")
             repeats = max(5, options.latency_repeats // 3)
             return proof.interleaved_ratio(candidate, prepared.fp32, data.proof, 32, repeats, options.threads)
 
-        report = search.search(name, tried, workdir, path, make, prove, versus_fp32)
+        if options.search_int8:
+            tried = search.candidates(name, options.quantization, makers.cpu_has_vnni())
+            report = search.search(name, tried, workdir, path, make, prove, versus_fp32)
+        else:  # exactly what was asked for
+            make(options.quantization, path)
+            report = prove(path, options.quantization)
     else:
         raise ValueError(f"unknown variant {name!r}")
     settings = report.settings | prepared.export_settings
