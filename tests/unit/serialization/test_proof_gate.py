@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from aiaas_services.serialization import proofdata
-from aiaas_services.serialization.pipeline import inputs, limits, proof
+from aiaas_services.serialization.pipeline import inputs, limits, proof, search, variants
 
 
 def embeddings(rows: int, width: int = 384, seed: int = 0) -> np.ndarray:
@@ -146,3 +148,33 @@ def test_legacy_single_input_npz_still_fits() -> None:
     assert fed["features"].dtype == np.float32
     with pytest.raises(inputs.DataMismatch, match="axis 1 must be 3"):
         inputs.match({"x": np.zeros((5, 4))}, [spec], "data.npz")
+
+
+def test_search_keeps_the_fastest_passing_setting_and_says_why_others_lost(tmp_path: Path) -> None:
+    settings = [
+        variants.QuantizationSettings(per_channel=pc, keep_fp32=k)
+        for pc, k in ((False, "none"), (True, "none"), (True, "sensitive"))
+    ]
+    outcome = {(False, "none"): (False, 5.0), (True, "none"): (True, 9.0), (True, "sensitive"): (True, 7.0)}
+
+    def make(setting: variants.QuantizationSettings, path: Path) -> None:
+        if setting.keep_fp32 == "sensitive" and not setting.per_channel:
+            raise RuntimeError("never asked")
+        path.write_bytes(b"onnx")
+
+    def prove(path: Path, setting: variants.QuantizationSettings) -> proof.Report:
+        passed, latency = outcome[(setting.per_channel, setting.keep_fp32)]
+        return proof.Report(
+            "int8-dynamic",
+            accepted=passed,
+            reason="" if passed else "worst-row cosine 0.5 < 0.98",
+            latency_ms_batch32=latency,
+        )
+
+    report = search.search("int8-dynamic", settings, tmp_path, tmp_path / "out.onnx", make, prove, lambda _p: 0.8)
+    assert report.accepted and report.latency_ms_batch32 == 7.0 and report.latency_vs_fp32_batch32 == 0.8
+    reasons = [c.reason for c in report.candidates]
+    assert reasons[0].startswith("failed the proof: worst-row cosine") and reasons[1].startswith("slower: 9.00 ms")
+    assert reasons[2] == "" and (tmp_path / "out.onnx").exists()
+    slow = search.search("int8-dynamic", settings, tmp_path, tmp_path / "out.onnx", make, prove, lambda _p: 1.3)
+    assert not slow.accepted and slow.reason.startswith("not faster than fp32") and "1.30x" in slow.reason
