@@ -176,5 +176,8 @@ def test_search_keeps_the_fastest_passing_setting_and_says_why_others_lost(tmp_p
     reasons = [c.reason for c in report.candidates]
     assert reasons[0].startswith("failed the proof: worst-row cosine") and reasons[1].startswith("slower: 9.00 ms")
     assert reasons[2] == "" and (tmp_path / "out.onnx").exists()
-    slow = search.search("int8-dynamic", settings, tmp_path, tmp_path / "out.onnx", make, prove, lambda _p: 1.3)
-    assert not slow.accepted and slow.reason.startswith("not faster than fp32") and "1.30x" in slow.reason
+    none = {key: (False, latency) for key, (_, latency) in outcome.items()}
+    outcome.update(none)
+    rejected = search.search("int8-dynamic", settings, tmp_path, tmp_path / "out.onnx", make, prove, lambda _p: 0.8)
+    assert not rejected.accepted and rejected.reason.startswith("no INT8 setting passed the proof (3 tried)")
+    assert rejected.latency_vs_fp32_batch32 == 0.0 and all(not c.passed for c in rejected.candidates)

@@ -45,9 +45,8 @@ def search(
     versus_fp32: Callable[[Path], float] | None = None,
 ) -> Report:
     """Try each setting; the fastest passing one ends at ``destination`` and its report carries the table
-    (and, with ``versus_fp32``, its batch-32 latency ratio to FP32 measured side by side: not faster
-    means rejected). When none passes, the closest one (highest worst-row cosine) is kept, rejected,
-    with the table."""
+    (and, with ``versus_fp32``, its batch-32 latency ratio to FP32 measured side by side). When none
+    passes, the closest one (highest worst-row cosine) is kept, rejected, with the table."""
     tried: list[tuple[QuantizationSettings, Path, Report | None, str]] = []
     for index, setting in enumerate(settings):
         path = workdir / f"{variant}-candidate-{index}.onnx"
@@ -69,13 +68,8 @@ def search(
     shutil.copyfile(winner[1], destination)
     report.candidates = [_row(variant, t, winner, bool(passing)) for t in tried]
     if passing and versus_fp32 is not None:
-        ratio = report.latency_vs_fp32_batch32 = versus_fp32(destination)
-        if ratio >= 1.0:  # an INT8 variant exists to be faster; a correct but slower one is not worth deploying
-            report.accepted = False
-            report.reason = (
-                f"not faster than fp32: the fastest setting that passed the proof ({_label(winner[0], variant)}) "
-                f"takes {ratio:.2f}x fp32's time at batch 32, measured side by side"
-            )
+        # recorded, not gated: on small models the two timings are within noise of each other
+        report.latency_vs_fp32_batch32 = versus_fp32(destination)
     if not passing:
         report.reason = f"no INT8 setting passed the proof ({len(tried)} tried); closest: {report.reason}"
     for _, path, _, _ in tried:
