@@ -29,12 +29,12 @@ from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 from aiaas.serialization.v1 import serialization_pb2, serialization_pb2_grpc
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
+from aiaas.wire import VARIANTS
 from aiaas_services.datasets import load_splits
 from aiaas_services.runtime import tracing
 from aiaas_services.runtime.settings import ServiceSettings
 from aiaas_services.suite import DEFAULT_PORTS, Suite
 
-VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 CPU_PREFERENCE = ("int8-static", "int8-dynamic", "fp32", "fp16")
 SEED = 7
 DIGITS = training_pb2.DataSpec(sklearn="digits")

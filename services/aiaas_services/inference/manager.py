@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiaas.wire import ONNX, READY, EventType
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.model import LoadedModel, ModelSource, build_loaded_model
 from aiaas_services.inference.providers import CUDA, ProviderConfig, choose_variant
@@ -275,8 +276,6 @@ class ModelManager:
             return True
 
     async def _resolve_registry(self, spec: ModelSpec, current: ServedModel | None) -> ServedModel | None:
-        from aiaas.client.registry import ONNX, READY
-
         head = await self.registry.get_version((spec.name, spec.selector))
         if head.format != ONNX:
             raise InvalidArgument(f"{spec.name} version {head.version} is not an ONNX model")
@@ -398,16 +397,14 @@ class ModelManager:
             self._reloads.pop(spec.name, None)
 
     def _on_event(self, event: Any) -> None:
-        from aiaas.registry.v1 import registry_pb2
-
         for spec in self.specs:
             if spec.name != event.model_name:
                 continue
             relevant = event.type in (
-                registry_pb2.EVENT_TYPE_ALIAS_MOVED,
-                registry_pb2.EVENT_TYPE_ALIAS_DELETED,
+                EventType.ALIAS_MOVED,
+                EventType.ALIAS_DELETED,
             ) and (event.alias == spec.alias)
-            relevant |= event.type == registry_pb2.EVENT_TYPE_VERSION_STATUS_CHANGED and (
+            relevant |= event.type == EventType.VERSION_STATUS_CHANGED and (
                 self.load_variants or spec.name in self.pending
             )
             if relevant:

@@ -25,7 +25,6 @@ from aiaas_services.registry.domain import (
     NewVersion,
     Version,
     check_complete,
-    check_name,
 )
 from aiaas_services.registry.store import RegistryStore
 from aiaas_services.runtime.errors import (
@@ -35,6 +34,7 @@ from aiaas_services.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from aiaas_services.runtime.names import check_name
 
 logger = logging.getLogger(__name__)
 

@@ -6,15 +6,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from aiaas.client.registry import UPLOAD_ACCEPTED
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
+from aiaas.wire import ACTOR_METADATA, UPLOAD_ACCEPTED_METADATA
 from aiaas_services.registry import codec
 from aiaas_services.registry.domain import InlineArtifact, ModelFormat, Status
 from aiaas_services.registry.service import Registry
 from aiaas_services.runtime.errors import InvalidArgument
-
-ACTOR_METADATA = "x-aiaas-actor"
 
 
 def actor_of(context: grpc.aio.ServicerContext, explicit: str = "") -> str:
@@ -177,7 +175,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             header.size_bytes,
             parts(),
             actor_of(context),
-            accepted=lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED, "1"),)),
+            accepted=lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_METADATA, "1"),)),
         )
         return registry_pb2.UploadArtifactResponse(
             artifact=codec.artifact_to_proto(result.artifact), deduplicated=result.deduplicated

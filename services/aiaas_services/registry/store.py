@@ -27,14 +27,13 @@ from aiaas_services.registry.domain import (
     NewVersion,
     Status,
     Version,
-    check_alias,
     check_complete,
-    check_name,
     decode_token,
     encode_token,
     page_size,
 )
 from aiaas_services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from aiaas_services.runtime.names import check_alias, check_name
 
 
 def now() -> datetime:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from aiaas.wire import VARIANTS
 from aiaas_services.datasets import SKLEARN_DATASETS
 from aiaas_services.modelzoo.specs import SpecError, architecture_from_proto, normalize_architecture
-from aiaas_services.registry.domain import check_name
 from aiaas_services.runtime.errors import InvalidArgument
+from aiaas_services.runtime.names import check_name
 
 # The variant names the serialization service makes (its pipeline/variants.py is the authority).
-EXPORT_VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+EXPORT_VARIANTS = VARIANTS
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("constant", "step", "cosine")

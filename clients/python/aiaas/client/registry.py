@@ -26,24 +26,24 @@ import grpc
 from aiaas.client.retry import retry_options
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
+from aiaas.wire import (  # re-exported: scripts import them from here
+    ACTOR_METADATA,
+    DATASET,
+    FAILED,
+    ONNX,
+    PENDING,
+    PYTORCH_CHECKPOINT,
+    READY,
+    REJECTED,
+    ModelFormat,
+    VersionStatus,
+)
+from aiaas.wire import UPLOAD_ACCEPTED_METADATA as UPLOAD_ACCEPTED
 
 CHUNK_SIZE = 1024 * 1024
 # ``push`` sends files up to this size in all inside CreateVersion: under gRPC's default 4 MiB message
 # limit, so any registry accepts it.
 INLINE_BYTES = 3 * 1024 * 1024
-ACTOR_METADATA = "x-aiaas-actor"
-
-ModelFormat = registry_pb2.ModelFormat
-VersionStatus = registry_pb2.VersionStatus
-PYTORCH_CHECKPOINT = registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT
-# Initial-metadata key the registry sends once an upload's header passed its checks.
-UPLOAD_ACCEPTED = "x-aiaas-upload-accepted"
-ONNX = registry_pb2.MODEL_FORMAT_ONNX
-DATASET = registry_pb2.MODEL_FORMAT_DATASET
-PENDING = registry_pb2.VERSION_STATUS_PENDING
-READY = registry_pb2.VERSION_STATUS_READY
-FAILED = registry_pb2.VERSION_STATUS_FAILED
-REJECTED = registry_pb2.VERSION_STATUS_REJECTED
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a transfer advances."""
@@ -52,6 +52,31 @@ RefLike = common_pb2.VersionRef | tuple[str, int | str] | str
 """A version: a VersionRef, (model, number or alias), or "model:3" / "model@production"."""
 
 T = TypeVar("T")
+
+__all__ = [  # the names scripts import from here, wire-level ones included
+    "ACTOR_METADATA",
+    "CHUNK_SIZE",
+    "DATASET",
+    "FAILED",
+    "INLINE_BYTES",
+    "ONNX",
+    "PENDING",
+    "PYTORCH_CHECKPOINT",
+    "READY",
+    "REJECTED",
+    "UPLOAD_ACCEPTED",
+    "ArtifactCorrupted",
+    "ModelFormat",
+    "Progress",
+    "RefLike",
+    "RegistryClient",
+    "SyncRegistryClient",
+    "VersionStatus",
+    "default_actor",
+    "inline_artifact",
+    "sha256_of",
+    "version_ref",
+]
 
 
 class ArtifactCorrupted(Exception):
