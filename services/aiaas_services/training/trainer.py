@@ -26,9 +26,9 @@ from safetensors.torch import load_file, safe_open
 from aiaas_services.datasets import Splits
 from aiaas_services.modelzoo import StandardizedModel
 from aiaas_services.modelzoo.zoo import Vae
-from aiaas_services.training.config import HIGHER_IS_BETTER, TrainConfig
 from aiaas_services.training.evaluation import evaluate_tensors
 from aiaas_services.training.paths import CHECKPOINT_FILE
+from aiaas_services.training.spec import HIGHER_IS_BETTER, TrainConfig
 from aiaas_services.training.tensorfile import Rewriter, spare_path
 
 CHUNK_BYTES = 16 * 2**20  # the most training rows gathered at once per epoch (see Trainer._shuffled_chunks)
