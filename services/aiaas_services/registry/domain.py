@@ -1,4 +1,4 @@
-"""The registry's domain types and name rules (no gRPC, no SQL)."""
+"""The registry's domain types, page tokens and version rules (no gRPC, no SQL; name rules: runtime/names.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiaas.wire import EventType, ModelFormat
-from aiaas.wire import VersionStatus as Status
+from aiaas.wire import EventType as EventType  # the registry's enums are the wire's
+from aiaas.wire import ModelFormat as ModelFormat
+from aiaas.wire import VersionStatus
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument
+
+Status = VersionStatus
 
 
 @dataclass
