@@ -96,6 +96,23 @@ REJECTED = VersionStatus.REJECTED
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 """The ONNX variants the serialization service makes, by the names ExportOptions.variants uses."""
 
+READ_PREFIXES: tuple[str, ...] = (
+    "Get",
+    "List",
+    "Watch",
+    "Download",
+    "Server",
+    "ModelReady",
+    "ModelMetadata",
+    "ModelInfer",
+    "ModelStreamInfer",
+    "ModelConfig",
+    "ModelStatistics",
+    "RepositoryIndex",
+)
+"""RPC method names that start with one of these only read: clients may retry them, and a read-scoped
+token may call them. Every other method writes."""
+
 # -- names ----------------------------------------------------------------------------------------
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
 """A model or artifact name: letters, digits, '-', '_', '.', 1-128 chars, not starting with '.' (and no '..')."""
