@@ -121,7 +121,7 @@ def follow_training(stub: training_pb2_grpc.TrainingServiceStub, name: str, job_
             say(f"  {name}: {event.message}")
         if event.state in DONE:
             break
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job_id), timeout=30).job
+    job: training_pb2.Job = stub.GetJob(training_pb2.GetJobRequest(job_id=job_id), timeout=30).job
     if job.state != common_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"training {name} ended {common_pb2.JobState.Name(job.state)}: {job.failure_reason}")
     accuracy = job.test_metrics.get("accuracy", float("nan"))
@@ -138,7 +138,9 @@ def wait_export(stub: serialization_pb2_grpc.SerializationServiceStub, job_id: s
             say(f"  {report.variant:<13} {verdict}")
         if event.state in DONE:
             break
-    job = stub.GetExportJob(serialization_pb2.GetExportJobRequest(job_id=job_id), timeout=30).job
+    job: serialization_pb2.ExportJob = stub.GetExportJob(
+        serialization_pb2.GetExportJobRequest(job_id=job_id), timeout=30
+    ).job
     if job.state != common_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"export {job_id} ended {common_pb2.JobState.Name(job.state)}: {job.failure_reason}")
     return job
@@ -161,7 +163,7 @@ def proof_table(job: serialization_pb2.ExportJob) -> None:
 
 def best_cpu_variant(job: serialization_pb2.ExportJob) -> serialization_pb2.VariantReport:
     """The accepted variant that runs best on a CPU: INT8 first, then FP32."""
-    accepted = {r.variant: r for r in job.reports if r.accepted}
+    accepted: dict[str, serialization_pb2.VariantReport] = {r.variant: r for r in job.reports if r.accepted}
     for variant in CPU_PREFERENCE:
         if variant in accepted:
             return accepted[variant]

@@ -30,7 +30,8 @@ def test_text_is_the_lowercase_name() -> None:
 
 
 def test_members_go_into_messages_as_numbers() -> None:
-    version = registry_pb2.ModelVersion(format=wire.ONNX, status=wire.READY)
+    # the stubs type these fields as the generated enum; any int with its numbers is what goes on the wire
+    version = registry_pb2.ModelVersion(format=wire.ONNX, status=wire.READY)  # type: ignore[arg-type]
     assert version.format == registry_pb2.MODEL_FORMAT_ONNX
     assert version.status == wire.VersionStatus.READY
 

@@ -6,7 +6,7 @@ watchers after each committed change. No gRPC here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from aiaas_services.registry.domain import AliasMove, Event, Model, ModelFormat, Status, Version
 from aiaas_services.registry.transfers import ArtifactTransfers
@@ -93,7 +93,7 @@ class Registry(ArtifactTransfers):
 
     # -- watch ------------------------------------------------------------------------------------
 
-    async def watch(self, after: int, model_names: Sequence[str] = (), batch: int = 500) -> AsyncIterator[Event]:
+    async def watch(self, after: int, model_names: Sequence[str] = (), batch: int = 500) -> AsyncGenerator[Event, None]:
         """Events with sequence > ``after`` (-1 = only new ones), then live ones, forever."""
         for name in model_names:
             check_name(name)

@@ -76,9 +76,9 @@ def version_to_proto(version: Version) -> registry_pb2.ModelVersion:
     return registry_pb2.ModelVersion(
         model_name=version.model_name,
         version=version.number,
-        format=int(version.format),
+        format=int(version.format),  # type: ignore[arg-type]
         variant=version.variant,
-        status=int(version.status),
+        status=int(version.status),  # type: ignore[arg-type]
         status_reason=version.status_reason,
         signature=_parse(version.signature, common_pb2.Signature()),
         metrics=version.metrics,
@@ -111,12 +111,12 @@ def event_to_proto(event: Event) -> registry_pb2.Event:
     """A domain event as its proto."""
     return registry_pb2.Event(
         sequence=event.sequence,
-        type=int(event.type),
+        type=int(event.type),  # type: ignore[arg-type]
         model_name=event.model_name,
         version=event.version,
         alias=event.alias,
         from_version=event.from_version,
-        status=int(event.status),
+        status=int(event.status),  # type: ignore[arg-type]
         time=timestamp(event.time),
         actor=event.actor,
     )

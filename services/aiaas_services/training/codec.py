@@ -71,7 +71,8 @@ def train_config_from_proto(spec: training_pb2.TrainingSpec) -> TrainConfig:
 
 def export_options(request: ExportRequest) -> common_pb2.ExportOptions:
     """The ``ExportOptions`` a job's request carried."""
-    return common_pb2.ExportOptions.FromString(request.options)
+    options: common_pb2.ExportOptions = common_pb2.ExportOptions.FromString(request.options)
+    return options
 
 
 def dataset_ref(dataset: DatasetRef) -> common_pb2.VersionRef:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, safe_open
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from aiaas_services.datasets import Splits
 from aiaas_services.modelzoo import StandardizedModel
@@ -287,7 +288,7 @@ class Trainer:
                 loss, logits = self.loss_of_batch(x, y)
                 objective = loss + config.l1_penalty * l1_term(model) if config.l1_penalty else loss
                 self.optimizer.zero_grad(set_to_none=True)
-                objective.backward()
+                objective.backward()  # type: ignore[no-untyped-call]
                 if config.grad_clip_norm:
                     torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), config.grad_clip_norm)
                 self.optimizer.step()

@@ -129,7 +129,9 @@ def _backend(request: JobRequest, rank: int) -> str:
 def _run_distributed(context: WorkerContext, task: JobTask, world_size: int) -> dict[str, Any]:
     """Rank 0 runs here, in the warm worker; ranks 1..n-1 are spawned and meet it through a TCPStore that
     this process binds on a free loopback port (port 0: no race)."""
-    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, timeout=DDP_TIMEOUT, wait_for_workers=False)
+    store = dist.TCPStore(  # type: ignore[attr-defined]
+        "127.0.0.1", 0, world_size, is_master=True, timeout=DDP_TIMEOUT, wait_for_workers=False
+    )
     ctx = multiprocessing.get_context("spawn")
     helpers = [
         ctx.Process(
@@ -172,7 +174,9 @@ def _run_distributed(context: WorkerContext, task: JobTask, world_size: int) -> 
 
 def rank_main(rank: int, world_size: int, port: int, task: JobTask, cancel: Any) -> None:
     """A helper DDP rank (1..n-1): join the group, train its shard, leave. Rank 0 reports for the job."""
-    store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=DDP_TIMEOUT)
+    store = dist.TCPStore(  # type: ignore[attr-defined]
+        "127.0.0.1", port, world_size, is_master=False, timeout=DDP_TIMEOUT
+    )
     dist.init_process_group(
         _backend(task.request, rank), store=store, rank=rank, world_size=world_size, timeout=DDP_TIMEOUT
     )

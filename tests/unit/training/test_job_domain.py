@@ -57,7 +57,7 @@ def test_a_job_spec_survives_the_store_form() -> None:
         (lambda s: setattr(s, "world_size", 64), "spec.world_size"),
         (lambda s: setattr(s, "device", "tpu"), "spec.device"),
         (lambda s: setattr(s.data.synthetic, "kind", "spiral"), "synthetic.kind"),
-        (lambda s: s.architecture.transformer.SetInParent() or setattr(s.architecture.transformer, "num_heads", 3),
+        (lambda s: (s.architecture.transformer.SetInParent(), setattr(s.architecture.transformer, "num_heads", 3)),  # type: ignore[func-returns-value]
          "must divide d_model"),
     ],
 )  # fmt: skip

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -388,7 +388,9 @@ class SyncRegistryClient:
         call.__doc__ = method.__doc__
         return call
 
-    def watch(self, after_sequence: int = 0, model_names: Sequence[str] = (), reconnect: bool = False) -> Iterator[Any]:
+    def watch(
+        self, after_sequence: int = 0, model_names: Sequence[str] = (), reconnect: bool = False
+    ) -> Generator[Any, None, None]:
         """Events as a blocking iterator."""
         stream = self.client.watch(after_sequence, model_names, reconnect=reconnect)
         try:
