@@ -16,6 +16,10 @@ class InferenceSettings(ServiceSettings):
     service_name: typing.ClassVar[str] = "inference"
 
     port: int = setting(8001, "Port to listen on; 0 picks a free one (see port_file).")
+    http_port: int = setting(
+        8000,
+        "Port of the REST (KServe V2 HTTP) front door; 0 picks a free one (written to <port_file>.http), -1 = off.",
+    )
 
     # Where models come from.
     model_repository: str = setting(
