@@ -202,7 +202,8 @@ def output_selection(request: RestInferRequest, model: LoadedModel) -> tuple[Seq
         raise InvalidArgument("'outputs' must be a list of objects {name, parameters}")
     indices: list[int] = []
     for entry in wanted:
-        index = model.output_index.get(entry.get("name"))  # type: ignore[arg-type]
+        wanted_name = entry.get("name")
+        index = model.output_index.get(wanted_name) if isinstance(wanted_name, str) else None
         if index is None:
             have = ", ".join(repr(o.name) for o in model.outputs)
             raise InvalidArgument(f"model {model.name}: unknown output {entry.get('name')!r}; the model has {have}")
