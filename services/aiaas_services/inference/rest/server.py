@@ -38,9 +38,15 @@ class _EmbeddedServer(uvicorn.Server):
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (0 = a free port); OSError says which address was refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and with
+    # Nagle on, a response's second write waits for the client's delayed ACK (~40 ms per keep-alive request).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
     except OSError as exc:
+        sock.close()
         raise OSError(exc.errno, f"cannot listen for HTTP on {host}:{port}: {exc.strerror}; set --http-port") from None
     sock.set_inheritable(False)
     return sock
