@@ -69,6 +69,7 @@ def build_manager(settings: InferenceSettings) -> ModelManager:
         load_variants=settings.load_variants,
         drain_seconds=settings.drain_seconds,
         backoff_max=settings.watch_backoff_max_seconds,
+        default_alias=settings.default_alias,
     )
 
 

@@ -206,8 +206,14 @@ class SyncInferenceClient:
 
     @classmethod
     def connect(cls, target: str, timeout: float | None = 10.0) -> SyncInferenceClient:
-        """A client on a new insecure channel to ``target``."""
-        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        """A client on a new insecure channel to ``target``; reads are retried on UNAVAILABLE (shared policy)."""
+        from aiaas.client.retry import retry_options
+
+        options = [
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            *retry_options(),
+        ]
         return cls(grpc.insecure_channel(target, options=options), timeout)
 
     def infer(
