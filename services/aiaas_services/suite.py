@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for service in suite.services.values():
             print(f"{service.name:<14} {service.target:<18} log {service.log_path}")
             if service.http_url:
-                print(f"{'inference REST':<14} {service.http_url + '/v2':<18}")
+                print(f"{'REST':<14} {service.http_url + '/v2':<18} (KServe V2 HTTP, inference)")
         print("all four services SERVING; Ctrl-C stops them")
         while not stop and all(s.process.poll() is None for s in suite.services.values()):
             time.sleep(0.5)
