@@ -5,7 +5,11 @@ REST load with JSON tensors and the REST load with binary tensors run back to ba
 rounds, each in its own client process as lean as the gRPC one (pre-built request bytes, keep-alive
 HTTP/1.1 over asyncio streams, no JSON parsing of the answer). Records:
 ``inference.rest_vs_grpc.<model>.c<N>.<json|binary>`` (REST rps / gRPC rps, median of per-round ratios)
-and ``inference.rest_p50_ms.<model>.c1.<json|binary>``.
+and ``inference.rest_p50_ms.<model>.c1.<json|binary>``. Throughput on a shared 2-core machine swings
+with the neighbours' load, so each point also records the server's CPU time per request (utime+stime of
+the server process from /proc over the run, warm-up included, divided by the requests answered):
+``inference.rest_vs_grpc_cpu.<model>.c<N>.<json|binary>`` = gRPC CPU per request / REST CPU per request
+(> 1: REST is cheaper), which the neighbours disturb far less.
 
 By hand: ``python -m bench.inference_rest load --url 127.0.0.1:PORT --path /v2/models/mlp/infer
 --request-file F [--header-length N] --concurrency 8 --seconds 3``.
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +124,23 @@ def run_rest_load(
     return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(pid: int, seconds: float, warmup: float, load: Any) -> tuple[dict[str, Any], float]:
+    """Run ``load()`` and return its result and the server's CPU seconds per answered request."""
+    before = cpu_seconds(pid)
+    result = load()
+    spent = cpu_seconds(pid) - before
+    answered = result["count"] * (seconds + warmup) / seconds  # the rate held through the warm-up too
+    return result, spent / max(answered, 1.0)
+
+
 def _start_server(home: Path, repository: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     port_file = home / "inference-rest.port"
     env = {
@@ -137,12 +159,13 @@ def _start_server(home: Path, repository: Path) -> tuple[subprocess.Popen[bytes]
 
 
 def run(quick: bool) -> list[Record]:
-    """gRPC, REST JSON and REST binary in alternating rounds (quick: 1 round of 1 s; full: 3 of 3 s)."""
+    """gRPC, REST JSON and REST binary in alternating rounds (quick: 1 round of 1 s; full: 5 of 2 s)."""
     from aiaas_services.inference.examples import build_repository
 
-    seconds, warmup, rounds = (1.0, 0.3, 1) if quick else (3.0, 0.5, 3)
+    seconds, warmup, rounds = (1.0, 0.3, 1) if quick else (2.0, 0.5, 5)
     ratios: dict[tuple[str, int, str], list[float]] = {}
     rest_p50: dict[tuple[str, str], list[float]] = {}
+    cpu_ratios: dict[tuple[str, int, str], list[float]] = {}
     errors: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
         home = Path(tmp)
@@ -162,17 +185,22 @@ def run(quick: bool) -> list[Record]:
             for _ in range(rounds):
                 for model in MODELS:
                     for concurrency in CONCURRENCY:
-                        grpc_result = run_load(grpc_target, files[(model, "grpc")][0], concurrency, seconds, warmup)
+                        grpc_load = partial(run_load, grpc_target, files[(model, "grpc")][0], concurrency)
+                        grpc_result, grpc_cpu = _measured(
+                            process.pid, seconds, warmup, partial(grpc_load, seconds, warmup)
+                        )
                         for kind in ("json", "binary"):
                             path, length = files[(model, kind)]
-                            result = run_rest_load(
-                                http_address, f"/v2/models/{model}/infer", path, length, concurrency, seconds, warmup
+                            rest_load = partial(run_rest_load, http_address, f"/v2/models/{model}/infer", path, length)
+                            result, rest_cpu = _measured(
+                                process.pid, seconds, warmup, partial(rest_load, concurrency, seconds, warmup)
                             )
                             for code, count in {**grpc_result["errors"], **result["errors"]}.items():
                                 errors[code] = errors.get(code, 0) + count
                             ratios.setdefault((model, concurrency, kind), []).append(
                                 result["rps"] / max(grpc_result["rps"], 1e-9)
                             )
+                            cpu_ratios.setdefault((model, concurrency, kind), []).append(grpc_cpu / max(rest_cpu, 1e-9))
                             if concurrency == 1:
                                 rest_p50.setdefault((model, kind), []).append(result["p50_ms"])
         finally:
@@ -190,6 +218,10 @@ def run(quick: bool) -> list[Record]:
         records.append(
             Record(f"inference.rest_vs_grpc.{model}.c{concurrency}.{kind}", median(values), "ratio", "higher", params)
         )
+    for (model, concurrency, kind), values in sorted(cpu_ratios.items()):
+        name = f"inference.rest_vs_grpc_cpu.{model}.c{concurrency}.{kind}"
+        params = {**common, "concurrency": concurrency, "per_round": values}
+        records.append(Record(name, median(values), "ratio", "higher", params))
     for (model, kind), values in sorted(rest_p50.items()):
         records.append(Record(f"inference.rest_p50_ms.{model}.c1.{kind}", median(values), "ms", "lower", common))
     return records
