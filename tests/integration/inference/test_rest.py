@@ -295,3 +295,14 @@ def test_traceparent_header_continues_the_callers_trace(url: str, standalone: Se
     assert found, f"no span of trace {trace_id} in {spans_file}"
     server = [s for s in found if s["name"] == "POST /v2/models/{name}/infer"]
     assert server and server[0]["parent_id"] == "00f067aa0ba902b7"
+
+
+def test_prometheus_counts_rest_requests_by_route_and_status(url: str, standalone: ServiceProcess) -> None:
+    (metrics_file,) = Path(standalone.home).glob("*.port.metrics")
+    body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
+    assert requests.post(f"{url}/v2/models/mlp/infer", json=body, timeout=5).status_code == 200
+    assert requests.post(f"{url}/v2/models/ghost/infer", json=body, timeout=5).status_code == 404
+    text = requests.get(f"http://127.0.0.1:{metrics_file.read_text()}/metrics", timeout=5).text
+    ok = 'aiaas_http_server_duration_seconds_count{method="POST",route="/v2/models/{name}/infer",status="200"}'
+    missing = 'aiaas_http_server_duration_seconds_count{method="POST",route="/v2/models/{name}/infer",status="404"}'
+    assert ok in text and missing in text
