@@ -46,8 +46,14 @@ def add_connection_flags(parser: argparse.ArgumentParser, service: str) -> None:
 
 
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
-    """A synchronous channel to --target with the TLS and token options applied."""
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", 64 << 20)]
+    """A synchronous channel to --target with the TLS and token options applied; reads retried on UNAVAILABLE."""
+    from aiaas.client.retry import retry_options
+
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 << 20),
+        *retry_options(),
+    ]
     if args.tls_ca:
         creds = grpc.ssl_channel_credentials(
             Path(args.tls_ca).read_bytes(),
