@@ -138,5 +138,5 @@ def export(folder: Path) -> ExportedMiniLM:
             opset_version=17,
         )
     npz_path = folder / "sentences.npz"
-    np.savez(npz_path, **feed)
+    np.savez(npz_path, **feed)  # type: ignore[arg-type]  # numpy stubs type **kwds as the allow_pickle flag
     return ExportedMiniLM(onnx_path, npz_path, feed, embeddings)

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiaas.client.registry import FAILED, ONNX, READY, RegistryClient
+from aiaas.client.registry import RegistryClient
+from aiaas.wire import FAILED, ONNX, READY
 from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.variants import PREFERRED_PROVIDER

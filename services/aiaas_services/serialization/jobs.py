@@ -19,8 +19,9 @@ from multiprocessing.process import BaseProcess
 import numpy as np
 from opentelemetry import propagate, trace
 
-from aiaas.client.registry import FAILED as VERSION_FAILED
-from aiaas.client.registry import ONNX, PENDING, PYTORCH_CHECKPOINT, RegistryClient
+from aiaas.client.registry import RegistryClient
+from aiaas.wire import FAILED as VERSION_FAILED
+from aiaas.wire import ONNX, PENDING, PYTORCH_CHECKPOINT
 from aiaas_services.modelzoo import SpecError, validate_spec
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aiaas_services.serialization import options as request_options

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import onnx
 
-from aiaas.client.registry import ONNX, READY, REJECTED, RegistryClient
+from aiaas.client.registry import RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
+from aiaas.wire import ONNX, READY, REJECTED
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.proof import Report
 from aiaas_services.serialization.records import Ref

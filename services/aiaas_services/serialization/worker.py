@@ -25,7 +25,8 @@ import safetensors.torch
 import torch
 from opentelemetry import propagate, trace
 
-from aiaas.client.registry import ONNX, PYTORCH_CHECKPOINT, RegistryClient, version_ref
+from aiaas.client.registry import RegistryClient, version_ref
+from aiaas.wire import ONNX, PYTORCH_CHECKPOINT
 from aiaas_services.datasets import DataError, load_splits
 from aiaas_services.modelzoo import SpecError, build_module, validate_spec
 from aiaas_services.runtime.channels import open_channel
