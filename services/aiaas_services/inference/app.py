@@ -41,6 +41,7 @@ def load_options(settings: InferenceSettings) -> LoadOptions:
         max_queue_delay_s=max(0, settings.max_queue_delay_us) / 1e6,
         queue_limit=max(1, settings.queue_limit),
         inline_below_s=max(0, settings.inline_run_below_us) / 1e6,
+        cancel_checks=settings.cancel_checks,
     )
     return LoadOptions(
         config=config,
@@ -92,7 +93,7 @@ class InferenceApp:
         self.settings = settings
         self.manager = build_manager(settings)
         self.ready = asyncio.Event()
-        self.servicer = InferenceServicer(self.manager, self.ready)
+        self.servicer = InferenceServicer(self.manager, self.ready, settings.stream_max_in_flight)
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)

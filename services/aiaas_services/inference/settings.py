@@ -67,6 +67,14 @@ class InferenceSettings(ServiceSettings):
         "Run a model's batches on the event loop, skipping the instance threads, while a run takes less than "
         "this many microseconds (measured); 0 = always use the instance threads.",
     )
+    cancel_checks: bool = setting(
+        True,
+        "Skip queued requests whose caller cancelled, and stop (RunOptions.terminate) runs whose requests all "
+        "went away or expired; off = run every queued request.",
+    )
+    stream_max_in_flight: int = setting(
+        16, "Requests of one ModelStreamInfer stream being worked on or awaiting their reply; reading pauses there."
+    )
     max_elements: int = setting(64 * 1024 * 1024, "Most tensor elements one request may carry.")
     gil_switch_interval_us: int = setting(
         1000,

@@ -89,7 +89,7 @@ class Registry:
         blobs: BlobStore,
         threads: int = 8,
         watch_poll_seconds: float = 1.0,
-        verify_reads: bool = False,
+        verify_reads: bool = True,
         max_artifact_bytes: int = 0,
     ) -> None:
         self.store = store
@@ -299,8 +299,10 @@ class Registry:
     ) -> tuple[Artifact, int, AsyncIterator[bytes]]:
         """An artifact's description, the resolved version number and its bytes from ``offset`` on.
 
-        With ``verify_reads``, a download from offset 0 is hashed as it is read and fails with DATA_LOSS if
-        the stored blob no longer matches its digest. Clients verify every download in any case.
+        With ``verify_reads`` (the default) the whole stored blob is hashed as it is read, from 0 even when
+        ``offset`` > 0, and the stream ends with DATA_LOSS if it no longer matches its digest. Clients
+        verify every full download in any case; a client that reads only a range must wait for the
+        stream's OK status before trusting the bytes.
         """
         check_name(artifact_name, "artifact name")
         if chunk_size < 0:
@@ -314,15 +316,24 @@ class Registry:
     async def _chunks(self, artifact: Artifact, offset: int, chunk_size: int) -> AsyncIterator[bytes]:
         if offset == artifact.size_bytes:
             return
-        verify = self.verify_reads and offset == 0
+        # With verify_reads the whole blob is hashed as it is read, also for a download that starts at an
+        # offset (a resumed one): the prefix is read and hashed but not sent, so DATA_LOSS at the end of the
+        # stream covers every byte of the blob, not only those sent.
+        verify = self.verify_reads
         digest = hashlib.sha256()
-        reader: Iterator[bytes] = await self.run(self.blobs.read, artifact.sha256, offset, chunk_size)
+        position = 0 if verify else offset
+        reader: Iterator[bytes] = await self.run(self.blobs.read, artifact.sha256, position, chunk_size)
 
         def next_chunk() -> bytes | None:
-            chunk = next(reader, None)
-            if chunk is not None and verify:
-                digest.update(chunk)
-            return chunk
+            nonlocal position
+            while (chunk := next(reader, None)) is not None:
+                if verify:
+                    digest.update(chunk)
+                begin, position = position, position + len(chunk)
+                if position <= offset:
+                    continue  # before the requested offset: hashed only
+                return chunk[offset - begin :] if begin < offset else chunk
+            return None
 
         # Read the next chunk while the current one is being sent.
         upcoming = self.executor.submit(next_chunk)
@@ -335,9 +346,12 @@ class Registry:
             close = getattr(reader, "close", None)
             if close is not None:
                 close()  # synchronous: also runs when the client went away and this task is cancelled
-        if verify and digest.hexdigest() != artifact.sha256:
+        if verify and (digest.hexdigest() != artifact.sha256 or position != artifact.size_bytes):
             logger.error("stored blob %s does not match its digest", artifact.sha256)
-            raise DigestMismatch(f"stored bytes of {artifact.name!r} do not match sha256 {artifact.sha256}")
+            raise DigestMismatch(
+                f"stored bytes of {artifact.name!r} do not match sha256 {artifact.sha256}; do not use what was "
+                "received (the stored copy is damaged)"
+            )
 
     async def collect_garbage(self, dry_run: bool = False) -> GarbageReport:
         """Delete blobs no artifact references: recorded ones, and stray files a crash left unrecorded."""

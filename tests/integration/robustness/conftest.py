@@ -71,3 +71,19 @@ def registry_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servic
     service = start_service("registry", home)
     yield service
     service.terminate()
+
+
+@pytest.fixture(scope="session")
+def training_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A training service of its own (no registry: nothing is started by the requests sent to it)."""
+    service = start_service("training", tmp_path_factory.mktemp("robust-training"))
+    yield service
+    service.terminate()
+
+
+@pytest.fixture(scope="session")
+def serialization_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A serialization service of its own."""
+    service = start_service("serialization", tmp_path_factory.mktemp("robust-serialization"))
+    yield service
+    service.terminate()
