@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -42,6 +43,14 @@ T = TypeVar("T")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
+
+
+def storage_error(exc: OSError) -> DomainError:
+    """A blob-store write that failed (disk full, I/O error) as a status the client can act on."""
+    logger.error("blob store write failed: %s", exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted("the registry's blob store is out of space; nothing was stored. Retry later")
+    return Unavailable("the registry could not write to its blob store (I/O error); nothing was stored. Retry later")
 
 
 class Notifier:
@@ -167,7 +176,10 @@ class Registry:
                 raise InvalidArgument(f"sha256 of {item.name!r} must be 64 lowercase hex characters")
         # Shielded: a caller that goes away must not stop the blob and database steps half-way (their
         # threads would run on while the cleanup below ran beside them).
-        return await asyncio.shield(self._create_with_blobs(model_name, spec, create_model, actor, inline, ready))
+        try:
+            return await asyncio.shield(self._create_with_blobs(model_name, spec, create_model, actor, inline, ready))
+        except OSError as exc:
+            raise storage_error(exc) from exc
 
     async def _create_with_blobs(
         self,
@@ -287,11 +299,13 @@ class Registry:
                 deduplicated = await self.run(writer.commit)
                 await self.mutate(self.store.add_artifact, model_name, version, artifact, actor)
             return UploadResult(artifact, deduplicated)
-        except BaseException:
+        except BaseException as exc:
             # Synchronous on purpose: must run even while this task is being cancelled.
             if pending is not None:
                 concurrent.futures.wait([pending])
             writer.abort()
+            if isinstance(exc, OSError):
+                raise storage_error(exc) from exc
             raise
 
     async def download(

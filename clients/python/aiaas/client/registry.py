@@ -427,6 +427,10 @@ class RegistryClient:
                     done += len(chunk)
                     if progress:
                         progress(done, total)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DATA_LOSS:  # the registry's stored copy is damaged
+                    partial.unlink(missing_ok=True)
+                raise
             finally:
                 if pending is not None:
                     await asyncio.wait([pending])
