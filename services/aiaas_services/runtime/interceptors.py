@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from aiaas_services.runtime import deadlines
 from aiaas_services.runtime.errors import DomainError, InvalidArgument, status_for
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, meth
 
 def _wrap_unary_response(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = deadlines.enter(context)
         try:
             if request_or_iterator is UNPARSEABLE:
                 raise InvalidArgument(UNPARSEABLE_MESSAGE)
@@ -77,12 +79,15 @@ def _wrap_unary_response(fn: Callable[..., Awaitable[Any]], method: str) -> Call
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
             await abort_with(context, exc, method)
+        finally:
+            deadlines.leave(call)
 
     return handler
 
 
 def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = deadlines.enter(context)
         try:
             if request_or_iterator is UNPARSEABLE:
                 raise InvalidArgument(UNPARSEABLE_MESSAGE)
@@ -98,6 +103,8 @@ def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., 
             raise
         except Exception as exc:  # noqa: BLE001
             await abort_with(context, exc, method)
+        finally:
+            deadlines.leave(call)
 
     return handler
 
