@@ -309,3 +309,25 @@ def test_every_service_still_healthy(suite: Suite) -> None:
         with grpc.insecure_channel(service.target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+def test_a_bad_version_never_blocks_a_good_one(request: pytest.FixtureRequest) -> None:
+    """Truncated version 2 beside a good version 1: 1 serves, 2 is UNAVAILABLE with reason + error id."""
+    repo: ServiceProcess = request.getfixturevalue("broken_repository")
+    with grpc.insecure_channel(repo.address) as channel:
+        stub = og.GRPCInferenceServiceStub(channel)
+        rows = {(m.name, m.version): m for m in stub.RepositoryIndex(o.RepositoryIndexRequest(), timeout=10).models}
+        infer = o.ModelInferRequest(model_name="digits")
+        infer.inputs.add(name="input", datatype="FP32", shape=[1, 64]).contents.fp32_contents.extend([1.0] * 64)
+        reply = stub.ModelInfer(infer, timeout=10)
+    assert reply.model_version == "1"
+    assert rows["digits", "1"].state == "READY"
+    bad = rows["digits", "2"]
+    assert bad.state == "UNAVAILABLE" and "error id" in bad.reason, bad
+    assert "ONNX" in bad.reason or "protobuf" in bad.reason.lower(), bad.reason
+    error_id = bad.reason.rsplit("error id ", 1)[1].rstrip(")")
+    assert error_id in repo.log(), "the error id must lead to the log entry"
+    assert_clean_details(bad.reason, repo.home)
+    assert rows["external", "1"].state == "READY"  # external data that follows the rules loads
+    for name in ("hardlink", "symlink", "dotdot", "absolute"):
+        assert rows[name, "1"].state == "UNAVAILABLE", rows[name, "1"]
