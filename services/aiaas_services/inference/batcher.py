@@ -13,7 +13,8 @@ run time below it, the requests of a loop turn are stacked and run on the event 
 Cancelled and expired work is not done (``BatchPolicy.cancel_checks``): a request whose caller went away
 (its future cancelled) or whose deadline passed is dropped from the queue; a run whose requests have all
 gone is stopped through the run function's ``terminate`` hook (ONNX Runtime's ``RunOptions.terminate``)
-and, where it cannot be stopped (inline runs), its time is counted as wasted.
+and, where it cannot be stopped (inline runs), its time is counted as wasted. gRPC cancels a call whose
+deadline passes, so both cases reach ``infer`` as a cancellation: the common path pays no timer.
 
 The module knows nothing of gRPC: requests are dicts of numpy arrays, answers are lists of arrays.
 """
@@ -113,12 +114,11 @@ class WorkItem:
 class _Running:
     """A batch being run by an instance thread, and the control that can stop its run."""
 
-    __slots__ = ("batch", "control", "timer")
+    __slots__ = ("batch", "control")
 
     def __init__(self, batch: list[WorkItem], control: RunControl) -> None:
         self.batch = batch
         self.control = control
-        self.timer: asyncio.TimerHandle | None = None
 
     def abandoned(self, now: float) -> bool:
         """Every request of the batch was cancelled, answered elsewhere, or is past its deadline."""
@@ -182,6 +182,23 @@ class Batcher:
         Requests submitted during one turn of the event loop reach the instances together, at the end of
         that turn (one lock and one wake-up for all of them, and a natural batch), never later.
         """
+        return self._enqueue(inputs, rows, key, deadline).future
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], rows: int, key: Hashable, deadline: float | None
+    ) -> list[np.ndarray]:
+        """``submit`` and wait; a caller cancelled while its request runs stops that run if it was the last
+        one waiting for it (checked only on cancellation, so the common path pays nothing)."""
+        item = self._enqueue(inputs, rows, key, deadline)
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            running = item.control
+            if running is not None:
+                running.stop_if_abandoned()
+            raise
+
+    def _enqueue(self, inputs: dict[str, np.ndarray], rows: int, key: Hashable, deadline: float | None) -> WorkItem:
         if self._closing:
             raise Unavailable(f"model {self.name} is unloading; retry")
         if len(self._queue) + len(self._pending) >= self.policy.queue_limit:
@@ -190,13 +207,11 @@ class Batcher:
             )
         future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
         item = WorkItem(inputs, rows, key, deadline, future)
-        if self._make_control is not None:
-            future.add_done_callback(lambda _: _on_done(item))
         self._pending.append(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
-        return future
+        return item
 
     def _flush(self) -> None:
         """Hand this loop turn's requests to the instances, or run them here when runs are that cheap."""
@@ -410,7 +425,7 @@ class Batcher:
         """Mark the batch as running under a fresh control; None when all its requests have gone already.
 
         The control is set on the items before they are checked, so a cancellation that lands in between
-        is seen either here or by ``_on_done`` on the loop, never by neither.
+        is seen either here or by ``infer`` on the loop, never by neither.
         """
         assert self._make_control is not None
         running = _Running(batch, self._make_control())
@@ -420,10 +435,6 @@ class Batcher:
             with self._stats_lock:
                 self.stats.dropped_cancelled += len(batch)
             return None
-        deadlines = [item.deadline for item in batch]
-        if all(d is not None for d in deadlines):
-            latest = max(d for d in deadlines if d is not None)
-            self._loop.call_soon_threadsafe(_arm_timer, self._loop, running, latest)
         return running
 
     def _count_waste(self, seconds: float, terminated: bool) -> None:
@@ -433,19 +444,6 @@ class Batcher:
                 self.stats.terminated_runs += 1
             else:
                 self.stats.wasted_runs += 1
-
-
-def _on_done(item: WorkItem) -> None:
-    """A request's future finished (answered, failed or cancelled): stop its batch's run if it was the last."""
-    running = item.control
-    if running is not None and item.future.cancelled():
-        running.stop_if_abandoned()
-
-
-def _arm_timer(loop: asyncio.AbstractEventLoop, running: _Running, deadline: float) -> None:
-    """Stop the run once the latest deadline of its batch has passed (loop.time() is time.monotonic())."""
-    if not running.control.terminate:
-        running.timer = loop.call_at(deadline, running.stop_if_abandoned)
 
 
 def _split(outputs: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:

@@ -156,7 +156,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             arrays = decode_inputs(request, model)
             selected = output_selection(request, model)
             prepared = model.prepare(arrays)
-            outputs = await model.batcher.submit(prepared.inputs, prepared.rows, prepared.key, deadline)
+            outputs = await model.batcher.infer(prepared.inputs, prepared.rows, prepared.key, deadline)
             response = encode_response(request, model, outputs, selected)
         except BaseException:
             self.counts.record(model.name, model.version, False, time.perf_counter_ns() - started)
