@@ -55,7 +55,15 @@ T = TypeVar("T")
 
 
 class ArtifactCorrupted(Exception):
-    """Downloaded bytes do not hash to the digest the registry recorded."""
+    """Downloaded bytes do not hash to the digest the registry recorded (found by us, or by the registry,
+    which checks its stored copy while serving it and then ends the download with DATA_LOSS)."""
+
+
+def _rotten(artifact_name: str, sha256: str, exc: grpc.aio.AioRpcError) -> ArtifactCorrupted:
+    return ArtifactCorrupted(
+        f"{artifact_name}: the registry's stored copy no longer hashes to the expected sha256 {sha256} "
+        f"({exc.details()}); nothing was kept"
+    )
 
 
 def version_ref(ref: RefLike) -> common_pb2.VersionRef:
@@ -428,8 +436,9 @@ class RegistryClient:
                     if progress:
                         progress(done, total)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.DATA_LOSS:  # the registry's stored copy is damaged
+                if exc.code() == grpc.StatusCode.DATA_LOSS:  # the registry found its stored copy damaged
                     partial.unlink(missing_ok=True)
+                    raise _rotten(artifact_name, description.artifact.sha256, exc) from exc
                 raise
             finally:
                 if pending is not None:
@@ -449,8 +458,13 @@ class RegistryClient:
         """An artifact's content in memory, verified (for small artifacts such as spec.json)."""
         description, chunks = await self.download_chunks(ref, artifact_name)
         buffer = bytearray()
-        async for chunk in chunks:
-            buffer += chunk
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DATA_LOSS:
+                raise _rotten(artifact_name, description.artifact.sha256, exc) from exc
+            raise
         if hashlib.sha256(buffer).hexdigest() != description.artifact.sha256:
             raise ArtifactCorrupted(f"{artifact_name}: content does not match sha256 {description.artifact.sha256}")
         return bytes(buffer)
