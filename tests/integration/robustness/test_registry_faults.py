@@ -123,3 +123,22 @@ def test_disk_faults_store_nothing_and_say_why(
         assert client.download_bytes(("disk", version), "blob.bin") == data
     finally:
         registry.terminate()
+
+
+def test_a_retried_set_alias_returns_the_first_move_and_moves_nothing(tmp_path: Path) -> None:
+    registry = start_service("registry", tmp_path / "registry")
+    try:
+        with SyncRegistryClient(registry.address, actor="alias-test") as client:
+            files = {"w.bin": tmp_path / "w.bin"}
+            files["w.bin"].write_bytes(b"weights")
+            one = client.push("aliased", files).version
+            files["w.bin"].write_bytes(b"weights 2")
+            two = client.push("aliased", files).version
+            first = client.set_alias("aliased", "production", one, request_id="deploy-1")
+            client.set_alias("aliased", "production", two)  # someone deploys in between
+            retried = client.set_alias("aliased", "production", one, request_id="deploy-1")
+            assert retried == first
+            assert client.get_version(("aliased", "production")).version == two, "the retry moved the alias"
+            assert len(client.alias_history("aliased", "production")) == 2
+    finally:
+        registry.terminate()
