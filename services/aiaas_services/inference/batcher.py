@@ -389,6 +389,7 @@ class Batcher:
                 if running is not None and running.control.terminate:
                     self._count_waste(time.monotonic() - started, terminated=True)
                     logger.info("%s: stopped a run of %d rows: every request in it had gone", self.name, rows)
+                    self._loop.call_soon_threadsafe(_expire, batch, self.name)  # the expired, not cancelled
                     return
                 logger.exception("%s: run of %d rows failed", self.name, rows)
                 if inline:
@@ -434,6 +435,7 @@ class Batcher:
         if running.abandoned(time.monotonic()):
             with self._stats_lock:
                 self.stats.dropped_cancelled += len(batch)
+            self._loop.call_soon_threadsafe(_expire, batch, self.name)  # answers those that merely expired
             return None
         return running
 
