@@ -45,7 +45,7 @@ def _replace(src: Any, dst: Any) -> None:
 
 
 blobs.LocalWriter.write = _faulty_write  # type: ignore[method-assign]
-blobs.os = types.SimpleNamespace(**{**vars(os), "fsync": _fsync, "replace": _replace})  # type: ignore[assignment]
+setattr(blobs, "os", types.SimpleNamespace(**{**vars(os), "fsync": _fsync, "replace": _replace}))  # noqa: B010
 
 if __name__ == "__main__":
     from aiaas_services.registry.__main__ import main

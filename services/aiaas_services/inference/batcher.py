@@ -48,7 +48,7 @@ class RunControl(Protocol):
     terminate: bool
 
 
-StoppableRunFn = Callable[[dict[str, np.ndarray], Any], list[np.ndarray]]
+StoppableRunFn = Callable[..., list[np.ndarray]]  # (feeds, control=None): control.terminate stops the run
 EMA_WEIGHT = 0.1  # of the newest run in the moving average of run time that decides inline runs
 
 

@@ -17,7 +17,7 @@ from grpc_health.v1._async import HealthServicer
 class DrainingHealthServicer(HealthServicer):
     """``HealthServicer`` whose Watch ends after it has sent NOT_SERVING during a graceful shutdown."""
 
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:  # type: ignore[override]
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         service = request.service
         condition = self._server_watchers[service]
         self._watcher_count_by_service[service] += 1

@@ -56,6 +56,11 @@ async def _checked_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+def _is_message(request: Any) -> bool:
+    """A single request message, as opposed to the async iterator of a client stream."""
+    return not hasattr(request, "__aiter__")
+
+
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     """Abort the RPC with the status the error table gives; log what the client must not see."""
     code, message = status_for(exc)
@@ -109,11 +114,6 @@ def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., 
     return handler
 
 
-def _is_message(request: Any) -> bool:
-    """A single request message, as opposed to the async iterator of a client stream."""
-    return not hasattr(request, "__aiter__")
-
-
 Behaviour = Callable[..., Any]
 
 
@@ -146,7 +146,29 @@ def wrap_handler(
     return handler
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that works on each call's method handler: subclasses implement ``wrap`` and
+    return the handler to serve the call with (the same one to leave the call alone)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        return self.wrap(handler, method, handler_call_details)
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """The handler that serves this call of ``method``."""
+        raise NotImplementedError
+
+
+class ErrorMappingInterceptor(HandlerInterceptor):
     """Maps DomainError subclasses to their status and anything else to a generic INTERNAL.
 
     Request bytes that do not parse become INVALID_ARGUMENT with a generic message (never grpc's UNKNOWN
@@ -159,15 +181,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
