@@ -36,7 +36,7 @@ def _start_inference(home: Path, repository: Path, checks: bool) -> tuple[subpro
         "AIAAS_INFERENCE_INTRA_OP_THREADS": "1",
         "AIAAS_INFERENCE_CANCEL_CHECKS": str(checks).lower(),
     }
-    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    args = ["aiaas_services.inference", "--port", "0", "--http-port", "-1", "--port-file", str(port_file)]
     return _start(args, env, port_file, home / f"{label}.log")
 
 

@@ -99,7 +99,16 @@ def _spawn(name: str, home: Path, env: dict[str, str]) -> tuple[subprocess.Popen
     log = home / f"{name}.log"
     handle = log.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", f"aiaas_services.{name}", "--host", "127.0.0.1", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            f"aiaas_services.{name}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *(["--http-port", "0"] if name == "inference" else []),
+        ],
         stdout=handle,
         stderr=subprocess.STDOUT,
         env={**os.environ, "AIAAS_HOME": str(home), "PYTHONUNBUFFERED": "1", **env},

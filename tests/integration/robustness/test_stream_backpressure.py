@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
+import pytest
 
 from aiaas.oip.v2 import grpc_service_pb2 as oip
 from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
-from tests.support.processes import ServiceProcess
+from tests.integration.robustness.conftest import export_digits_mlp
+from tests.support.processes import ServiceProcess, start_service
 
 ROWS = 1024  # 1024 x 64 float32 = 256 KiB a request
 FLOOD = 800  # 200 MiB in all
@@ -34,7 +36,19 @@ def _request() -> oip.ModelInferRequest:
     return request
 
 
-def test_flooding_a_stream_without_reading_keeps_server_memory_bounded(inference_standalone: ServiceProcess) -> None:
+@pytest.fixture(scope="module")
+def inference_big_batches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """Inference on the digits MLP, taking 1024-row requests (the batch limit is enforced)."""
+    home = tmp_path_factory.mktemp("stream-flood")
+    export_digits_mlp(home / "models" / "digits" / "1" / "model.onnx")
+    env = {"AIAAS_INFERENCE_MODEL_REPOSITORY": str(home / "models"), "AIAAS_INFERENCE_MAX_BATCH_SIZE": str(ROWS)}
+    service = start_service("inference", home, env=env)
+    yield service
+    service.terminate()
+
+
+def test_flooding_a_stream_without_reading_keeps_server_memory_bounded(inference_big_batches: ServiceProcess) -> None:
+    inference_standalone = inference_big_batches
     pid = inference_standalone.process.pid
     template = _request()
     with grpc.insecure_channel(inference_standalone.address) as channel:
