@@ -52,7 +52,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace, target: str) -> str:
     args.target = target
-    with open_channel(args) as channel:
+    with open_channel(args, health_check=False) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout

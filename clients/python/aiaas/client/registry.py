@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from aiaas.client.retry import retry_options
+from aiaas.client.channels import dial
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 
@@ -612,11 +612,8 @@ class SyncRegistryClient:
     ) -> None:
         self._loop = asyncio.new_event_loop()
         # Reads are retried on UNAVAILABLE with jittered backoff; writes never are.
-        options = [
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            *retry_options(),
-        ]
+        # One replica or several (see aiaas.client.channels): round_robin, health checking, retries.
+        target, options = dial(target)
 
         async def open_channel() -> grpc.aio.Channel:
             if credentials is not None:
