@@ -64,6 +64,9 @@ def channel_options(
         ("grpc.service_config", service_config_json(health_check)),
         ("grpc.service_config_disable_resolution", 1),
         ("grpc.enable_retries", 1),
+        # A replica that restarts is picked again within a second or two, not after minutes of backoff.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 5000),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
