@@ -345,6 +345,7 @@ class ModelManager:
         async with cache_lock(target):  # workers/replicas sharing the cache: one downloads, the rest reuse it
             if not (target.is_file() and digest):
                 await self.registry.download_to((version.model_name, version.version), MODEL_FILE, target)
+                logger.info("downloaded %s version %s into the cache", version.model_name, version.version)
         return target
 
     async def _watch(self) -> None:

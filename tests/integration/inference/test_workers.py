@@ -25,6 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiaas.client.channels import dial
 from aiaas.client.inference import InferenceClient
+from aiaas.client.registry import ONNX, RegistryClient
+from aiaas_services.inference.examples import export_mlp
 from aiaas_services.inference.supervisor import resolve_workers, threads_per_worker, usable_cores
 from tests.support.processes import ServiceProcess, start_service
 
@@ -37,6 +39,14 @@ def test_workers_setting() -> None:
     with pytest.raises(ValueError, match="positive integer or 'auto'"):
         resolve_workers("0")
     assert threads_per_worker(0, 2, 8) == 4 and threads_per_worker(1, 4, 8) == 1 and threads_per_worker(8, 2, 8) == 4
+
+
+def registry_call(address: str, work):  # type: ignore[no-untyped-def]
+    async def run():  # type: ignore[no-untyped-def]
+        async with grpc.aio.insecure_channel(address) as channel:
+            return await work(RegistryClient(channel, actor="test"))
+
+    return asyncio.run(run())
 
 
 def workers_of(service: ServiceProcess) -> list[int]:
@@ -137,3 +147,38 @@ def test_a_worker_that_cannot_start_fails_the_service_with_the_reason(tmp_path: 
     assert result.returncode == 1, result.stderr[-3000:]
     assert "inference cannot start: worker" in result.stderr
     assert "registry_target is empty; set AIAAS_INFERENCE_REGISTRY_TARGET" in result.stderr
+
+
+def test_every_worker_follows_the_registry_and_each_version_is_downloaded_once(registry_process, tmp_path) -> None:
+    model = "workers-mlp-onnx"
+    paths = [export_mlp(tmp_path / f"seed{seed}.onnx", seed=seed) for seed in (21, 22)]
+
+    async def publish(client: RegistryClient) -> list[int]:
+        versions = [(await client.push(model, {"model.onnx": p}, format=ONNX, variant="fp32")).version for p in paths]
+        await client.set_alias(model, "production", versions[0], reason="workers test")
+        return versions
+
+    first, second = registry_call(registry_process.address, publish)
+    service = start_service(
+        "inference",
+        tmp_path / "home",
+        env={
+            "AIAAS_INFERENCE_REGISTRY_TARGET": registry_process.address,
+            "AIAAS_INFERENCE_MODELS": model,
+            "AIAAS_INFERENCE_WORKERS": "2",
+        },
+        timeout=120,
+    )
+    try:
+        registry_call(registry_process.address, lambda c: c.set_alias(model, "production", second, reason="v2"))
+        deadline = time.monotonic() + 60
+        while service.log().count(f"serving {model}: default version {second}") < 2:
+            assert time.monotonic() < deadline, service.log()[-3000:]
+            time.sleep(0.2)
+    finally:
+        assert service.terminate() == 0
+    log = service.log()
+    # Both workers swapped, yet the shared cache fetched each version once.
+    assert log.count(f"serving {model}: default version {first}") == 2, log[-3000:]
+    assert log.count(f"downloaded {model} version {first} ") == 1, log[-3000:]
+    assert log.count(f"downloaded {model} version {second} ") == 1, log[-3000:]
