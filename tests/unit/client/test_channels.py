@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -74,3 +76,16 @@ async def test_round_robin_skips_a_replica_that_is_not_serving() -> None:
         await channel.close()
         await a.stop(0)
         await b.stop(0)
+
+
+def test_the_readme_service_config_for_raw_stubs_agrees_with_ours() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    snippet = readme.split("<!-- service-config -->\n```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    namespace["channel"].close()
+    pasted, ours = json.loads(namespace["SERVICE_CONFIG"]), service_config()
+    assert pasted["loadBalancingConfig"] == ours["loadBalancingConfig"]
+    assert pasted["healthCheckConfig"] == ours["healthCheckConfig"]
+    assert pasted["methodConfig"][0]["retryPolicy"] == ours["methodConfig"][0]["retryPolicy"]
+    assert all(name in ours["methodConfig"][0]["name"] for name in pasted["methodConfig"][0]["name"])
