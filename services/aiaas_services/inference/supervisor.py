@@ -176,6 +176,7 @@ class Supervisor:
         self.stopping = False
         self.fleet = ""
         self.port = 0
+        self.http_port = -1  # the REST front door's, when the settings have one and it is on
 
     def _run_root(self) -> Path:
         root = self.settings.home_path / "run"
@@ -193,6 +194,7 @@ class Supervisor:
             *("--port", str(self.port), "--port-file", str(worker.port_file), "--workers", "1"),
             *("--reuse-port", "true", "--intra-op-threads", str(self.threads)),
             *("--metrics-port", str(metrics + worker.index if metrics > 0 else metrics)),
+            *(("--http-port", str(self.http_port)) if self.http_port >= 0 else ()),
         ]
 
     def _spawn(self, worker: Worker) -> None:
@@ -245,6 +247,11 @@ class Supervisor:
             signal.signal(sig, lambda *_: setattr(self, "stopping", True))
         holder = reserve_port(self.settings.host, self.settings.port)
         self.port = holder.getsockname()[1]
+        http_holder = None
+        wanted_http = int(getattr(self.settings, "http_port", -1))
+        if wanted_http >= 0:  # the REST front door shares its port the same way
+            http_holder = reserve_port(self.settings.host, wanted_http)
+            self.http_port = http_holder.getsockname()[1]
         self._set_fleet("NOT_SERVING starting")
         logger.info("inference: %d workers on %s:%d, %d intra-op threads each, run dir %s",
                     self.count, self.settings.host, self.port, self.threads, self.run_dir)  # fmt: skip
@@ -262,11 +269,15 @@ class Supervisor:
                     break
                 self._set_fleet("NOT_SERVING " + "; ".join(reasons) if reasons else "SERVING")
                 if not reasons and self.settings.port_file and not Path(self.settings.port_file).exists():
+                    if self.http_port >= 0:
+                        _write_port_file(Path(self.settings.port_file + ".http"), self.http_port)
                     _write_port_file(Path(self.settings.port_file), self.port)
                 time.sleep(POLL_S)
         finally:
             self._stop_all()
             holder.close()
+            if http_holder is not None:
+                http_holder.close()
         return code
 
     def _stop_all(self) -> None:
