@@ -4,8 +4,8 @@ Three servers on the same example MLP run side by side (workers 1, 2 and auto), 
 and processes; the load is a separate process holding 8 connections (SO_REUSEPORT spreads connections,
 not requests, over the workers) with 64 requests in flight, pre-serialized, raw bytes in and out. Points
 run in alternating rounds; a record is the median of the per-round ratios (points adjacent in time).
-The load generator shares the machine's cores with the servers (on a 2-core machine that caps the ratio well below 2), so the records
-come from ghz (../shared/tools/ghz, 8 connections, c=64) when it is present, which costs the machine less
+The load generator shares the machine's cores with the servers (on a 2-core machine that caps the
+ratio well below 2), so the records come from ghz (../shared/tools/ghz, 8 connections, c=64) when it is present, which costs the machine less
 per request, and the Python generator's figures follow as ``….python``; without ghz, Python's are the
 records.
 
