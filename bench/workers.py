@@ -5,9 +5,9 @@ and processes; the load is a separate process holding 8 connections (SO_REUSEPOR
 not requests, over the workers) with 64 requests in flight, pre-serialized, raw bytes in and out. Points
 run in alternating rounds; a record is the median of the per-round ratios (points adjacent in time).
 The load generator shares the machine's cores with the servers (on a 2-core machine that caps the
-ratio well below 2), so the records come from ghz (../shared/tools/ghz, 8 connections, c=64) when it is present, which costs the machine less
-per request, and the Python generator's figures follow as ``….python``; without ghz, Python's are the
-records.
+ratio well below 2), so the records come from ghz (../shared/tools/ghz, 8 connections, c=64) when it
+is present, which costs the machine less per request; the Python generator's figures follow as
+``….python`` (without ghz, they are the records).
 
 Records: ``inference.workers_scaling.mlp.c64`` (rps workers=2 ÷ workers=1), ``…mlp.c64.auto``
 (workers=auto ÷ 1), ``…c64.python`` and ``…c64.auto.python``; the rps figures are in the params.
