@@ -27,10 +27,18 @@ from aiaas.client.channels import dial
 from aiaas.client.inference import InferenceClient
 from aiaas.client.registry import ONNX, RegistryClient
 from aiaas_services.inference.examples import export_mlp
-from aiaas_services.inference.supervisor import resolve_workers, threads_per_worker, usable_cores
+from aiaas_services.inference.supervisor import _cgroup_cpus, resolve_workers, threads_per_worker, usable_cores
 from tests.support.processes import ServiceProcess, start_service
 
 X = np.random.default_rng(3).standard_normal((1, 64)).astype(np.float32)
+
+
+def test_cgroup_quota_is_read(tmp_path: Path) -> None:
+    assert _cgroup_cpus(tmp_path) is None  # no cgroup v2 file: no limit known
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_cpus(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert _cgroup_cpus(tmp_path) == 1.5
 
 
 def test_workers_setting() -> None:
