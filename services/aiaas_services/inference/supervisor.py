@@ -23,6 +23,7 @@ Metrics: one scrape port per worker (``metrics_port + index``; with 0 each worke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -91,42 +92,77 @@ def threads_per_worker(intra_op_threads: int, workers: int, cores: int) -> int:
 
 
 class WorkerApp(InferenceApp):
-    """The inference app in one worker: its health follows the fleet state the supervisor writes."""
+    """The inference app in one worker: loads before it binds; its health follows the fleet state.
+
+    A worker joining a port others already serve must not listen while it loads (the kernel would hand
+    it connections it cannot answer yet), so ``worker_main`` calls ``preload`` before ``serve`` binds,
+    and ``start`` then has nothing left to do.
+    """
 
     def __init__(self, settings: InferenceSettings, fleet_file: Path) -> None:
         super().__init__(settings)
         self.fleet_file = fleet_file
         self.parent = os.getppid()
+        self._preloaded = False
+        self._follow: asyncio.Task[None] | None = None
+
+    async def preload(self) -> None:
+        """Load the models (what ``start`` does), before the server exists."""
+        await super().start()
+        self._preloaded = True
+
+    async def start(self) -> None:
+        if not self._preloaded:
+            await super().start()
+
+    def fleet_serving(self) -> bool:
+        """What the supervisor says: SERVING only when every worker is."""
+        try:
+            return self.fleet_file.read_text().startswith("SERVING")
+        except OSError:
+            return False
 
     async def serving_gate(self, set_serving: Callable[[bool], Awaitable[None]]) -> None:
-        """Keep health equal to the fleet's; stop this worker if the supervisor is gone (runs until cancelled)."""
-        import asyncio
+        """Set health from the fleet state now, then keep it in step in the background until ``close``."""
+        current = self.fleet_serving()
+        await set_serving(current)
+        self._follow = asyncio.create_task(self._follow_fleet(set_serving, current))
 
-        current: bool | None = None
+    async def _follow_fleet(self, set_serving: Callable[[bool], Awaitable[None]], current: bool) -> None:
         while True:
+            await asyncio.sleep(POLL_S)
             if os.getppid() != self.parent:
                 logger.warning("supervisor %d is gone; worker %d stopping", self.parent, os.getpid())
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            try:
-                serving = self.fleet_file.read_text().startswith("SERVING")
-            except OSError:
-                serving = False
+            serving = self.fleet_serving()
             if serving != current:
-                await set_serving(serving)
+                await set_serving(serving)  # ignored once the server is draining
                 current = serving
-            await asyncio.sleep(POLL_S)
+
+    async def close(self) -> None:
+        if self._follow is not None:
+            self._follow.cancel()
+        await super().close()
 
 
 def worker_main(argv: Sequence[str] | None = None) -> None:
     """Body of one worker process (started by the supervisor with ``FLEET_ENV`` set)."""
-    from aiaas_services.runtime.server import run_service
+    from aiaas_services.runtime.logs import configure_logging
+    from aiaas_services.runtime.server import serve
     from aiaas_services.runtime.settings import load_settings
 
     settings = load_settings(InferenceSettings, sys.argv[1:] if argv is None else argv)
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
     error_file = Path(settings.port_file + ".error") if settings.port_file else None
+
+    async def main() -> None:
+        app = WorkerApp(settings, Path(os.environ[FLEET_ENV]))
+        await app.preload()
+        await serve(settings, app)
+
     try:
-        run_service(settings, WorkerApp(settings, Path(os.environ[FLEET_ENV])))
+        asyncio.run(main())
     except BaseException as exc:
         if error_file is not None and not isinstance(exc, KeyboardInterrupt):
             error_file.write_text(f"{type(exc).__name__}: {exc}"[:2000])

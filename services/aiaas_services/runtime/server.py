@@ -14,10 +14,10 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -93,12 +93,8 @@ async def build_server(
     settings: ServiceSettings,
     app: ServiceApp,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    start: bool = True,
 ) -> RunningServer:
-    """Create, bind and start the server (health NOT_SERVING). Binds ``host:port``; port 0 picks one.
-
-    ``start=False`` leaves starting to the caller (``running.server.start()``).
-    """
+    """Create, bind and start the server (health NOT_SERVING). Binds ``host:port``; port 0 picks one."""
     server = grpc.aio.server(
         interceptors=[*interceptors, ErrorMappingInterceptor()],
         options=server_options(settings),
@@ -112,8 +108,7 @@ async def build_server(
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     running = RunningServer(server=server, port=port, health=health, service_names=names)
     await running.set_serving(False)
-    if start:
-        await server.start()
+    await server.start()
     return running
 
 
@@ -144,68 +139,35 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_event: asyncio.
         *(metrics.server_interceptors() if metrics.metrics_enabled() else []),
         auth_interceptor(settings.auth_tokens_file, audit_path),
     ]
-    # Optional hook ``serving_gate(set_serving)``: an app whose readiness depends on more than itself (a
-    # worker of several on one port) starts first and binds once it can answer, so no connection lands
-    # on it while it loads; the gate then keeps health in step until the server stops.
-    gate = getattr(app, "serving_gate", None)
-    started = False
-    running: RunningServer | None = None
-    gate_task: asyncio.Task[None] | None = None
+    running = await build_server(settings, app, interceptors=interceptors)
+    logger.info("%s listening on %s:%d", settings.service_name, settings.host, running.port)
     try:
-        if gate is not None:
-            started = True
-            await app.start()
-        running = await build_server(settings, app, interceptors=interceptors, start=gate is None)
-        logger.info("%s listening on %s:%d", settings.service_name, settings.host, running.port)
-        if gate is None:
-            started = True
-            await app.start()
-            await running.set_serving(True)
-        else:
-            gate_task = await _start_gated(running, gate)
+        await app.start()
+        # Optional hook: an app whose readiness depends on more than itself (a worker of several) sets
+        # health through ``serving_gate(set_serving)`` and keeps it in step until it closes.
+        gate = getattr(app, "serving_gate", None)
+        await (gate(running.set_serving) if gate is not None else running.set_serving(True))
         if settings.port_file:
             _write_port_file(settings.port_file, running.port)
         logger.info("%s serving", settings.service_name)
         await stop.wait()
         logger.info("%s draining (grace %.1fs)", settings.service_name, settings.grace_seconds)
     finally:
-        if gate_task is not None:
-            gate_task.cancel()
-        if running is not None:
-            # Health flips first; requests keep being served for the drain delay (balancers and health-aware
-            # clients move away), then new calls are refused and in-flight ones get the grace period.
-            await running.health.enter_graceful_shutdown()
-            if stop.is_set() and settings.drain_delay_seconds > 0:
-                await asyncio.sleep(settings.drain_delay_seconds)
-            # Optional hook: end open-ended streams (watchers resume elsewhere) so stop() need not wait out
-            # the whole grace period for calls that never finish on their own.
-            drain = getattr(app, "drain", None)
-            if drain is not None:
-                await drain()
-            await running.server.stop(settings.grace_seconds)
-        if started:
-            await app.close()
+        # Health flips first; requests keep being served for the drain delay (balancers and health-aware
+        # clients move away), then new calls are refused and in-flight ones get the grace period.
+        await running.health.enter_graceful_shutdown()
+        if stop.is_set() and settings.drain_delay_seconds > 0:
+            await asyncio.sleep(settings.drain_delay_seconds)
+        # Optional hook: end open-ended streams (watchers resume elsewhere) so stop() need not wait out
+        # the whole grace period for calls that never finish on their own.
+        drain = getattr(app, "drain", None)
+        if drain is not None:
+            await drain()
+        await running.server.stop(settings.grace_seconds)
+        await app.close()
         metrics_stop()
         tracer_shutdown()
         logger.info("%s stopped", settings.service_name)
-
-
-async def _start_gated(running: RunningServer, gate: Callable[..., Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
-    """Run the app's serving gate until it has set health once, then start listening."""
-    first = asyncio.Event()
-
-    async def set_serving(serving: bool) -> None:
-        await running.set_serving(serving)
-        first.set()
-
-    task = asyncio.create_task(gate(set_serving))
-    waiter = asyncio.create_task(first.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        task.result()  # the gate failed (or ended) before deciding: raise its error
-    await running.server.start()
-    return task
 
 
 def run_service(settings: ServiceSettings, app: ServiceApp) -> None:
