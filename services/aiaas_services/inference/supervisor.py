@@ -153,7 +153,9 @@ def worker_main(argv: Sequence[str] | None = None) -> None:
     from aiaas_services.runtime.settings import load_settings
 
     settings = load_settings(InferenceSettings, sys.argv[1:] if argv is None else argv)
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    # "inference/w1": the workers write to the supervisor's output, so each line says which one it is.
+    worker = os.environ.get("AIAAS_INFERENCE_WORKER_INDEX", "?")
+    configure_logging(f"{settings.service_name}/w{worker}", settings.log_level, settings.log_json)
     error_file = Path(settings.port_file + ".error") if settings.port_file else None
 
     async def main() -> None:
