@@ -184,6 +184,7 @@ class Worker:
     started: bool = False  # this process reported its port (models loaded, serving)
     served: bool = False  # some process in this slot has served before
     failures: int = 0  # start failures in a row
+    reason: str = ""  # why the last start failed
     retry_at: float = 0.0
 
     @property
@@ -273,6 +274,7 @@ class Supervisor:
             self._spawn(worker)
             return ""
         reason = worker.error_file.read_text() if worker.error_file.exists() else f"exit code {code}"
+        worker.reason = reason
         worker.failures += 1
         worker.process = None
         worker.retry_at = time.monotonic() + min(8.0, 0.5 * 2**worker.failures)
@@ -290,6 +292,8 @@ class Supervisor:
         if wanted_http >= 0:  # the REST front door shares its port the same way
             http_holder = reserve_port(self.settings.host, wanted_http)
             self.http_port = http_holder.getsockname()[1]
+        if self.settings.port_file:
+            Path(self.settings.port_file).unlink(missing_ok=True)  # written again once every worker serves
         self._set_fleet("NOT_SERVING starting")
         logger.info("inference: %d workers on %s:%d, %d intra-op threads each, run dir %s",
                     self.count, self.settings.host, self.port, self.threads, self.run_dir)  # fmt: skip
@@ -301,8 +305,9 @@ class Supervisor:
                 reasons = [reason for reason in map(self._check, self.workers) if reason]
                 failed = [w for w in self.workers if w.failures >= START_ATTEMPTS]
                 if failed:
-                    logger.error("inference cannot start: %s", reasons[0] if reasons else "worker failed")
-                    self._set_fleet(f"NOT_SERVING {reasons[0] if reasons else 'worker failed'}")
+                    reason = f"worker {failed[0].index} cannot start: {failed[0].reason}"
+                    logger.error("inference cannot start: %s", reason)
+                    self._set_fleet(f"NOT_SERVING {reason}")
                     code = 1
                     break
                 self._set_fleet("NOT_SERVING " + "; ".join(reasons) if reasons else "SERVING")
