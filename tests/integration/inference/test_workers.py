@@ -63,14 +63,21 @@ def workers_of(service: ServiceProcess) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def health(address: str) -> str:
-    """One health check on a new connection (which the kernel hands to a live worker)."""
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        except grpc.RpcError as exc:
-            return exc.code().name
+def health(address: str, attempts: int = 2) -> str:
+    """A health probe on a new connection, tried again once if the connection is reset.
+
+    A connection the kernel had queued on the killed worker's listening socket is reset with it (unless
+    net.ipv4.tcp_migrate_req is on): a transport error, not a health answer, so a probe tries again as
+    Kubernetes' would. A NOT_SERVING answer is never retried.
+    """
+    for _ in range(attempts):
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as exc:
+                status = exc.code().name
+    return status
 
 
 @pytest.fixture
