@@ -172,7 +172,12 @@ def run(quick: bool) -> list[Record]:
                         samples.setdefault(("ghz", label), []).append(run_ghz(targets[label], ghz_data, seconds)["rps"])
         finally:
             _stop(processes)
-    params = {"quick": quick, "rounds": rounds, "seconds_per_round": seconds, "connections": CONNECTIONS}
+    params: dict[str, Any] = {
+        "quick": quick,
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "connections": CONNECTIONS,
+    }
     params |= {"auto_workers": resolve_workers("auto"), "load_errors": errors, "machine": "shared 2-core"}
     # The record is ghz's when present: it costs the shared cores less per request, so more of them serve.
     primary = "ghz" if ("ghz", "1") in samples else "python"

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 DEFAULT_PORTS = {"registry": 50051, "training": 50052, "serialization": 50053, "inference": 8001}
+DEFAULT_HTTP_PORT = 8000  # inference's REST front door
 START_ORDER = ("registry", "serialization", "training", "inference")
 
 
@@ -35,6 +36,12 @@ class RunningService:
     process: subprocess.Popen[bytes]
     log_path: Path
     kind: str = ""
+    http_port: int | None = None  # inference's REST front door
+
+    @property
+    def http_url(self) -> str | None:
+        """Base URL of the REST front door (inference), else None."""
+        return None if self.http_port is None else f"http://127.0.0.1:{self.http_port}"
 
     @property
     def target(self) -> str:
@@ -140,9 +147,11 @@ class Suite:
         log_path = logs / f"{name}.log"
         port_file = self.home / "run" / f"{name}.port"
         port_file.unlink(missing_ok=True)
+        Path(f"{port_file}.http").unlink(missing_ok=True)
+        command = [sys.executable, "-m", f"aiaas_services.{kind}", "--port", str(port), "--port-file", str(port_file)]
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", f"aiaas_services.{kind}", "--port", str(port), "--port-file", str(port_file)],
+                [*command, *self._extra_args(name, port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env_for(kind),
@@ -152,7 +161,20 @@ class Suite:
         service = RunningService(name, bound, process, log_path, kind)
         self.services[name] = service
         _wait_serving(service, timeout)
+        http_file = Path(f"{port_file}.http")
+        if kind == "inference" and http_file.exists():
+            service.http_port = int(http_file.read_text())
         return service
+
+    def _extra_args(self, name: str, port: int) -> list[str]:
+        """Inference's REST port follows its gRPC one: default 8000 (8000 + i for replica i+1), or a free
+        port when gRPC's is free too."""
+        if not name.startswith("inference"):
+            return []
+        if port == 0:
+            return ["--http-port", "0"]
+        replica = int(name.split("-")[1]) - 1 if "-" in name else 0
+        return ["--http-port", str(DEFAULT_HTTP_PORT + replica)] if replica else []
 
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM in reverse start order; returns exit codes."""
@@ -202,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite.start()
         for service in suite.services.values():
             print(f"{service.name:<14} {service.target:<18} log {service.log_path}")
+            if service.http_url:
+                print(f"{'REST':<14} {service.http_url + '/v2':<18} (KServe V2 HTTP, inference)")
         if args.inference_replicas > 1:
             print(f"inference      {suite.inference_target}  ({args.inference_replicas} replicas, round_robin)")
         print("all four services SERVING; Ctrl-C stops them")

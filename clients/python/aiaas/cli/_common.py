@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from aiaas.client.channels import channel_options, dial
+from aiaas.wire import AUTHORIZATION_METADATA
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -78,7 +79,7 @@ class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
         self.token = token
 
     def _with_token(self, details: Any) -> Any:
-        metadata = [*(details.metadata or []), ("authorization", f"Bearer {self.token}")]
+        metadata = [*(details.metadata or []), (AUTHORIZATION_METADATA, f"Bearer {self.token}")]
         return details._replace(metadata=metadata) if hasattr(details, "_replace") else details
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
