@@ -124,7 +124,7 @@ def start_server(home: Path, repository: Path, workers: str) -> tuple[subprocess
         "AIAAS_INFERENCE_MODEL_REPOSITORY": str(repository),
         "AIAAS_INFERENCE_WORKERS": workers,
     }
-    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    args = ["aiaas_services.inference", "--port", "0", "--http-port", "-1", "--port-file", str(port_file)]
     return start_process(args, env, port_file, home / f"workers-{workers}.log")
 
 

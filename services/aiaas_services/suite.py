@@ -146,6 +146,7 @@ class Suite:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
         port_file = self.home / "run" / f"{name}.port"
+        port_file.parent.mkdir(parents=True, exist_ok=True)  # the REST door writes its port file first
         port_file.unlink(missing_ok=True)
         Path(f"{port_file}.http").unlink(missing_ok=True)
         command = [sys.executable, "-m", f"aiaas_services.{kind}", "--port", str(port), "--port-file", str(port_file)]

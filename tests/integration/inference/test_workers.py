@@ -157,7 +157,7 @@ def test_a_worker_that_cannot_start_fails_the_service_with_the_reason(tmp_path: 
     env = {**os.environ, "AIAAS_HOME": str(tmp_path), "AIAAS_INFERENCE_MODELS": "digits-mlp-onnx"}
     env.pop("AIAAS_INFERENCE_REGISTRY_TARGET", None)
     result = subprocess.run(
-        [sys.executable, "-m", "aiaas_services.inference", "--port", "0", "--workers", "2"],
+        [sys.executable, "-m", "aiaas_services.inference", "--port", "0", "--http-port", "-1", "--workers", "2"],
         env=env,
         capture_output=True,
         text=True,
