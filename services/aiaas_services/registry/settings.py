@@ -35,3 +35,9 @@ class RegistrySettings(ServiceSettings):
     verify_reads: bool = setting(
         False, "Re-hash blobs while serving full downloads (DATA_LOSS on rot); clients verify every download anyway."
     )
+    encryption_key_file: str = setting(
+        "",
+        "File of AES-256 key-encryption keys (base64, one a line; the first wraps new blobs' keys, the others only "
+        "unwrap, during a rotation). Set = blobs encrypted at rest. Empty = encryption_keys, else off.",
+    )
+    encryption_keys: str = setting("", "The same keys inline, comma-separated (prefer the key file).")
