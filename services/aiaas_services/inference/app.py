@@ -18,6 +18,7 @@ from aiaas_services.inference.metrics import observer_factory
 from aiaas_services.inference.providers import ProviderConfig
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
+from aiaas_services.inference.usage import UsageFlusher, new_meter
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,18 @@ def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
     return factory
 
 
+def usage_stub_factory(settings: InferenceSettings) -> Callable[[], Any]:
+    """Opens the registry's UsageService stub (inside the running loop, like the registry client)."""
+
+    def factory() -> Any:
+        from aiaas.usage.v1 import usage_pb2_grpc
+        from aiaas_services.runtime.channels import open_channel
+
+        return usage_pb2_grpc.UsageServiceStub(open_channel(settings.registry_target, settings))
+
+    return factory
+
+
 class InferenceApp:
     """The inference service as the runtime sees it."""
 
@@ -92,7 +105,9 @@ class InferenceApp:
         self.settings = settings
         self.manager = build_manager(settings)
         self.ready = asyncio.Event()
-        self.servicer = InferenceServicer(self.manager, self.ready)
+        self.usage = new_meter() if settings.usage_metering else None
+        self.flusher: UsageFlusher | None = None
+        self.servicer = InferenceServicer(self.manager, self.ready, self.usage)
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
@@ -103,9 +118,16 @@ class InferenceApp:
         if self.settings.gil_switch_interval_us > 0:
             sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)
         await self.manager.start()
+        if self.usage is not None and self.settings.registry_target:
+            self.flusher = UsageFlusher(
+                self.usage, usage_stub_factory(self.settings), self.settings.usage_flush_seconds, "inference"
+            )
+            self.flusher.start()
         self.ready.set()
 
     async def close(self) -> None:
         """Drain and release every model."""
         self.ready.clear()
+        if self.flusher is not None:
+            await self.flusher.close()
         await self.manager.close()

@@ -22,6 +22,8 @@ from aiaas_services.inference.codec import decode_inputs, encode_response, outpu
 from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import REQUEST_COUNTS
 from aiaas_services.inference.model import LoadedModel
+from aiaas_services.inference.usage import UsageMeter
+from aiaas_services.runtime.auth import current_principal
 from aiaas_services.runtime.errors import INTERNAL_MESSAGE, DomainError, InvalidArgument, NotFound, status_for
 
 logger = logging.getLogger(__name__)
@@ -55,10 +57,11 @@ def _duration(count: int, ns: int) -> pb.StatisticDuration:
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """GRPCInferenceService over a ModelManager."""
 
-    def __init__(self, manager: ModelManager, ready: asyncio.Event) -> None:
+    def __init__(self, manager: ModelManager, ready: asyncio.Event, usage: UsageMeter | None = None) -> None:
         self.manager = manager
         self.ready = ready
         self.counts = REQUEST_COUNTS
+        self.usage = usage
 
     # ---- health-like ----------------------------------------------------------------------------------
 
@@ -160,7 +163,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         except BaseException:
             self.counts.record(model.name, model.version, False, time.perf_counter_ns() - started)
             raise
-        self.counts.record(model.name, model.version, True, time.perf_counter_ns() - started)
+        elapsed = time.perf_counter_ns() - started
+        self.counts.record(model.name, model.version, True, elapsed)
+        if self.usage is not None:
+            self.usage.add(current_principal.get(), model.name, prepared.rows, elapsed)
         return response
 
     async def ModelStreamInfer(

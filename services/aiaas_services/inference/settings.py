@@ -74,3 +74,7 @@ class InferenceSettings(ServiceSettings):
         "get the GIL back from a busy event loop sooner after each ONNX Runtime run; 0 keeps Python's default.",
     )
     drain_seconds: float = setting(30.0, "How long a replaced version may take to finish its queued requests.")
+    usage_metering: bool = setting(
+        True, "Count requests, rows and compute seconds per caller and model (Prometheus; the registry's usage)."
+    )
+    usage_flush_seconds: float = setting(10.0, "How often counted usage is sent to the registry (in the background).")

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
+from aiaas.usage.v1 import usage_pb2, usage_pb2_grpc
 from aiaas_services.registry import db
 from aiaas_services.registry.blobs import BlobStore, open_blob_store
 from aiaas_services.registry.encryption import EncryptedBlobStore, Keyring, check_unencrypted_store
@@ -16,6 +17,7 @@ from aiaas_services.registry.service import Registry
 from aiaas_services.registry.servicer import RegistryServicer
 from aiaas_services.registry.settings import RegistrySettings
 from aiaas_services.registry.store import RegistryStore
+from aiaas_services.registry.usage_servicer import UsageServicer
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,11 @@ class RegistryApp:
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry), server)
-        return [registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name]
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(self.registry), server)
+        return [
+            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+            usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+        ]
 
     async def start(self) -> None:
         """Apply migrations and remove partial uploads a crash left, before health turns SERVING."""

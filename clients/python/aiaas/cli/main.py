@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inference_commands",
     "training_commands",
     "serialization_commands",
+    "usage_commands",
 )
 
 
