@@ -19,6 +19,7 @@ from aiaas_services.registry import db
 from aiaas_services.runtime.errors import InvalidArgument
 
 MAX_ENTRIES = 10_000
+LIMIT = 10**12  # per entry: far above a flush interval's worth, far below int64 overflow of the sums
 
 usage = sa.Table(
     "usage",
@@ -55,8 +56,10 @@ def check_entries(entries: Sequence[UsageCount]) -> None:
             raise InvalidArgument("usage entry model must be 1-128 printable characters")
         if entry.requests < 0 or entry.rows < 0 or not entry.compute_seconds >= 0:
             raise InvalidArgument(f"usage counts must be >= 0 (principal {entry.principal!r}, model {entry.model!r})")
-        if entry.compute_seconds > 1e12 or entry.period_start < 0:
-            raise InvalidArgument("usage compute_seconds or period_start out of range")
+        if entry.requests > LIMIT or entry.rows > LIMIT or entry.compute_seconds > LIMIT:
+            raise InvalidArgument(f"usage counts must be <= {LIMIT} per entry")
+        if not 0 <= entry.period_start < 253402300800:  # year 10000
+            raise InvalidArgument("usage period_start is outside 1970..9999")
 
 
 def record(engine: Engine, entries: Sequence[UsageCount]) -> int:

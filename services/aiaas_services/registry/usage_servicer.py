@@ -55,8 +55,8 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
     ) -> usage_pb2.ListUsageResponse:
         since = None
         if request.HasField("since"):
-            if not 0 <= request.since.seconds < 253402300800:  # year 10000
-                raise InvalidArgument("since is outside 1970..9999")
+            if not 0 <= request.since.seconds < 253402300800 or not 0 <= request.since.nanos < 10**9:  # year 10000
+                raise InvalidArgument("since is outside 1970..9999 (or its nanos outside 0..999999999)")
             since = request.since.ToDatetime(tzinfo=UTC)
         counts = await self.registry.run(
             usage.totals, self.registry.store.engine, request.principal, request.model, since

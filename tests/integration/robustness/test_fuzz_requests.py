@@ -4,6 +4,7 @@ UNKNOWN/INTERNAL status, no crash, no leak of the server's paths or stack; the s
 from __future__ import annotations
 
 import grpc
+from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from aiaas.oip.v2 import grpc_service_pb2 as oip
 from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
 from aiaas.registry.v1 import registry_pb2 as reg
 from aiaas.registry.v1 import registry_pb2_grpc as reg_grpc
+from aiaas.usage.v1 import usage_pb2, usage_pb2_grpc
 from tests.integration.robustness.conftest import assert_clean_details
 from tests.support.processes import ServiceProcess
 
@@ -122,6 +124,50 @@ def test_fuzz_registry(registry_robust: ServiceProcess) -> None:
 
     @FUZZ
     @given(registry_calls())
+    def check(call: tuple[str, object]) -> None:
+        method, request = call
+        try:
+            getattr(stub, method)(request, timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() not in BAD_CODES, (method, exc.code(), exc.details(), request)
+            assert_clean_details(exc.details(), registry_robust.home)
+
+    check()
+    channel.close()
+    assert registry_robust.process.poll() is None
+    assert _healthy(registry_robust.address)
+
+
+@st.composite
+def usage_calls(draw: st.DrawFn) -> tuple[str, object]:
+    stamp = timestamp_pb2.Timestamp(
+        seconds=draw(st.integers(-(2**40), 2**40)), nanos=draw(st.integers(-(2**31), 2**31 - 1))
+    )
+    if draw(st.booleans()):
+        request = usage_pb2.ListUsageRequest(principal=draw(names), model=draw(names))
+        if draw(st.booleans()):
+            request.since.CopyFrom(stamp)
+        return "ListUsage", request
+    report = usage_pb2.RecordUsageRequest(source=draw(st.text(max_size=20)))
+    for _ in range(draw(st.integers(0, 4))):
+        entry = report.entries.add(
+            principal=draw(names),
+            model=draw(names),
+            requests=draw(st.integers(-(2**63), 2**63 - 1)),
+            rows=draw(st.integers(-(2**63), 2**63 - 1)),
+            compute_seconds=draw(st.floats()),
+        )
+        if draw(st.booleans()):
+            entry.period_start.CopyFrom(stamp)
+    return "RecordUsage", report
+
+
+def test_fuzz_usage(registry_robust: ServiceProcess) -> None:
+    channel = grpc.insecure_channel(registry_robust.address)
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+
+    @settings(FUZZ, max_examples=300)
+    @given(usage_calls())
     def check(call: tuple[str, object]) -> None:
         method, request = call
         try:

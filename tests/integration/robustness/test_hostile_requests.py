@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiaas.common.v1 import common_pb2 as c
@@ -21,6 +22,8 @@ from aiaas.serialization.v1 import serialization_pb2 as s
 from aiaas.serialization.v1 import serialization_pb2_grpc as sg
 from aiaas.training.v1 import training_pb2 as t
 from aiaas.training.v1 import training_pb2_grpc as tg
+from aiaas.usage.v1 import usage_pb2 as u
+from aiaas.usage.v1 import usage_pb2_grpc as ug
 from aiaas_services.suite import DEFAULT_PORTS, Suite
 from tests.integration.robustness.conftest import assert_clean_details
 
@@ -41,6 +44,11 @@ def spec(**overrides: Any) -> t.StartTrainingJobRequest:
 
 def arch(**kind: Any) -> t.Architecture:
     return t.Architecture(**kind)
+
+
+def usage_of(**fields: Any) -> u.RecordUsageRequest:
+    """A usage report of one entry."""
+    return u.RecordUsageRequest(entries=[u.UsageEntry(**fields)])
 
 
 # (service, method, request, expected code, a fragment the message must contain)
@@ -133,6 +141,14 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
     ("inference", "ModelMetadata", o.ModelMetadataRequest(name="nope"), NOT_FOUND, "nope"),
     ("inference", "RepositoryModelUnload", o.RepositoryModelUnloadRequest(model_name="nope"), NOT_FOUND, "nope"),
     ("inference", "ModelStatistics", o.ModelStatisticsRequest(name="nope"), NOT_FOUND, "nope"),
+    # usage metering (served by the registry)
+    ("usage", "RecordUsage", usage_of(principal="", model="m", requests=1), INVALID, "principal"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", requests=-5), INVALID, ">= 0"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", compute_seconds=float("nan")), INVALID, ">= 0"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", rows=2**62), INVALID, "<="),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m\n", requests=1), INVALID, "model"),
+    ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=-(10**12))), INVALID, "since"),
+    ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=5, nanos=-1)), INVALID, "nanos"),
 ]
 
 STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
@@ -140,6 +156,7 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "training": tg.TrainingServiceStub,
     "serialization": sg.SerializationServiceStub,
     "inference": og.GRPCInferenceServiceStub,
+    "usage": ug.UsageServiceStub,
 }
 
 
@@ -154,7 +171,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 def _call(suite: Suite, service: str, method: str, request: Any) -> grpc.RpcError | None:
-    with grpc.insecure_channel(suite.target(service)) as channel:
+    with grpc.insecure_channel(suite.target("registry" if service == "usage" else service)) as channel:
         try:
             getattr(STUBS[service](channel), method)(request, timeout=30)
         except grpc.RpcError as exc:
