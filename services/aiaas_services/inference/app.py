@@ -11,10 +11,13 @@ from typing import Any
 
 import grpc
 
+from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
 from aiaas_services.inference.metrics import observer_factory
+from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader
+from aiaas_services.inference.monitor_servicer import MonitoringServicer
 from aiaas_services.inference.providers import ProviderConfig
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
@@ -107,11 +110,24 @@ class InferenceApp:
         self.ready = asyncio.Event()
         self.usage = new_meter() if settings.usage_metering else None
         self.flusher: UsageFlusher | None = None
-        self.servicer = InferenceServicer(self.manager, self.ready, self.usage)
+        self.monitor = (
+            new_monitor(
+                repository_or_registry_loader(registry_factory(settings) if settings.registry_target else None),
+                settings.monitoring_sample_every,
+                settings.monitoring_window,
+            )
+            if settings.monitoring
+            else None
+        )
+        self.servicer = InferenceServicer(self.manager, self.ready, self.usage, self.monitor)
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
-        return [grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+        names = [grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+        if self.monitor is not None:
+            monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(MonitoringServicer(self.monitor), server)
+            names.append(monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name)
+        return names
 
     async def start(self) -> None:
         """Load the models (health turns SERVING after this returns)."""
@@ -123,6 +139,8 @@ class InferenceApp:
                 self.usage, usage_stub_factory(self.settings), self.settings.usage_flush_seconds, "inference"
             )
             self.flusher.start()
+        if self.monitor is not None:
+            self.monitor.start(self.settings.monitoring_interval_seconds)
         self.ready.set()
 
     async def close(self) -> None:
@@ -130,4 +148,6 @@ class InferenceApp:
         self.ready.clear()
         if self.flusher is not None:
             await self.flusher.close()
+        if self.monitor is not None:
+            await self.monitor.close()
         await self.manager.close()

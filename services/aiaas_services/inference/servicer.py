@@ -22,6 +22,7 @@ from aiaas_services.inference.codec import decode_inputs, encode_response, outpu
 from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import REQUEST_COUNTS
 from aiaas_services.inference.model import LoadedModel
+from aiaas_services.inference.monitor import DriftMonitor
 from aiaas_services.inference.usage import UsageMeter
 from aiaas_services.runtime.auth import current_principal
 from aiaas_services.runtime.errors import INTERNAL_MESSAGE, DomainError, InvalidArgument, NotFound, status_for
@@ -57,11 +58,18 @@ def _duration(count: int, ns: int) -> pb.StatisticDuration:
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """GRPCInferenceService over a ModelManager."""
 
-    def __init__(self, manager: ModelManager, ready: asyncio.Event, usage: UsageMeter | None = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        ready: asyncio.Event,
+        usage: UsageMeter | None = None,
+        monitor: DriftMonitor | None = None,
+    ) -> None:
         self.manager = manager
         self.ready = ready
         self.counts = REQUEST_COUNTS
         self.usage = usage
+        self.monitor = monitor
 
     # ---- health-like ----------------------------------------------------------------------------------
 
@@ -167,6 +175,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self.counts.record(model.name, model.version, True, elapsed)
         if self.usage is not None:
             self.usage.add(current_principal.get(), model.name, prepared.rows, elapsed)
+        if self.monitor is not None:
+            self.monitor.observe(model, prepared.inputs, outputs)
         return response
 
     async def ModelStreamInfer(

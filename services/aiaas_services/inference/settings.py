@@ -78,3 +78,9 @@ class InferenceSettings(ServiceSettings):
         True, "Count requests, rows and compute seconds per caller and model (Prometheus; the registry's usage)."
     )
     usage_flush_seconds: float = setting(10.0, "How often counted usage is sent to the registry (in the background).")
+    monitoring: bool = setting(
+        True, "Score input and prediction drift (PSI) of sampled requests against the training reference."
+    )
+    monitoring_sample_every: int = setting(8, "Keep one request in this many for the drift window.")
+    monitoring_window: int = setting(2048, "Rows in each served version's rolling drift window.")
+    monitoring_interval_seconds: float = setting(5.0, "How often the drift windows are scored (Prometheus, history).")

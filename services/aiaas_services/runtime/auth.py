@@ -44,7 +44,11 @@ current_principal: contextvars.ContextVar[str] = contextvars.ContextVar("current
 
 # Services whose requests name the model they are about (checked against model-limited scopes), and the
 # methods of theirs that are about the server, not a model (open to any token with the scope).
-MODEL_SERVICES = ("aiaas.registry.v1.RegistryService", "inference.GRPCInferenceService")
+MODEL_SERVICES = (
+    "aiaas.registry.v1.RegistryService",
+    "inference.GRPCInferenceService",
+    "aiaas.monitoring.v1.MonitoringService",
+)
 SERVER_METHODS = ("ServerLive", "ServerReady", "ServerMetadata")
 
 

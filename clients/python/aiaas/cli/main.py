@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "training_commands",
     "serialization_commands",
     "usage_commands",
+    "monitor_commands",
 )
 
 
