@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import Record, machine
 
-SUITES = ["registry", "training", "serialization", "inference", "quota", "tracing"]
+SUITES = ["registry", "training", "serialization", "inference", "overhead", "tracing"]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -25,12 +25,13 @@ from prometheus_client.registry import Collector
 
 from aiaas_services.inference.model import LoadedModel
 from aiaas_services.monitoring.drift import MIN_ROWS, PSI_THRESHOLD, Reference
-from aiaas_services.runtime.errors import NotFound
+from aiaas_services.runtime.errors import InvalidArgument, NotFound
 
 logger = logging.getLogger(__name__)
 
 ReferenceLoader = Callable[[LoadedModel], Awaitable[tuple[dict[str, Any], str] | None]]
 HISTORY = 60
+REMEMBERED = 10_000  # predictions of requests with an id kept for feedback
 
 
 class Window:
@@ -101,12 +102,25 @@ class DriftMonitor:
         self.sample_every = max(1, sample_every)
         self.capacity = max(MIN_ROWS, capacity)
         self.tracked: dict[tuple[str, str], Tracked] = {}
+        self.predictions: collections.OrderedDict[tuple[str, str], tuple[str, np.ndarray]] = collections.OrderedDict()
+        self.feedback: dict[tuple[str, str], list[int]] = {}  # (model, version) -> [correct, total]
         self._count = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
-    def observe(self, model: LoadedModel, inputs: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray]) -> None:
-        """On the hot path: count, and keep one request in ``sample_every`` (a copy of its rows)."""
+    def observe(
+        self,
+        model: LoadedModel,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[np.ndarray],
+        request_id: str = "",
+    ) -> None:
+        """On the hot path: count, and keep one request in ``sample_every`` (a copy of its rows); remember
+        the predicted classes of a request that carries an id, for later feedback."""
+        if request_id and outputs and np.ndim(outputs[0]) == 2:
+            self.predictions[(model.name, request_id)] = (model.version, np.asarray(outputs[0]).argmax(axis=1))
+            if len(self.predictions) > REMEMBERED:
+                self.predictions.popitem(last=False)
         self._count += 1
         if self._count % self.sample_every or not inputs:
             return
@@ -151,6 +165,24 @@ class DriftMonitor:
             return None
         prediction = reference.prediction_psi(predicted) if tracked.window.has_predictions else None
         return Scores(len(x), reference.feature_psi(x), prediction)
+
+    def record_feedback(self, name: str, request_id: str, labels: Sequence[int]) -> tuple[str, int, list[int]]:
+        """Score the remembered prediction of a request against its labels: (version, correct rows, totals)."""
+        remembered = self.predictions.pop((name, request_id), None)
+        if remembered is None:
+            raise NotFound(
+                f"no prediction of model {name!r} remembered for request id {request_id!r} (only the last "
+                f"{REMEMBERED} requests that carried an id are kept)"
+            )
+        version, predicted = remembered
+        if len(labels) != len(predicted):
+            self.predictions[(name, request_id)] = remembered
+            raise InvalidArgument(f"request {request_id!r} had {len(predicted)} rows but {len(labels)} labels came")
+        correct = int(np.sum(predicted == np.asarray(labels, dtype=np.int64)))
+        totals = self.feedback.setdefault((name, version), [0, 0])
+        totals[0] += correct
+        totals[1] += len(labels)
+        return version, correct, totals
 
     def find(self, name: str, version: str = "") -> Tracked:
         """The tracked version (newest observed when ``version`` is empty)."""

@@ -41,4 +41,24 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
                 response.prediction_psi = scores.prediction
             ranked = sorted(enumerate(scores.features), key=lambda item: -item[1])
             response.features.extend(monitoring_pb2.FeatureDrift(index=i, psi=v) for i, v in ranked)
+        correct, total = self.monitor.feedback.get((tracked.model.name, tracked.model.version), (0, 0))
+        response.feedback_rows = total
+        if total:
+            response.live_accuracy = correct / total
         return response
+
+    async def RecordFeedback(
+        self, request: monitoring_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> monitoring_pb2.RecordFeedbackResponse:
+        if not request.model_name or len(request.model_name) > 128:
+            raise InvalidArgument("model_name must be 1-128 characters")
+        if not request.request_id or len(request.request_id) > 256:
+            raise InvalidArgument("request_id must be 1-256 characters: the id the inference request carried")
+        if not request.labels or len(request.labels) > 1_000_000:
+            raise InvalidArgument("labels must hold one class per row of the request (1..1000000 of them)")
+        version, correct, (right, total) = self.monitor.record_feedback(
+            request.model_name, request.request_id, list(request.labels)
+        )
+        return monitoring_pb2.RecordFeedbackResponse(
+            version=version, correct_rows=correct, live_accuracy=right / total, feedback_rows=total
+        )

@@ -176,7 +176,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         if self.usage is not None:
             self.usage.add(current_principal.get(), model.name, prepared.rows, elapsed)
         if self.monitor is not None:
-            self.monitor.observe(model, prepared.inputs, outputs)
+            self.monitor.observe(model, prepared.inputs, outputs, request.id)
         return response
 
     async def ModelStreamInfer(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -25,13 +26,13 @@ WINDOW = 400
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, np.ndarray]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, np.ndarray, np.ndarray, Any]]:
     from aiaas.client.registry import ONNX, SyncRegistryClient
     from aiaas_services.inference.examples import export_mlp
 
     root = tmp_path_factory.mktemp("drift")
-    x, _ = load_digits(return_X_y=True)
-    x_train, x_test = train_test_split(x.astype(np.float32), test_size=0.25, random_state=0)
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, _, y_test = train_test_split(x.astype(np.float32), y, test_size=0.25, random_state=0)
     model = export_mlp(root / "model.onnx", seed=3)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     predicted = session.run(None, {"input": x_train})[0].argmax(1)
@@ -67,19 +68,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServicePr
             while not stub.ModelReady(pb.ModelReadyRequest(name="digits")).ready:
                 assert time.monotonic() < deadline, inference.log()[-3000:]
                 time.sleep(0.2)
-        yield inference, x_test
+        yield inference, x_test, y_test, session
     finally:
         if inference is not None:
             inference.terminate()
         registry.terminate()
 
 
-def send(address: str, rows: np.ndarray, batch: int = 10) -> None:
+def send(address: str, rows: np.ndarray, batch: int = 10, ids: str = "") -> None:
     with grpc.insecure_channel(address) as channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         for start in range(0, len(rows), batch):
             x = np.ascontiguousarray(rows[start : start + batch], dtype=np.float32)
-            request = pb.ModelInferRequest(model_name="digits")
+            request = pb.ModelInferRequest(model_name="digits", id=f"{ids}{start}" if ids else "")
             request.inputs.append(pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape))
             request.raw_input_contents.append(x.tobytes())
             stub.ModelInfer(request, timeout=30)
@@ -97,9 +98,9 @@ def drift(address: str) -> monitoring_pb2.GetDriftResponse:
 
 
 def test_held_out_rows_stay_below_the_threshold_and_shifted_rows_cross_it(
-    served: tuple[ServiceProcess, np.ndarray], capsys: pytest.CaptureFixture[str]
+    served: tuple[ServiceProcess, np.ndarray, np.ndarray, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inference, x_test = served
+    inference, x_test, _, _ = served
     with grpc.insecure_channel(inference.address) as channel, pytest.raises(grpc.RpcError) as unknown:
         monitoring_pb2_grpc.MonitoringServiceStub(channel).GetDrift(monitoring_pb2.GetDriftRequest(model_name="nope"))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
@@ -123,3 +124,35 @@ def test_held_out_rows_stay_below_the_threshold_and_shifted_rows_cross_it(
     out = capsys.readouterr().out
     assert "DRIFTED" in out and "max PSI history" in out and "feature" in out
     assert any(bar in out for bar in "▁▂▃▄▅▆▇█")
+
+
+def test_feedback_tracks_live_accuracy_exactly(
+    served: tuple[ServiceProcess, np.ndarray, np.ndarray, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inference, x_test, y_test, session = served
+    rows, labels = x_test[:60], y_test[:60]
+    send(inference.address, rows, batch=20, ids="fb-")
+    expected = session.run(None, {"input": rows})[0].argmax(1) == labels
+    for start in (0, 20):
+        chunk = ",".join(str(v) for v in labels[start : start + 20])
+        capsys.readouterr()
+        assert cli(["feedback", "digits", "--id", f"fb-{start}", "--labels", chunk, "--target", inference.address]) == 0
+        assert f"{int(expected[start : start + 20].sum())}/20 right" in capsys.readouterr().out
+    with grpc.insecure_channel(inference.address) as channel:
+        stub = monitoring_pb2_grpc.MonitoringServiceStub(channel)
+        reply = stub.RecordFeedback(
+            monitoring_pb2.RecordFeedbackRequest(model_name="digits", request_id="fb-40", labels=labels[40:60].tolist())
+        )
+        assert reply.feedback_rows == 60 and reply.live_accuracy == pytest.approx(expected.mean())
+        with pytest.raises(grpc.RpcError) as again:  # each request's feedback counts once
+            stub.RecordFeedback(
+                monitoring_pb2.RecordFeedbackRequest(model_name="digits", request_id="fb-40", labels=[1])
+            )
+        assert again.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as short:
+            send(inference.address, rows[:3], batch=3, ids="three-")
+            stub.RecordFeedback(
+                monitoring_pb2.RecordFeedbackRequest(model_name="digits", request_id="three-0", labels=[1])
+            )
+        assert short.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "3 rows" in short.value.details()
+    assert drift(inference.address).live_accuracy == pytest.approx(expected.mean())

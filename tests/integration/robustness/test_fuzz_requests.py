@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiaas.common.v1 import common_pb2
+from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2 as oip
 from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
 from aiaas.registry.v1 import registry_pb2 as reg
@@ -59,6 +60,33 @@ def infer_requests(draw: st.DrawFn) -> oip.ModelInferRequest:
     for _ in range(draw(st.integers(0, 2))):
         request.outputs.add(name=draw(st.sampled_from(["output", "nope", ""])))
     return request
+
+
+def test_fuzz_monitoring(inference_standalone: ServiceProcess) -> None:
+    channel = grpc.insecure_channel(inference_standalone.address)
+    stub = monitoring_pb2_grpc.MonitoringServiceStub(channel)
+
+    @settings(FUZZ, max_examples=300)
+    @given(
+        names,
+        st.one_of(st.sampled_from(["", "1", "-1"]), st.text(max_size=80)),
+        st.booleans(),
+        st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50),
+    )
+    def check(name: str, text: str, feedback: bool, labels: list[int]) -> None:
+        try:
+            if feedback:
+                request = monitoring_pb2.RecordFeedbackRequest(model_name=name, request_id=text, labels=labels)
+                stub.RecordFeedback(request, timeout=10)
+            else:
+                stub.GetDrift(monitoring_pb2.GetDriftRequest(model_name=name, version=text), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() not in BAD_CODES, (exc.code(), exc.details(), name, text)
+            assert_clean_details(exc.details(), inference_standalone.home)
+
+    check()
+    channel.close()
+    assert _healthy(inference_standalone.address)
 
 
 def _healthy(address: str) -> bool:

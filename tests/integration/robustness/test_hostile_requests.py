@@ -14,6 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiaas.common.v1 import common_pb2 as c
+from aiaas.monitoring.v1 import monitoring_pb2 as m
+from aiaas.monitoring.v1 import monitoring_pb2_grpc as mg
 from aiaas.oip.v2 import grpc_service_pb2 as o
 from aiaas.oip.v2 import grpc_service_pb2_grpc as og
 from aiaas.registry.v1 import registry_pb2 as r
@@ -149,6 +151,19 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
     ("usage", "RecordUsage", usage_of(principal="p", model="m\n", requests=1), INVALID, "model"),
     ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=-(10**12))), INVALID, "since"),
     ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=5, nanos=-1)), INVALID, "nanos"),
+    # drift monitoring (served by inference)
+    ("monitoring", "GetDrift", m.GetDriftRequest(), INVALID, "model_name"),
+    ("monitoring", "GetDrift", m.GetDriftRequest(model_name="x" * 300), INVALID, "model_name"),
+    ("monitoring", "GetDrift", m.GetDriftRequest(model_name="nope"), NOT_FOUND, "nope"),
+    ("monitoring", "RecordFeedback", m.RecordFeedbackRequest(model_name="mlp", labels=[1]), INVALID, "request_id"),
+    ("monitoring", "RecordFeedback", m.RecordFeedbackRequest(model_name="mlp", request_id="r"), INVALID, "labels"),
+    (
+        "monitoring",
+        "RecordFeedback",
+        m.RecordFeedbackRequest(model_name="mlp", request_id="never-sent", labels=[1]),
+        NOT_FOUND,
+        "never-sent",
+    ),
 ]
 
 STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
@@ -157,6 +172,7 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "serialization": sg.SerializationServiceStub,
     "inference": og.GRPCInferenceServiceStub,
     "usage": ug.UsageServiceStub,
+    "monitoring": mg.MonitoringServiceStub,
 }
 
 
@@ -171,7 +187,9 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 
 def _call(suite: Suite, service: str, method: str, request: Any) -> grpc.RpcError | None:
-    with grpc.insecure_channel(suite.target("registry" if service == "usage" else service)) as channel:
+    with grpc.insecure_channel(
+        suite.target({"usage": "registry", "monitoring": "inference"}.get(service, service))
+    ) as channel:
         try:
             getattr(STUBS[service](channel), method)(request, timeout=30)
         except grpc.RpcError as exc:

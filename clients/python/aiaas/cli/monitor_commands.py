@@ -1,6 +1,7 @@
-"""`aiaas monitor MODEL`: drift of a served model's live inputs and predictions against its training data.
+"""`aiaas monitor MODEL`: drift of a served model's live inputs and predictions against its training data;
+`aiaas feedback MODEL --id ID --labels ...`: true labels of an earlier request, for live accuracy.
 
-Reads ``GetDrift`` from the inference service: a summary line, a sparkline of the largest feature PSI over
+``monitor`` reads ``GetDrift`` from the inference service: a summary line, a sparkline of the largest feature PSI over
 the recent scorings, and a table of the most drifted features. PSI above the threshold (0.2) with enough
 sampled rows means the inputs no longer look like the training data.
 """
@@ -54,6 +55,30 @@ def monitor(args: argparse.Namespace) -> int:
     ]
     print_table(["feature", "psi", ""], rows)
     print(f"reference: {report.reference}")
+    if report.HasField("live_accuracy"):
+        print(f"live accuracy {report.live_accuracy:.3f} over {report.feedback_rows} labelled rows")
+    return EXIT_OK
+
+
+@run_command
+def feedback(args: argparse.Namespace) -> int:
+    """Send the true labels of an earlier request's rows."""
+    from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
+
+    try:
+        labels = [int(label) for label in args.labels.split(",")]
+    except ValueError:
+        raise ValueError(f"--labels {args.labels!r}: give class numbers separated by commas, e.g. 3,0,7") from None
+    request = monitoring_pb2.RecordFeedbackRequest(model_name=args.model, request_id=args.id, labels=labels)
+    with open_channel(args) as channel:
+        reply = monitoring_pb2_grpc.MonitoringServiceStub(channel).RecordFeedback(request, timeout=args.timeout)
+    if args.json:
+        print_json(reply)
+        return EXIT_OK
+    print(
+        f"{args.model}:{reply.version}: {reply.correct_rows}/{len(labels)} right; live accuracy "
+        f"{reply.live_accuracy:.3f} over {reply.feedback_rows} rows"
+    )
     return EXIT_OK
 
 
@@ -65,3 +90,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--version", default="", help="served version (default: the newest observed)")
     parser.add_argument("--top", type=int, default=10, help="features to list, most drifted first")
     parser.set_defaults(func=monitor)
+
+    parser = subparsers.add_parser("feedback", help="true labels of an earlier inference request (live accuracy)")
+    add_connection_flags(parser, "inference")
+    parser.add_argument("model", help="served model name")
+    parser.add_argument("--id", required=True, help="the id the inference request carried")
+    parser.add_argument("--labels", required=True, help="true class of each row, comma-separated (e.g. 3,0,7)")
+    parser.set_defaults(func=feedback)

@@ -23,7 +23,7 @@ class FeatureDrift(_message.Message):
     def __init__(self, index: _Optional[int] = ..., psi: _Optional[float] = ...) -> None: ...
 
 class GetDriftResponse(_message.Message):
-    __slots__ = ("model_name", "version", "window_rows", "min_rows", "threshold", "max_psi", "prediction_psi", "features", "history", "reference", "drifted")
+    __slots__ = ("model_name", "version", "window_rows", "min_rows", "threshold", "max_psi", "prediction_psi", "features", "history", "reference", "drifted", "feedback_rows", "live_accuracy")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class GetDriftResponse(_message.Message):
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     window_rows: int
@@ -46,4 +48,28 @@ class GetDriftResponse(_message.Message):
     history: _containers.RepeatedScalarFieldContainer[float]
     reference: str
     drifted: bool
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., window_rows: _Optional[int] = ..., min_rows: _Optional[int] = ..., threshold: _Optional[float] = ..., max_psi: _Optional[float] = ..., prediction_psi: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., history: _Optional[_Iterable[float]] = ..., reference: _Optional[str] = ..., drifted: _Optional[bool] = ...) -> None: ...
+    feedback_rows: int
+    live_accuracy: float
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., window_rows: _Optional[int] = ..., min_rows: _Optional[int] = ..., threshold: _Optional[float] = ..., max_psi: _Optional[float] = ..., prediction_psi: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., history: _Optional[_Iterable[float]] = ..., reference: _Optional[str] = ..., drifted: _Optional[bool] = ..., feedback_rows: _Optional[int] = ..., live_accuracy: _Optional[float] = ...) -> None: ...
+
+class RecordFeedbackRequest(_message.Message):
+    __slots__ = ("model_name", "request_id", "labels")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    request_id: str
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model_name: _Optional[str] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RecordFeedbackResponse(_message.Message):
+    __slots__ = ("version", "correct_rows", "live_accuracy", "feedback_rows")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_ROWS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    correct_rows: int
+    live_accuracy: float
+    feedback_rows: int
+    def __init__(self, version: _Optional[str] = ..., correct_rows: _Optional[int] = ..., live_accuracy: _Optional[float] = ..., feedback_rows: _Optional[int] = ...) -> None: ...

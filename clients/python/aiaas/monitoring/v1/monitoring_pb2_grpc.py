@@ -39,6 +39,11 @@ class MonitoringServiceStub:
                 request_serializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.GetDriftRequest.SerializeToString,
                 response_deserializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.GetDriftResponse.FromString,
                 _registered_method=True)
+        self.RecordFeedback = channel.unary_unary(
+                '/aiaas.monitoring.v1.MonitoringService/RecordFeedback',
+                request_serializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.RecordFeedbackRequest.SerializeToString,
+                response_deserializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.RecordFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class MonitoringServiceServicer:
@@ -51,6 +56,13 @@ class MonitoringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordFeedback(self, request, context):
+        """Labels for the rows of an earlier inference request (by its `id`): live accuracy. Needs the write scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +70,11 @@ def add_MonitoringServiceServicer_to_server(servicer, server):
                     servicer.GetDrift,
                     request_deserializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.GetDriftRequest.FromString,
                     response_serializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.GetDriftResponse.SerializeToString,
+            ),
+            'RecordFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFeedback,
+                    request_deserializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.RecordFeedbackRequest.FromString,
+                    response_serializer=aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.RecordFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +104,33 @@ class MonitoringService:
             '/aiaas.monitoring.v1.MonitoringService/GetDrift',
             aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.GetDriftRequest.SerializeToString,
             aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.GetDriftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aiaas.monitoring.v1.MonitoringService/RecordFeedback',
+            aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.RecordFeedbackRequest.SerializeToString,
+            aiaas_dot_monitoring_dot_v1_dot_monitoring__pb2.RecordFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
