@@ -48,6 +48,7 @@ MODEL_SERVICES = (
     "aiaas.registry.v1.RegistryService",
     "inference.GRPCInferenceService",
     "aiaas.monitoring.v1.MonitoringService",
+    "aiaas.explain.v1.ExplanationService",
 )
 SERVER_METHODS = ("ServerLive", "ServerReady", "ServerMetadata")
 

@@ -14,6 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiaas.common.v1 import common_pb2 as c
+from aiaas.explain.v1 import explain_pb2 as e
+from aiaas.explain.v1 import explain_pb2_grpc as eg
 from aiaas.monitoring.v1 import monitoring_pb2 as m
 from aiaas.monitoring.v1 import monitoring_pb2_grpc as mg
 from aiaas.oip.v2 import grpc_service_pb2 as o
@@ -164,6 +166,31 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
         NOT_FOUND,
         "never-sent",
     ),
+    # explanations (served by serialization)
+    ("explain", "Explain", e.ExplainRequest(inputs=[1.0]), INVALID, "model_name"),
+    ("explain", "Explain", e.ExplainRequest(ref=c.VersionRef(model_name="m")), INVALID, "inputs"),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="m"), inputs=[1], method="magic"),
+        INVALID,
+        "method",
+    ),
+    ("explain", "Explain", e.ExplainRequest(ref=c.VersionRef(model_name="m"), inputs=[1], steps=-2), INVALID, "steps"),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="nope", version=1), inputs=[1]),
+        NOT_FOUND,
+        "nope",
+    ),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="../x", version=1), inputs=[1]),
+        INVALID,
+        "name",
+    ),
 ]
 
 STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
@@ -173,6 +200,7 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "inference": og.GRPCInferenceServiceStub,
     "usage": ug.UsageServiceStub,
     "monitoring": mg.MonitoringServiceStub,
+    "explain": eg.ExplanationServiceStub,
 }
 
 
@@ -188,7 +216,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 def _call(suite: Suite, service: str, method: str, request: Any) -> grpc.RpcError | None:
     with grpc.insecure_channel(
-        suite.target({"usage": "registry", "monitoring": "inference"}.get(service, service))
+        suite.target({"usage": "registry", "monitoring": "inference", "explain": "serialization"}.get(service, service))
     ) as channel:
         try:
             getattr(STUBS[service](channel), method)(request, timeout=30)

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serialization_commands",
     "usage_commands",
     "monitor_commands",
+    "explain_commands",
 )
 
 

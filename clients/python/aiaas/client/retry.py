@@ -26,6 +26,7 @@ READ_PREFIXES: tuple[str, ...] = (
     "ModelConfig",
     "ModelStatistics",
     "RepositoryIndex",
+    "Explain",  # computes, stores nothing
 )
 
 
