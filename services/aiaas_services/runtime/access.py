@@ -88,6 +88,12 @@ class Grant:
     models: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scope -> model patterns
     bucket: TokenBucket | None = None
     quota: Quota | None = None
+    _matchers: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # One compiled regular expression per scope: matching runs once per call.
+        for scope, patterns in self.models.items():
+            self._matchers[scope] = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
     def has(self, scope: str) -> bool:
         """Whether the token holds the scope for at least some models."""
@@ -107,7 +113,7 @@ class Grant:
                 f"{self.principal} may {scope} only models matching {', '.join(patterns)}; {method} is not about "
                 "one model"
             )
-        if not any(fnmatch.fnmatchcase(model, pattern) for pattern in patterns):
+        if not self._matchers[scope].match(model):
             raise PermissionDenied(
                 f"{self.principal} may not {scope} model {model!r} (its '{scope}' scope covers {', '.join(patterns)})"
             )
