@@ -59,7 +59,10 @@ def load_tokens(path: str) -> dict[str, Grant]:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected an object mapping tokens to grants")
     return {
-        token: parse_grant(entry, f"{path}: token of {entry.get('principal', '?')!r}") for token, entry in raw.items()
+        token: parse_grant(
+            entry, f"{path}: token of {entry.get('principal', '?') if isinstance(entry, dict) else '?'!r}"
+        )
+        for token, entry in raw.items()
     }
 
 
@@ -163,8 +166,14 @@ def _model_checked(handler: grpc.RpcMethodHandler, grant: Grant, scope: str, met
             await context.abort(exc.code, str(exc))
 
     async def checked_stream(requests: Any) -> Any:
+        # The first message must name an allowed model; later ones are checked when they name one (an
+        # upload's chunks follow its header and name none).
+        first = True
         async for request in requests:
-            check(request)
+            model = model_of(request)
+            if model or first:
+                grant.check_model(scope, model, method)
+            first = False
             yield request
 
     streaming_requests = bool(handler.stream_unary or handler.stream_stream)

@@ -4,8 +4,10 @@ and an inference service serving two of its models to two tokens."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -40,6 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServicePro
             {
                 "deployer": {"principal": "deployer", "scopes": ["read", "write"]},
                 "inference-svc": {"principal": "inference", "scopes": ["read", "write"]},
+                "foo-writer": {"principal": "foo-ci", "scopes": ["read:foo", "write:models/foo"]},
             }
         )
     )
@@ -160,3 +163,27 @@ def test_usage_needs_auth_like_every_read(stack: tuple[ServiceProcess, ServicePr
     registry, _ = stack
     assert cli(["usage", "--target", registry.address, "--json"]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+def test_write_scope_limited_to_one_model_covers_streamed_uploads(
+    stack: tuple[ServiceProcess, ServiceProcess], tmp_path: Path
+) -> None:
+    from aiaas.client.registry import SyncRegistryClient
+
+    registry, _ = stack
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(os.urandom(300_000))
+    with SyncRegistryClient(registry.address, metadata=[("authorization", "Bearer deployer")]) as deployer:
+        other = deployer.create_version("bar")
+    with SyncRegistryClient(registry.address, metadata=[("authorization", "Bearer foo-writer")]) as writer:
+        version = writer.push("foo", {"w.bin": weights}, inline_bytes=0)  # header, then chunks naming no model
+        assert version.model_name == "foo" and version.artifacts[0].size_bytes == 300_000
+        with pytest.raises(grpc.RpcError) as denied:
+            writer.upload_file("bar", other.version, "w.bin", weights)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "may not write model 'bar'" in (denied.value.details() or "")
+        with pytest.raises(grpc.RpcError) as listing:
+            writer.list_models()
+        assert listing.value.code() == grpc.StatusCode.PERMISSION_DENIED and "not about one model" in (
+            listing.value.details() or ""
+        )
