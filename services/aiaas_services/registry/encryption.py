@@ -24,7 +24,7 @@ import os
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -345,6 +345,8 @@ class EncryptedWriter:
 class EncryptedBlobStore:
     """A BlobStore that keeps only ciphertext in ``inner`` (a local folder or an S3 bucket)."""
 
+    path_of: Callable[[str], Path]
+
     def __init__(self, inner: BlobStore, keyring: Keyring, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.inner = inner
         self.keyring = keyring
@@ -352,6 +354,9 @@ class EncryptedBlobStore:
         self.shelf = shelf_for(inner)
         self.commit_lock = threading.Lock()
         self._warned_plain = False
+        if isinstance(inner, LocalBlobStore):
+            # Where the (encrypted) blob lies on disk, for the GC's size report; absent for S3, as there.
+            self.path_of = inner.path_of
 
     def writer(self) -> BlobWriter:
         return EncryptedWriter(self)
@@ -457,14 +462,6 @@ class EncryptedBlobStore:
                 self.shelf.delete(name)
                 removed += 1
         return removed
-
-    def path_of(self, digest: str) -> Path:
-        """Where the (encrypted) blob lives on disk, for the GC's size report; local stores only."""
-        path_of = getattr(self.inner, "path_of", None)
-        if path_of is None:
-            raise AttributeError("path_of")
-        result: Path = path_of(digest)
-        return result
 
     def rotate(self) -> RotationReport:
         """Re-wrap every data key not under the primary KEK with it; blobs are not touched."""
