@@ -19,6 +19,9 @@ from aiaas_services.inference.metrics import observer_factory
 from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader
 from aiaas_services.inference.monitor_servicer import MonitoringServicer
 from aiaas_services.inference.providers import ProviderConfig
+from aiaas_services.inference.rest.app import RestApp
+from aiaas_services.inference.rest.auth import HttpAuth
+from aiaas_services.inference.rest.server import HttpServer
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
 from aiaas_services.inference.usage import UsageFlusher, new_meter
@@ -70,7 +73,15 @@ def build_manager(settings: InferenceSettings) -> ModelManager:
         load_variants=settings.load_variants,
         drain_seconds=settings.drain_seconds,
         backoff_max=settings.watch_backoff_max_seconds,
+        default_alias=settings.default_alias,
     )
+
+
+def rest_app(settings: InferenceSettings, manager: ModelManager, servicer: InferenceServicer) -> RestApp:
+    """The REST front door over the same manager, with the service's tokens and audit log."""
+    audit = settings.home_path / "audit" / f"{settings.service_name}.jsonl" if settings.audit_log else None
+    auth = HttpAuth.from_settings(settings.auth_tokens_file, audit)
+    return RestApp(manager, servicer, auth, settings.max_message_bytes)
 
 
 def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
@@ -120,6 +131,8 @@ class InferenceApp:
             else None
         )
         self.servicer = InferenceServicer(self.manager, self.ready, self.usage, self.monitor)
+        self.http: HttpServer | None = None
+        self.http_port: int | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
@@ -133,6 +146,11 @@ class InferenceApp:
         """Load the models (health turns SERVING after this returns)."""
         if self.settings.gil_switch_interval_us > 0:
             sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)
+        if self.settings.http_port >= 0:  # up first: /v2/health/live answers while the models load
+            self.http = HttpServer(
+                rest_app(self.settings, self.manager, self.servicer), self.settings, self.settings.http_port
+            )
+            self.http_port = await self.http.start()
         await self.manager.start()
         if self.usage is not None and self.settings.registry_target:
             self.flusher = UsageFlusher(
@@ -143,9 +161,15 @@ class InferenceApp:
             self.monitor.start(self.settings.monitoring_interval_seconds)
         self.ready.set()
 
+    async def drain(self) -> None:
+        """Not ready any more; the REST server finishes its in-flight requests and stops (gRPC stops next)."""
+        self.ready.clear()
+        if self.http is not None:
+            await self.http.stop()
+
     async def close(self) -> None:
         """Drain and release every model."""
-        self.ready.clear()
+        await self.drain()
         if self.flusher is not None:
             await self.flusher.close()
         if self.monitor is not None:

@@ -8,7 +8,7 @@ import grpc
 
 from aiaas.usage.v1 import usage_pb2, usage_pb2_grpc
 from aiaas_services.registry import usage
-from aiaas_services.registry.service import Registry
+from aiaas_services.registry.catalog import Registry
 from aiaas_services.runtime.errors import InvalidArgument
 
 
