@@ -94,3 +94,11 @@ class InferenceSettings(ServiceSettings):
     monitoring_sample_every: int = setting(8, "Keep one request in this many for the drift window.")
     monitoring_window: int = setting(2048, "Rows in each served version's rolling drift window.")
     monitoring_interval_seconds: float = setting(5.0, "How often the drift windows are scored (Prometheus, history).")
+
+    # Worker processes (inference/supervisor.py).
+    workers: str = setting(
+        "1",
+        "Inference processes sharing the port (SO_REUSEPORT), each with its own sessions and intra-op threads "
+        "divided among them; 'auto' = usable cores (CPU affinity, cgroup quota). Metrics: metrics_port + index.",
+    )
+    reuse_port: bool = setting(False, "Bind the port with SO_REUSEPORT (the supervisor sets it for each worker).")
