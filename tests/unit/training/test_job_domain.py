@@ -179,7 +179,8 @@ def test_sgd_step_schedule_l1_and_clipping_train(tmp_path: Path) -> None:
     assert result["test_metrics"]["accuracy"] > 0.6
     assert (tmp_path / "result" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     reference = json.loads((tmp_path / "result" / "reference.json").read_text())
-    assert len(reference["features"]) == 64 and len(reference["classes"]) == 10
+    assert len(reference["features"]) == result["num_features"]
+    assert len(reference["classes"]) == result["num_classes"]
     assert sum(reference["classes"]) == pytest.approx(1.0)
 
 
