@@ -23,6 +23,9 @@ from aiaas_services.inference.codec import decode_inputs, encode_response, outpu
 from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import REQUEST_COUNTS
 from aiaas_services.inference.model import LoadedModel
+from aiaas_services.inference.monitor import DriftMonitor
+from aiaas_services.inference.usage import UsageMeter
+from aiaas_services.runtime.auth import current_principal
 from aiaas_services.runtime.errors import INTERNAL_MESSAGE, DomainError, InvalidArgument, NotFound, status_for
 
 logger = logging.getLogger(__name__)
@@ -56,11 +59,20 @@ def _duration(count: int, ns: int) -> pb.StatisticDuration:
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """GRPCInferenceService over a ModelManager."""
 
-    def __init__(self, manager: ModelManager, ready: asyncio.Event, stream_max_in_flight: int = 16) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        ready: asyncio.Event,
+        stream_max_in_flight: int = 16,
+        usage: UsageMeter | None = None,
+        monitor: DriftMonitor | None = None,
+    ) -> None:
         self.manager = manager
         self.ready = ready
         self.stream_max_in_flight = max(1, stream_max_in_flight)
         self.counts = REQUEST_COUNTS
+        self.usage = usage
+        self.monitor = monitor
 
     # ---- health-like ----------------------------------------------------------------------------------
 
@@ -156,6 +168,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         variant = request_variant(request)
         result = await plane.infer(self.manager, request.model_name, request.model_version, variant, decode, deadline)
+        if self.usage is not None:
+            self.usage.add(current_principal.get(), result.model.name, result.rows, result.elapsed_ns)
+        if self.monitor is not None:
+            self.monitor.observe(result.model, result.inputs, result.outputs, request.id)
         return encode_response(request, result.model, result.outputs, result.selected)
 
     async def ModelStreamInfer(

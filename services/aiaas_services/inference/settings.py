@@ -92,6 +92,16 @@ class InferenceSettings(ServiceSettings):
         "get the GIL back from a busy event loop sooner after each ONNX Runtime run; 0 keeps Python's default.",
     )
     drain_seconds: float = setting(30.0, "How long a replaced version may take to finish its queued requests.")
+    usage_metering: bool = setting(
+        True, "Count requests, rows and compute seconds per caller and model (Prometheus; the registry's usage)."
+    )
+    usage_flush_seconds: float = setting(10.0, "How often counted usage is sent to the registry (in the background).")
+    monitoring: bool = setting(
+        True, "Score input and prediction drift (PSI) of sampled requests against the training reference."
+    )
+    monitoring_sample_every: int = setting(8, "Keep one request in this many for the drift window.")
+    monitoring_window: int = setting(2048, "Rows in each served version's rolling drift window.")
+    monitoring_interval_seconds: float = setting(5.0, "How often the drift windows are scored (Prometheus, history).")
 
     # Worker processes (inference/supervisor.py).
     workers: str = setting(

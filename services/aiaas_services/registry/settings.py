@@ -37,3 +37,9 @@ class RegistrySettings(ServiceSettings):
         "Hash the whole stored blob while serving a download, resumed ones too (the stream ends with DATA_LOSS "
         "on rot); off saves reading the skipped prefix of a resumed download.",
     )
+    encryption_key_file: str = setting(
+        "",
+        "File of AES-256 key-encryption keys (base64, one a line; the first wraps new blobs' keys, the others only "
+        "unwrap, during a rotation). Set = blobs encrypted at rest. Empty = encryption_keys, else off.",
+    )
+    encryption_keys: str = setting("", "The same keys inline, comma-separated (prefer the key file).")

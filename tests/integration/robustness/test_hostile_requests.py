@@ -10,9 +10,14 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiaas.common.v1 import common_pb2 as c
+from aiaas.explain.v1 import explain_pb2 as e
+from aiaas.explain.v1 import explain_pb2_grpc as eg
+from aiaas.monitoring.v1 import monitoring_pb2 as m
+from aiaas.monitoring.v1 import monitoring_pb2_grpc as mg
 from aiaas.oip.v2 import grpc_service_pb2 as o
 from aiaas.oip.v2 import grpc_service_pb2_grpc as og
 from aiaas.registry.v1 import registry_pb2 as r
@@ -21,6 +26,8 @@ from aiaas.serialization.v1 import serialization_pb2 as s
 from aiaas.serialization.v1 import serialization_pb2_grpc as sg
 from aiaas.training.v1 import training_pb2 as t
 from aiaas.training.v1 import training_pb2_grpc as tg
+from aiaas.usage.v1 import usage_pb2 as u
+from aiaas.usage.v1 import usage_pb2_grpc as ug
 from aiaas_services.suite import DEFAULT_PORTS, Suite
 from tests.integration.robustness.conftest import assert_clean_details
 from tests.integration.robustness.raw_bytes import deep_nesting, unary_raw
@@ -47,6 +54,11 @@ def spec(**overrides: Any) -> t.StartTrainingJobRequest:
 
 def arch(**kind: Any) -> t.Architecture:
     return t.Architecture(**kind)
+
+
+def usage_of(**fields: Any) -> u.RecordUsageRequest:
+    """A usage report of one entry."""
+    return u.RecordUsageRequest(entries=[u.UsageEntry(**fields)])
 
 
 # (service, method, request, expected code, a fragment the message must contain)
@@ -204,6 +216,52 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
         "relative path",
     ),
     ("inference-repo", "ModelInfer", o.ModelInferRequest(model_name="hardlink"), UNAVAILABLE, "hard link"),
+    # usage metering (served by the registry)
+    ("usage", "RecordUsage", usage_of(principal="", model="m", requests=1), INVALID, "principal"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", requests=-5), INVALID, ">= 0"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", compute_seconds=float("nan")), INVALID, ">= 0"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", rows=2**62), INVALID, "<="),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m\n", requests=1), INVALID, "model"),
+    ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=-(10**12))), INVALID, "since"),
+    ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=5, nanos=-1)), INVALID, "nanos"),
+    # drift monitoring (served by inference)
+    ("monitoring", "GetDrift", m.GetDriftRequest(), INVALID, "model_name"),
+    ("monitoring", "GetDrift", m.GetDriftRequest(model_name="x" * 300), INVALID, "model_name"),
+    ("monitoring", "GetDrift", m.GetDriftRequest(model_name="nope"), NOT_FOUND, "nope"),
+    ("monitoring", "RecordFeedback", m.RecordFeedbackRequest(model_name="mlp", labels=[1]), INVALID, "request_id"),
+    ("monitoring", "RecordFeedback", m.RecordFeedbackRequest(model_name="mlp", request_id="r"), INVALID, "labels"),
+    (
+        "monitoring",
+        "RecordFeedback",
+        m.RecordFeedbackRequest(model_name="mlp", request_id="never-sent", labels=[1]),
+        NOT_FOUND,
+        "never-sent",
+    ),
+    # explanations (served by serialization)
+    ("explain", "Explain", e.ExplainRequest(inputs=[1.0]), INVALID, "model_name"),
+    ("explain", "Explain", e.ExplainRequest(ref=c.VersionRef(model_name="m")), INVALID, "inputs"),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="m"), inputs=[1], method="magic"),
+        INVALID,
+        "method",
+    ),
+    ("explain", "Explain", e.ExplainRequest(ref=c.VersionRef(model_name="m"), inputs=[1], steps=-2), INVALID, "steps"),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="nope", version=1), inputs=[1]),
+        NOT_FOUND,
+        "nope",
+    ),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="../x", version=1), inputs=[1]),
+        INVALID,
+        "name",
+    ),
 ]
 
 # Calls made once before the table, whose state some cases need.
@@ -218,6 +276,9 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "training": tg.TrainingServiceStub,
     "serialization": sg.SerializationServiceStub,
     "inference": og.GRPCInferenceServiceStub,
+    "usage": ug.UsageServiceStub,
+    "monitoring": mg.MonitoringServiceStub,
+    "explain": eg.ExplanationServiceStub,
 }
 
 
@@ -232,6 +293,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     yield running
     codes = running.stop()
     assert set(codes.values()) == {0}, codes
+
+
+HOSTS = {"health": "registry", "usage": "registry", "monitoring": "inference", "explain": "serialization"}
+"""The suite service that answers each table entry's calls."""
 
 
 def _call(target: str, service: str, method: str, request: Any) -> grpc.RpcError | None:
@@ -264,7 +329,7 @@ def test_hostile_request(
         repo: ServiceProcess = request.getfixturevalue("broken_repository")
         target, home = repo.address, repo.home
     else:
-        target, home = suite.target("registry" if service == "health" else service), Path(suite.home)
+        target, home = suite.target(HOSTS.get(service, service)), Path(suite.home)
     error = _call(target, service, method, request_message)
     assert error is not None, f"{service}.{method} accepted a hostile request: {request_message!r:.200}"
     assert error.code() == code, (error.code(), error.details())
