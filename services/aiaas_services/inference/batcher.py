@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from opentelemetry import context as otel_context
@@ -49,6 +51,9 @@ class BatchPolicy:
     # (measured): for a model that computes in tens of microseconds, the thread hop costs more than the
     # run. 0 = always use the threads. Needs max_queue_delay_s == 0 (the loop never waits for a batch).
     inline_below_s: float = 0.0
+    # Record batch, queue-wait and run spans per batch (off: each request's span carries those figures
+    # as attributes).
+    trace_spans: bool = False
 
 
 @dataclass
@@ -251,6 +256,21 @@ class Batcher:
             self._loop.call_soon_threadsafe(_expire, expired, self.name)
         return batch
 
+    @contextlib.contextmanager
+    def _batch_spans(self, batch: list[WorkItem], rows: int, longest_wait: float) -> Iterator[None]:
+        """The fine-grained spans: ``inference.batch`` (current while the batch runs) with the oldest request's
+        ``inference.queue_wait`` under it. The batch belongs to its first request's trace and links the
+        others' (a trace has one parent chain)."""
+        links = [trace.Link(trace.get_current_span(item.trace_context).get_span_context()) for item in batch[1:]]
+        with tracer.start_as_current_span("inference.batch", context=batch[0].trace_context, links=links) as span:
+            now_ns = time.time_ns()
+            tracer.start_span("inference.queue_wait", start_time=now_ns - int(longest_wait * 1e9)).end(now_ns)
+            span.set_attribute("inference.model", self.name)
+            span.set_attribute("inference.batch_requests", len(batch))
+            span.set_attribute("inference.batch_rows", rows)
+            span.set_attribute("inference.queue_wait_max_ms", longest_wait * 1e3)
+            yield
+
     def _wait_for_fill(self, now: float) -> None:
         """With a queue delay configured, wait (lock held) until a preferred size is queued or the oldest is due."""
         target = min(self.policy.preferred_batch_sizes or (self.policy.max_batch_size,))
@@ -282,23 +302,19 @@ class Batcher:
         started = time.monotonic()
         waits = [started - item.enqueued for item in batch]
         rows = sum(item.rows for item in batch)
-        # The batch belongs to its first request's trace and links the others' (a trace has one parent chain).
-        links = [trace.Link(trace.get_current_span(item.trace_context).get_span_context()) for item in batch[1:]]
-        with tracer.start_as_current_span("inference.batch", context=batch[0].trace_context, links=links) as span:
-            if span.is_recording():
-                # The oldest request's wait as its own span ending now (one per batch, so cheap).
-                now_ns = time.time_ns()
-                tracer.start_span("inference.queue_wait", start_time=now_ns - int(max(waits) * 1e9)).end(now_ns)
-                span.set_attribute("inference.model", self.name)
-                span.set_attribute("inference.batch_requests", len(batch))
-                span.set_attribute("inference.batch_rows", rows)
-                span.set_attribute("inference.queue_wait_max_ms", max(waits) * 1e3)
+        fine = self.policy.trace_spans and trace.get_current_span(batch[0].trace_context).is_recording()
+        # Only when asked for: batch, queue-wait and run spans (one set per batch). Otherwise each request's
+        # own span gets the same facts as attributes (``_annotate``), which costs next to nothing.
+        with self._batch_spans(batch, rows, max(waits)) if fine else contextlib.nullcontext():
             try:
                 if len(batch) == 1:
                     feeds = batch[0].inputs
                 else:
                     feeds = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
-                with tracer.start_as_current_span("inference.ort_run"):
+                if fine:
+                    with tracer.start_as_current_span("inference.ort_run"):
+                        outputs = run(feeds)
+                else:
                     outputs = run(feeds)
                 results = [outputs] if len(batch) == 1 else _split(outputs, [item.rows for item in batch])
             except Exception as exc:
@@ -309,6 +325,7 @@ class Batcher:
                     self._loop.call_soon_threadsafe(_fail, batch, exc)
                 return
         elapsed = time.monotonic() - started
+        _annotate(batch, self.name, rows, elapsed, started)
         # Count the batch before answering: a caller that reads statistics right after its response
         # must see the execution that produced it.
         with self._stats_lock:
@@ -330,6 +347,23 @@ class Batcher:
             self._loop.call_soon_threadsafe(_deliver, batch, results)
         if self._observe is not None:
             self._observe(rows, elapsed, waits)
+
+
+def _annotate(batch: list[WorkItem], model: str, rows: int, elapsed: float, started: float) -> None:
+    """Put queue wait, batch size and run time on each sampled request's span (its SERVER span)."""
+    shared: dict[str, Any] | None = None
+    for item in batch:
+        span = trace.get_current_span(item.trace_context)
+        if not span.is_recording():
+            continue
+        if shared is None:
+            shared = {
+                "inference.model": model,
+                "inference.batch_requests": len(batch),
+                "inference.batch_rows": rows,
+                "inference.run_ms": elapsed * 1e3,
+            }
+        span.set_attributes({**shared, "inference.queue_wait_ms": (started - item.enqueued) * 1e3})
 
 
 def _split(outputs: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:

@@ -174,7 +174,12 @@ class LoadedModel:
         effective = (
             policy
             if self.batchable
-            else BatchPolicy(enabled=False, queue_limit=policy.queue_limit, inline_below_s=policy.inline_below_s)
+            else BatchPolicy(
+                enabled=False,
+                queue_limit=policy.queue_limit,
+                inline_below_s=policy.inline_below_s,
+                trace_spans=policy.trace_spans,
+            )
         )
         if providers and providers[0] == CUDA and io_binding:
             runners = [bound_runner(session, "cuda", cuda_device_id) for session in sessions]

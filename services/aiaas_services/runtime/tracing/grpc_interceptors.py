@@ -88,6 +88,8 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self._tracer_provider = tracer_provider
         self._tracer: trace.Tracer | None = None
+        # method -> (handler seen, its traced twin): built once, not on every RPC.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def _active(self) -> bool:
         return self._tracer_provider is not None or tracing_enabled()
@@ -107,13 +109,19 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not self._active():
             return handler
         method: str = handler_call_details.method  # type: ignore[attr-defined]
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if method.startswith(UNTRACED_PREFIXES):
-            return handler
-        return wrap_handler(
-            handler,
-            unary=lambda fn: self._unary(fn, method),
-            stream=lambda fn: self._streaming(fn, method),
-        )
+            wrapped = handler
+        else:
+            wrapped = wrap_handler(
+                handler,
+                unary=lambda fn: self._unary(fn, method),
+                stream=lambda fn: self._streaming(fn, method),
+            )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _start(self, method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span, Context]:
         """The SERVER span, and the context to run the handler in (the span plus the caller's baggage)."""
