@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from random import getrandbits as _random_bits
 from typing import Any
@@ -82,7 +82,21 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-_compact = json.JSONEncoder(separators=(",", ":"), default=str).encode
+def _compact_encoder() -> Callable[[Any], str]:
+    """Compact JSON (unknown types as ``str``) through one reused C encoder: ``JSONEncoder.encode`` builds a
+    new one on every call, which costs more than encoding a span's few attributes."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(separators=(",", ":"), default=str).encode
+    encode = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+    def compact(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return compact
+
+
+_compact = _compact_encoder()
 _UNSET_STATUS = '{"code":"UNSET","description":null}'
 _KIND_NAMES = {kind: kind.name for kind in SpanKind}
 _json_text = functools.lru_cache(maxsize=4096)(_compact)  # span and service names repeat: encode once
@@ -174,6 +188,17 @@ class JsonLinesSpanExporter(SpanExporter):
 
 # --- the light tracer for the file exporter ---------------------------------------------------------------
 
+
+class StaticAttributes(dict[str, Any]):
+    """Start attributes shared by every span of a kind (an RPC's ``rpc.*``) and never changed after creation:
+    a light span keeps them by reference, and their JSON is encoded once rather than once per span."""
+
+    @functools.cached_property
+    def json(self) -> str:
+        """The attributes as one compact JSON object."""
+        return _compact(self)
+
+
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _MAX_ITEMS = 128  # attributes, events and links per span, as the SDK's default limits
@@ -188,6 +213,7 @@ class LightSpan(trace.Span):
 
     __slots__ = (
         "_attributes",
+        "_base",
         "_context",
         "_end_ns",
         "_events",
@@ -216,7 +242,9 @@ class LightSpan(trace.Span):
         self._context = context
         self._parent = parent
         self._kind = kind
-        self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        # Shared start attributes are kept by reference; what is set later goes to ``_attributes``.
+        self._base = attributes if type(attributes) is StaticAttributes else None
+        self._attributes: dict[str, Any] = dict(attributes) if attributes and self._base is None else {}
         self._events: list[tuple[str, int, dict[str, Any]]] | None = None
         self._links: list[trace.Link] | None = list(links)[:_MAX_ITEMS] if links else None
         self._start_ns = start_ns
@@ -241,7 +269,8 @@ class LightSpan(trace.Span):
         """Set several attributes (ignored once ended, or past 128)."""
         if self._end_ns is not None:
             return
-        if len(self._attributes) + len(attributes) <= _MAX_ITEMS:
+        base = self._base
+        if base is None and len(self._attributes) + len(attributes) <= _MAX_ITEMS:
             self._attributes.update(attributes)
             return
         for key, value in attributes.items():
@@ -249,7 +278,14 @@ class LightSpan(trace.Span):
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set one attribute (ignored once ended, or past 128)."""
-        if self._end_ns is None and (len(self._attributes) < _MAX_ITEMS or key in self._attributes):
+        if self._end_ns is not None:
+            return
+        base = self._base
+        if base is not None and key in base:  # overriding a shared one: this span gets its own copy
+            self._attributes = {**base, **self._attributes}
+            self._base = base = None
+        count = len(self._attributes) + (len(base) if base is not None else 0)
+        if count < _MAX_ITEMS or key in self._attributes:
             self._attributes[key] = value
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
@@ -331,9 +367,17 @@ class LightSpan(trace.Span):
             f'{{"trace_id":"{ctx.trace_id:032x}","span_id":"{ctx.span_id:016x}","parent_id":{parent_json},'
             f'"name":{_json_text(self._name)},"service":{service_json},'
             f'"kind":"{_KIND_NAMES[self._kind]}","start_ns":{self._start_ns},"end_ns":{self._end_ns},'
-            f'"attributes":{_compact(self._attributes)},"events":{events_json},"status":{status_json},'
+            f'"attributes":{self._attributes_json()},"events":{events_json},"status":{status_json},'
             f'"links":{links_json}}}'
         )
+
+    def _attributes_json(self) -> str:
+        base = self._base
+        if base is None:
+            return _compact(self._attributes)
+        if not self._attributes:
+            return base.json
+        return f"{base.json[:-1]},{_compact(self._attributes)[1:]}" if base else _compact(self._attributes)
 
 
 def _link_dict(link: trace.Link) -> dict[str, Any]:
