@@ -152,6 +152,24 @@ class Batcher:
             self._loop.call_soon(self._flush)
         return future
 
+    def run_alone(
+        self, inputs: dict[str, np.ndarray], rows: int, key: Hashable, deadline: float | None
+    ) -> list[np.ndarray] | None:
+        """Run a lone request now, on the event loop, when runs are inline-cheap and nothing is queued.
+
+        For the caller that knows no other request is in flight: waiting for the end of the loop turn
+        (a future, a scheduled flush, another turn to wake the caller) would batch nothing. None when it
+        does not apply (the caller then uses ``submit``).
+        """
+        if self._pending or (deadline is not None and deadline <= time.monotonic()):
+            return None
+        with self._cond:
+            if self._closing or self._queue or not self._runs_inline():
+                return None
+        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
+        self._execute(self._inline_run, [WorkItem(inputs, rows, key, deadline, future)], inline=True)  # type: ignore[arg-type]
+        return future.result()  # set by the run, or its exception raised here
+
     def _flush(self) -> None:
         """Hand this loop turn's requests to the instances, or run them here when runs are that cheap."""
         self._flush_scheduled = False

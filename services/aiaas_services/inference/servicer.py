@@ -59,6 +59,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self.manager = manager
         self.ready = ready
         self.counts = REQUEST_COUNTS
+        self._in_flight = 0  # ModelInfer requests between validation and answer (on the event loop)
 
     # ---- health-like ----------------------------------------------------------------------------------
 
@@ -151,15 +152,26 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         started = time.perf_counter_ns()
         model = self.manager.resolve(request.model_name, request.model_version, request_variant(request))
+        self._in_flight += 1
         try:
             arrays = decode_inputs(request, model)
             selected = output_selection(request, model)
             prepared = model.prepare(arrays)
-            outputs = await model.batcher.submit(prepared.inputs, prepared.rows, prepared.key, deadline)
+            batcher = model.batcher
+            # The only request in flight: nothing to batch it with, so skip the queue's round trip if it can.
+            outputs = (
+                batcher.run_alone(prepared.inputs, prepared.rows, prepared.key, deadline)
+                if self._in_flight == 1
+                else None
+            )
+            if outputs is None:
+                outputs = await batcher.submit(prepared.inputs, prepared.rows, prepared.key, deadline)
             response = encode_response(request, model, outputs, selected)
         except BaseException:
+            self._in_flight -= 1
             self.counts.record(model.name, model.version, False, time.perf_counter_ns() - started)
             raise
+        self._in_flight -= 1
         self.counts.record(model.name, model.version, True, time.perf_counter_ns() - started)
         return response
 

@@ -132,6 +132,22 @@ async def test_cheap_runs_move_onto_the_event_loop_and_still_batch() -> None:
     batcher.close(5)
 
 
+async def test_a_lone_cheap_request_runs_at_once_without_a_future() -> None:
+    run = ThreadRecorder()
+    batcher = Batcher("m", [run], BatchPolicy(inline_below_s=0.5), asyncio.get_running_loop())
+    assert batcher.run_alone(rows(1), 1, (4,), None) is None, "run time not measured yet: use submit"
+    await batcher.submit(rows(1), 1, (4,), None)
+    (out,) = batcher.run_alone(rows(1, 3.0), 1, (4,), None)  # answered synchronously, on the loop
+    np.testing.assert_array_equal(out, np.full((1, 4), 6.0))
+    assert run.threads[1:] == [threading.current_thread().name]
+    assert batcher.stats.executions == 2 and batcher.stats.inferences == 2
+    queued = batcher.submit(rows(1), 1, (4,), None)
+    assert batcher.run_alone(rows(1), 1, (4,), None) is None, "another request waits: batch with it instead"
+    assert batcher.run_alone(rows(1), 1, (4,), time.monotonic() - 1) is None, "expired: the queue answers it"
+    await queued
+    batcher.close(5)
+
+
 async def test_runs_slower_than_the_inline_limit_stay_on_the_instances() -> None:
     run = ThreadRecorder(seconds=0.02)
     batcher = Batcher("m", [run], BatchPolicy(inline_below_s=0.005), asyncio.get_running_loop())
