@@ -14,7 +14,9 @@ and ``inference.pyload.rps|p99_ms.<target>.c50`` (targets ``echo``, ``mlp.defaul
 
 Records (see /work/shared/BENCH.md): ``inference.rps|p50_ms|p99_ms.<model>.c<N>.batching_<on|off>``,
 ``inference.served_vs_raw_ort.<model>.c<N>.batching_<on|off>``, ``inference.latency_vs_echo.<model>.c1``,
-``inference.batching_gain.<model>.c32``, plus ``inference.rps_vs_echo.<model>.c<N>.batching_<on|off>``,
+``inference.batching_gain.<model>.c32``, ``inference.rest_vs_grpc.<model>.c<N>.<json|binary>`` and
+``inference.rest_p50_ms.<model>.c1.<json|binary>`` (bench/inference_rest.py), plus
+``inference.rps_vs_echo.<model>.c<N>.batching_<on|off>``,
 ``inference.batching_on_vs_off.<model>.c1`` and the echo server's own ``inference.rps|p50_ms.echo.c<N>``.
 A plot of p50 latency against concurrency goes to bench/results/inference_latency.png.
 
@@ -156,7 +158,7 @@ def start_inference(home: Path, repository: Path, batching: bool) -> tuple[subpr
         "AIAAS_INFERENCE_INSTANCES": "2",
         "AIAAS_INFERENCE_INTRA_OP_THREADS": "1",
     }
-    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file), "--http-port", "-1"]
     return _start(args, env, port_file, home / f"inference-{label}.log")
 
 
@@ -168,7 +170,8 @@ def start_defaults(home: Path, repository: Path) -> tuple[subprocess.Popen[bytes
         "AIAAS_INFERENCE_MODEL_REPOSITORY": str(repository),
         "AIAAS_LOG_LEVEL": "WARNING",
     }
-    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    # The REST door is on by default too; on a free port rather than 8000, so runs cannot collide.
+    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file), "--http-port", "0"]
     return start_process(args, env, port_file, home / "inference-defaults.log")
 
 
@@ -381,6 +384,9 @@ def run(quick: bool) -> list[Record]:
             model if model == "echo" else f"{model} {label if label == 'defaults' else 'batching ' + label}", {}
         )[concurrency] = figures["p50_ms"]
     _plot(curves, RESULTS / "inference_latency.png")
+    from bench import inference_rest  # REST vs gRPC on one server: inference.rest_vs_grpc.*
+
+    records += inference_rest.run(quick)
     return records
 
 

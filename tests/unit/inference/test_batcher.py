@@ -137,7 +137,9 @@ async def test_a_lone_cheap_request_runs_at_once_without_a_future() -> None:
     batcher = Batcher("m", [run], BatchPolicy(inline_below_s=0.5), asyncio.get_running_loop())
     assert batcher.run_alone(rows(1), 1, (4,), None) is None, "run time not measured yet: use submit"
     await batcher.submit(rows(1), 1, (4,), None)
-    (out,) = batcher.run_alone(rows(1, 3.0), 1, (4,), None)  # answered synchronously, on the loop
+    outputs = batcher.run_alone(rows(1, 3.0), 1, (4,), None)  # answered synchronously, on the loop
+    assert outputs is not None
+    (out,) = outputs
     np.testing.assert_array_equal(out, np.full((1, 4), 6.0))
     assert run.threads[1:] == [threading.current_thread().name]
     assert batcher.stats.executions == 2 and batcher.stats.inferences == 2
