@@ -45,6 +45,7 @@ def load_options(settings: InferenceSettings) -> LoadOptions:
         queue_limit=max(1, settings.queue_limit),
         inline_below_s=max(0, settings.inline_run_below_us) / 1e6,
         trace_spans=settings.trace_batch_spans,
+        cancel_checks=settings.cancel_checks,
     )
     return LoadOptions(
         config=config,
@@ -104,7 +105,7 @@ class InferenceApp:
         self.settings = settings
         self.manager = build_manager(settings)
         self.ready = asyncio.Event()
-        self.servicer = InferenceServicer(self.manager, self.ready)
+        self.servicer = InferenceServicer(self.manager, self.ready, settings.stream_max_in_flight)
         self.http: HttpServer | None = None
         self.http_port: int | None = None
 

@@ -68,7 +68,7 @@ async def infer(
         # The only request in flight: nothing to batch it with, so skip the queue's round trip if it can.
         outputs = batcher.run_alone(prepared.inputs, prepared.rows, prepared.key, deadline) if _in_flight == 1 else None
         if outputs is None:
-            outputs = await batcher.submit(prepared.inputs, prepared.rows, prepared.key, deadline)
+            outputs = await batcher.infer(prepared.inputs, prepared.rows, prepared.key, deadline)
     except BaseException:
         _in_flight -= 1
         counts.record(model.name, model.version, False, time.perf_counter_ns() - started)

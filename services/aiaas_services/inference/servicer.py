@@ -56,9 +56,10 @@ def _duration(count: int, ns: int) -> pb.StatisticDuration:
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """GRPCInferenceService over a ModelManager."""
 
-    def __init__(self, manager: ModelManager, ready: asyncio.Event) -> None:
+    def __init__(self, manager: ModelManager, ready: asyncio.Event, stream_max_in_flight: int = 16) -> None:
         self.manager = manager
         self.ready = ready
+        self.stream_max_in_flight = max(1, stream_max_in_flight)
         self.counts = REQUEST_COUNTS
 
     # ---- health-like ----------------------------------------------------------------------------------
@@ -160,12 +161,22 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests run concurrently; answers come back in request order; a failure answers in-stream."""
+        """Requests run concurrently; answers come back in request order; a failure answers in-stream.
+
+        At most ``stream_max_in_flight`` requests of a stream are in work or wait for their reply to be
+        sent; at that bound the stream stops reading, so HTTP/2 flow control holds the client's writes
+        back (a client that sends without reading cannot grow the server's memory).
+        """
         pending: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.stream_max_in_flight)
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
+                while True:
+                    await slots.acquire()
+                    request = await anext(request_iterator, None)  # type: ignore[call-overload]
+                    if request is None:
+                        return
                     remaining = context.time_remaining()
                     deadline = None if remaining is None else time.monotonic() + remaining
                     pending.put_nowait(asyncio.ensure_future(self._infer(request, deadline)))
@@ -183,9 +194,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     code, message = status_for(exc)
                     text = message if code != grpc.StatusCode.INTERNAL else INTERNAL_MESSAGE
                     yield pb.ModelStreamInferResponse(error_message=f"{code.name}: {text}")
+                finally:
+                    slots.release()  # after the reply was handed to grpc (or failed)
             await reader
         finally:
             reader.cancel()
+            while not pending.empty():  # the client went away: its queued requests need not run
+                left = pending.get_nowait()
+                if left is not None:
+                    left.cancel()
 
     # ---- statistics and repository --------------------------------------------------------------------
 

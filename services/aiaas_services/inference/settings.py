@@ -82,6 +82,14 @@ class InferenceSettings(ServiceSettings):
         "Trace each batch as its own spans (inference.batch, inference.queue_wait, inference.ort_run); off, each "
         "sampled request's span carries the queue wait, batch size and run time as attributes instead.",
     )
+    cancel_checks: bool = setting(
+        True,
+        "Skip queued requests whose caller cancelled, and stop (RunOptions.terminate) runs whose requests all "
+        "went away or expired; off = run every queued request.",
+    )
+    stream_max_in_flight: int = setting(
+        16, "Requests of one ModelStreamInfer stream being worked on or awaiting their reply; reading pauses there."
+    )
     max_elements: int = setting(64 * 1024 * 1024, "Most tensor elements one request may carry.")
     gil_switch_interval_us: int = setting(
         1000,
@@ -89,3 +97,11 @@ class InferenceSettings(ServiceSettings):
         "get the GIL back from a busy event loop sooner after each ONNX Runtime run; 0 keeps Python's default.",
     )
     drain_seconds: float = setting(30.0, "How long a replaced version may take to finish its queued requests.")
+
+    # Worker processes (inference/supervisor.py).
+    workers: str = setting(
+        "1",
+        "Inference processes sharing the port (SO_REUSEPORT), each with its own sessions and intra-op threads "
+        "divided among them; 'auto' = usable cores (CPU affinity, cgroup quota). Metrics: metrics_port + index.",
+    )
+    reuse_port: bool = setting(False, "Bind the port with SO_REUSEPORT (the supervisor sets it for each worker).")

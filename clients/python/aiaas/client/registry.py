@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from aiaas.client.channels import dial
 from aiaas.client.refs import (
     CHUNK_SIZE,
     INLINE_BYTES,
@@ -35,7 +36,6 @@ from aiaas.client.refs import (
     version_ref,
 )
 from aiaas.client.registry_calls import RegistryCalls
-from aiaas.client.retry import retry_options
 from aiaas.registry.v1 import registry_pb2
 from aiaas.wire import (
     ACTOR_METADATA,
@@ -244,6 +244,11 @@ class RegistryClient(RegistryCalls):
                     done += len(chunk)
                     if progress:
                         progress(done, total)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DATA_LOSS:  # the registry found its stored copy damaged
+                    partial.unlink(missing_ok=True)
+                    raise _rotten(artifact_name, description.artifact.sha256, exc) from exc
+                raise
             finally:
                 if pending is not None:
                     await asyncio.wait([pending])
@@ -262,8 +267,13 @@ class RegistryClient(RegistryCalls):
         """An artifact's content in memory, verified (for small artifacts such as spec.json)."""
         description, chunks = await self.download_chunks(ref, artifact_name)
         buffer = bytearray()
-        async for chunk in chunks:
-            buffer += chunk
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DATA_LOSS:
+                raise _rotten(artifact_name, description.artifact.sha256, exc) from exc
+            raise
         if hashlib.sha256(buffer).hexdigest() != description.artifact.sha256:
             raise ArtifactCorrupted(f"{artifact_name}: content does not match sha256 {description.artifact.sha256}")
         return bytes(buffer)
@@ -346,12 +356,9 @@ class SyncRegistryClient:
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._loop = asyncio.new_event_loop()
-        # Reads are retried on UNAVAILABLE with jittered backoff; writes never are.
-        options = [
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            *retry_options(),
-        ]
+        # One replica or several (aiaas.client.channels): reads retried on UNAVAILABLE with jittered
+        # backoff (writes never are), round_robin and health checking over several.
+        target, options = dial(target)
 
         async def open_channel() -> grpc.aio.Channel:
             if credentials is not None:
@@ -401,3 +408,11 @@ class SyncRegistryClient:
                     return
         finally:
             self._run(stream.aclose())
+
+
+def _rotten(artifact_name: str, sha256: str, exc: grpc.aio.AioRpcError) -> ArtifactCorrupted:
+    """DATA_LOSS from the registry (it checks its stored copy while serving it) as ArtifactCorrupted."""
+    return ArtifactCorrupted(
+        f"{artifact_name}: the registry's stored copy no longer hashes to the expected sha256 {sha256} "
+        f"({exc.details()}); nothing was kept"
+    )
