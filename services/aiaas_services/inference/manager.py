@@ -78,6 +78,9 @@ class ModelSpec:
         return self.version or self.alias
 
 
+LOADING_LOCAL = "loading from the model repository"
+
+
 def scan_repository(root: Path) -> dict[str, dict[str, Path]]:
     """``<root>/<name>/<version>/model.onnx`` -> {name: {version: path}} (numeric version folders only)."""
     found: dict[str, dict[str, Path]] = {}
@@ -193,11 +196,14 @@ class ModelManager:
     async def start(self) -> None:
         """Load every local-repository model and every configured registry model; start the watch."""
         if self.repository is not None:
-            for name in scan_repository(self.repository):
+            names = scan_repository(self.repository)
+            for name in names:  # known while loading: a request for one is UNAVAILABLE (retried), not NOT_FOUND
+                self.pending.setdefault(name, _Pending(LOADING_LOCAL))
+            for name in names:
                 try:
                     await self.load_local(name)
                 except Exception as exc:  # noqa: BLE001 - recorded with its reason and error id
-                    if name not in self.pending:  # load_local records its own failures
+                    if self.pending.get(name, _Pending(LOADING_LOCAL)).reason == LOADING_LOCAL:  # else recorded
                         self.pending[name] = _Pending(str(describe_failure(exc, None, f"model {name}")))
         if self.registry_factory is not None:
             self._explicit = bool(self.specs)

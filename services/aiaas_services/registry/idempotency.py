@@ -105,13 +105,14 @@ async def run_once(
 ) -> bytes:
     """``work()``'s serialized response, or the stored one of an earlier call with the same key.
 
-    ``run`` puts blocking calls on the registry's thread pool.
+    ``run`` puts blocking calls on the registry's thread pool. The claim is shielded with the work: a caller
+    cancelled while its claim is being written must not leave the key claimed with no call behind it.
     """
-    stored = await run(keys.claim, method, key, print_)
-    if isinstance(stored, bytes):
-        return stored
 
-    async def first() -> bytes:
+    async def once() -> bytes:
+        stored = await run(keys.claim, method, key, print_)
+        if isinstance(stored, bytes):
+            return stored
         try:
             response = await work()
         except BaseException:
@@ -120,4 +121,4 @@ async def run_once(
         await run(keys.finish, method, key, response)
         return response
 
-    return await asyncio.shield(asyncio.ensure_future(first()))
+    return await asyncio.shield(asyncio.ensure_future(once()))
