@@ -22,6 +22,7 @@ class ModelFormat(enum.IntEnum):
     PYTORCH_CHECKPOINT = 1
     ONNX = 2
     DATASET = 3
+    HF = 4
 
 
 class Status(enum.IntEnum):

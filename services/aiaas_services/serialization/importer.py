@@ -1,4 +1,4 @@
-"""ImportModel: receive an uploaded ONNX file, vet it, register it as an fp32 ONNX version.
+"""ImportModel: receive an uploaded ONNX file (or a Hugging Face folder as a tar), vet it, register it.
 
 The stream is written to a private temp folder and hashed as it arrives; nothing is parsed until the
 whole file is there and its sha256 matches. Validation (pipeline/validate.py) runs in a thread.
@@ -21,9 +21,11 @@ from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.variants import PREFERRED_PROVIDER
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
+from aiaas_services.serialization.text import hf_import
 from aiaas_services.serialization.worker import MODEL_ARTIFACT, ONNX_MEDIA_TYPE
 
 TASKS = ("", "classification", "regression", "vae")
+FORMATS = ("", "onnx", "hf")
 
 
 class Importer:
@@ -39,7 +41,7 @@ class Importer:
     ) -> tuple[pb.ImportHeader, Path]:
         """Write the stream to ``folder/model.onnx``; checks order, size limit and digest."""
         header: pb.ImportHeader | None = None
-        path = folder / MODEL_ARTIFACT
+        path = folder / "upload"
         digest = hashlib.sha256()
         received = 0
         sent_digest = ""
@@ -86,7 +88,14 @@ class Importer:
             raise InvalidArgument(
                 f"header.size_bytes {header.size_bytes} is over the {self.settings.max_import_bytes} byte import limit"
             )
-        if header.task not in TASKS:
+        if header.format not in FORMATS:
+            raise InvalidArgument(f"header.format must be onnx (or empty) or hf, got {header.format!r}")
+        if header.format == "hf":
+            if header.task not in hf_import.TASKS:
+                raise InvalidArgument(
+                    f"header.task of an hf import must be {' or '.join(hf_import.TASKS)}, got {header.task!r}"
+                )
+        elif header.task not in TASKS:
             raise InvalidArgument(f"header.task must be one of classification, regression, vae, got {header.task!r}")
 
     async def import_model(self, requests: AsyncIterator[pb.ImportModelRequest]) -> pb.ImportModelResponse:
@@ -94,6 +103,8 @@ class Importer:
         folder.mkdir(parents=True)
         try:
             header, path = await self.receive(requests, folder)
+            if header.format == "hf":
+                return await hf_import.import_folder(self.registry, self.settings, header, path, folder / "hf")
             try:
                 info = await asyncio.to_thread(validate.validate_file, path, self.limits)
             except validate.InvalidModel as exc:

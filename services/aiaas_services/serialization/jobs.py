@@ -16,7 +16,7 @@ from multiprocessing.process import BaseProcess
 
 from opentelemetry import propagate, trace
 
-from aiaas.client.registry import FAILED, ONNX, PENDING, PYTORCH_CHECKPOINT, RegistryClient
+from aiaas.client.registry import FAILED, HF, ONNX, PENDING, PYTORCH_CHECKPOINT, RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -24,6 +24,7 @@ from aiaas_services.serialization import options as request_options
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import TERMINAL, JobStore
+from aiaas_services.serialization.text import TEXT_VARIANTS
 from aiaas_services.serialization.worker import serve_jobs
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,12 @@ class ExportJobs:
             source = await self.registry.get_version(request.source)
         if source.format == PYTORCH_CHECKPOINT:
             await self._check_spec(source.model_name, source.version)
+        elif source.format == HF:
+            unsupported = [v for v in options.variants if v not in TEXT_VARIANTS]
+            if unsupported:
+                raise InvalidArgument(
+                    f"{', '.join(unsupported)} not offered for text models; choose from {', '.join(TEXT_VARIANTS)}"
+                )
         elif source.format == ONNX:
             if "int8-static" in options.variants and not request.options.calibration.calibration_data.model_name:
                 raise FailedPrecondition(
@@ -157,7 +164,9 @@ class ExportJobs:
                     "registry and set options.calibration.calibration_data"
                 )
         else:
-            raise FailedPrecondition(f"{source.model_name}:{source.version} is neither a PyTorch checkpoint nor ONNX")
+            raise FailedPrecondition(
+                f"{source.model_name}:{source.version} is neither a PyTorch checkpoint, an HF checkpoint nor ONNX"
+            )
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         span_context = trace.get_current_span().get_span_context()

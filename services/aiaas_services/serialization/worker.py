@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from opentelemetry import propagate, trace
 
-from aiaas.client.registry import ONNX, PYTORCH_CHECKPOINT, READY, REJECTED, RegistryClient, version_ref
+from aiaas.client.registry import HF, ONNX, PYTORCH_CHECKPOINT, READY, REJECTED, RegistryClient, version_ref
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
@@ -32,6 +32,7 @@ from aiaas_services.serialization.pipeline import run as pipeline
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
+from aiaas_services.serialization.text import job as text_job
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -179,8 +180,11 @@ class ExportJobRunner:
 
         self.store.update(self.job_id, resolve)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        text: tuple[Any, Any] | None = None
         if source.format == PYTORCH_CHECKPOINT:
             prepared, data, digest = await self._from_checkpoint(client, pinned, request, options)
+        elif source.format == HF:
+            prepared, data, digest, text = await self._from_hf(client, source)
         elif source.format == ONNX:
             prepared, data, digest = await self._from_onnx(client, source, request, options)
         else:
@@ -195,12 +199,20 @@ class ExportJobRunner:
             "aiaas.task": data.task,
         }
         accepted: list[pb.VariantReport] = []
-        for result in pipeline.make_and_prove(prepared, data, options, self.workdir, metadata, self._say):
+        results = (
+            pipeline.make_and_prove(prepared, data, options, self.workdir, metadata, self._say)
+            if text is None
+            else text_job.make_and_prove(text[0], text[1], options, self.workdir, metadata, self._say)
+        )
+        for result in results:
             self.step = f"registering {result.variant}"
             message = request_options.report_message(result.report)
-            message.registered.CopyFrom(
-                await self._register(client, target, source, request, result, prepared, data.task, digest, job.trace_id)
-            )
+            if result.path.stat().st_size:  # an empty file: the variant could not be made, nothing to register
+                message.registered.CopyFrom(
+                    await self._register(
+                        client, target, source, request, result, prepared, data.task, digest, job.trace_id
+                    )
+                )
 
             def add(job: pb.ExportJob, message: pb.VariantReport = message) -> None:
                 job.reports.append(message)
@@ -304,6 +316,29 @@ class ExportJobRunner:
         prepared = await asyncio.to_thread(pipeline.from_onnx, path, data, options, self.workdir / "variants")
         prepared.export_settings["proof_data"] = proof_source
         return prepared, data, source.lineage.dataset_digest
+
+    async def _from_hf(
+        self, client: RegistryClient, source: registry_pb2.ModelVersion
+    ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[Any, Any]]:
+        """Download the HF folder, export it with the tokenizer in the graph, compute the reference."""
+        from aiaas_services.serialization.text.folder import FolderRefused
+
+        task = source.tags.get("task", "embedding")
+        folder = self.workdir / "hf"
+        folder.mkdir()
+        names = text_job.artifact_names(source)
+        self._say(f"downloading the Hugging Face folder ({len(names)} files)")
+        for name in names:
+            await client.download_to((source.model_name, source.version), name, folder / name)
+        try:
+            checked = text_job.checked_folder(folder, names, task)
+            model, proof_data = await asyncio.to_thread(text_job.prepare, checked, task, self.workdir, self._say)
+        except FolderRefused as exc:
+            raise JobFailure(f"{source.model_name}:{source.version} cannot be exported: {exc}") from exc
+        prepared = pipeline.Prepared(model.path, proof_data.reference, model.settings())
+        empty = np.zeros((0, 1), np.float32)
+        data = pipeline.ProofData(empty, empty, None, task)
+        return prepared, data, source.lineage.dataset_digest, (model, proof_data)
 
     async def _calibration_arrays(
         self, client: RegistryClient, request: pb.StartExportJobRequest
