@@ -24,6 +24,8 @@ from tests.support.processes import ServiceProcess, start_service
 MODEL = "minilm"
 SERVED = "minilm-onnx"
 VARIANTS = ("fp32", "fp16", "int8-dynamic")
+CLASSIFIER = "topics"
+CLASSIFIER_SERVED = "topics-onnx"
 
 
 def minilm_folder() -> Path:
@@ -70,23 +72,55 @@ def imported(text_client: SerializationClient) -> pb.ImportModelResponse:
 @pytest.fixture(scope="session")
 def exported(text_client: SerializationClient, imported: pb.ImportModelResponse) -> pb.ExportJob:
     """fp32, fp16 and int8-dynamic of the imported model, proven; alias production on the best CPU one."""
-    options = common_pb2.ExportOptions(variants=list(VARIANTS), set_alias="production")
-    job = text_client.start_export((MODEL, imported.registered.version), options=options, target_model_name=SERVED)
-    for _ in text_client.watch(job.job_id):
+    return _export(text_client, (MODEL, imported.registered.version), SERVED, list(VARIANTS))
+
+
+def _export(client: SerializationClient, source: tuple[str, int], target: str, variants: list[str]) -> pb.ExportJob:
+    options = common_pb2.ExportOptions(variants=variants, set_alias="production")
+    job = client.start_export(source, options=options, target_model_name=target)
+    for _ in client.watch(job.job_id):
         pass
-    return text_client.get_job(job.job_id)
+    return client.get_job(job.job_id)
+
+
+@pytest.fixture(scope="session")
+def finetuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """MiniLM fine-tuned for 2 epochs on a 3-topic table; returns the HF folder and the summary."""
+    from aiaas_services.training.text.data import parse_table
+    from aiaas_services.training.text.finetune import FinetuneConfig, TextClassifierTrainer
+    from tests.support.text_data import csv_bytes
+
+    job_dir = tmp_path_factory.mktemp("finetune")
+    trainer = TextClassifierTrainer(
+        minilm_folder(), parse_table(csv_bytes(90), "topics.csv"), FinetuneConfig(epochs=2, max_length=32), job_dir
+    )
+    trainer.fit()
+    summary = trainer.save(job_dir / "result")
+    return job_dir / "result", summary
+
+
+@pytest.fixture(scope="session")
+def classifier_exported(
+    text_client: SerializationClient, finetuned: tuple[Path, dict]
+) -> tuple[pb.ImportModelResponse, pb.ExportJob]:
+    """The fine-tuned folder imported as sequence-classification and exported to fp32."""
+    imported = text_client.import_hf_folder(finetuned[0], CLASSIFIER, task="sequence-classification")
+    return imported, _export(text_client, (CLASSIFIER, imported.registered.version), CLASSIFIER_SERVED, ["fp32"])
 
 
 @pytest.fixture(scope="session")
 def text_inference(
-    exported: pb.ExportJob, registry_process: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+    exported: pb.ExportJob,
+    classifier_exported: tuple[pb.ImportModelResponse, pb.ExportJob],
+    registry_process: ServiceProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
     service = start_service(
         "inference",
         tmp_path_factory.mktemp("inference-text"),
         env={
             "AIAAS_INFERENCE_REGISTRY_TARGET": registry_process.address,
-            "AIAAS_INFERENCE_MODELS": SERVED,
+            "AIAAS_INFERENCE_MODELS": f"{SERVED},{CLASSIFIER_SERVED}",
             "AIAAS_INFERENCE_METRICS_PORT": "0",
         },
     )

@@ -25,6 +25,9 @@ from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from tests.integration.text.conftest import MODEL, SERVED, minilm_folder
 
+# The session's fixtures import, fine-tune and export MiniLM once; the first test here may wait for them.
+pytestmark = pytest.mark.timeout(1500)
+
 SENTENCES = ["Hello, world!", "A man is playing a guitar.", "The stock market fell today.", "Café au lait ☕"]
 
 
