@@ -8,11 +8,14 @@ client call), exported to fp32, fp16 and int8-dynamic with alias production.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from aiaas.client.inference import SyncInferenceClient
 from aiaas.client.registry import SyncRegistryClient
@@ -70,9 +73,17 @@ def imported(text_client: SerializationClient) -> pb.ImportModelResponse:
 
 
 @pytest.fixture(scope="session")
-def exported(text_client: SerializationClient, imported: pb.ImportModelResponse) -> pb.ExportJob:
-    """fp32, fp16 and int8-dynamic of the imported model, proven; alias production on the best CPU one."""
-    return _export(text_client, (MODEL, imported.registered.version), SERVED, list(VARIANTS))
+def exported(
+    text_serialization: ServiceProcess, text_client: SerializationClient, imported: pb.ImportModelResponse
+) -> pb.ExportJob:
+    """fp32, fp16 and int8-dynamic of the imported model, proven; alias production on the best CPU one.
+    Made with the README's command: ``aiaas export minilm:1 --variants fp32,fp16,int8-dynamic --alias production``."""
+    source = f"{MODEL}:{imported.registered.version}"
+    command = [sys.executable, "-m", "aiaas.cli.main", "export", source, "--variants", ",".join(VARIANTS)]
+    command += ["--alias", "production", "--target", text_serialization.address, "--timeout", "60", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    return json_format.Parse(done.stdout, pb.ExportJob(), ignore_unknown_fields=True)
 
 
 def _export(client: SerializationClient, source: tuple[str, int], target: str, variants: list[str]) -> pb.ExportJob:
