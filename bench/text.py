@@ -4,6 +4,10 @@ Records ``inference.text.rps.<model>.c<N>`` (requests/s, one sentence per reques
 ``inference.text.served_vs_raw_ort.<model>.c<N>``: served inferences/s ÷ the best in-process ONNX
 Runtime inferences/s of the same graph file (batch 1, 8 or 32; 1 or 2 threads), measured in the same
 run. The model is the packaged all-MiniLM-L6-v2, exported with its tokenizer in the graph.
+
+Also ``serialization.latency_vs_fp32.<variant>.minilm`` for the fp16 and int8-dynamic (per-channel) string
+graphs: ONNX Runtime latency at batch 32 ÷ FP32's, the two sessions timed in alternation; batch 1, the
+least per-sentence cosine with FP32 on the proof sentences and whether the gate's limit holds go in params.
 """
 
 from __future__ import annotations
@@ -72,6 +76,53 @@ def export(repository: Path) -> Path:
     return path
 
 
+def variant_records(fp32: Path, quick: bool) -> list[Record]:
+    """Latency of fp16 / int8-dynamic ÷ fp32 (alternating runs), with the cosine next to it."""
+    import onnxruntime as ort
+
+    from aiaas_services.runtime import custom_ops
+    from aiaas_services.serialization.pipeline import variants as makers
+    from aiaas_services.serialization.text import prove, sentences
+
+    def session(path: Path) -> ort.InferenceSession:
+        options = custom_ops.register(ort.SessionOptions())
+        options.intra_op_num_threads = 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    texts = sentences.PROOF_SENTENCES
+    base = session(fp32)
+    reference = prove.run_texts(base, texts, "embedding")
+    made = {"fp16": fp32.with_name("fp16.onnx"), "int8-dynamic": fp32.with_name("int8.onnx")}
+    makers.make_fp16(fp32, made["fp16"])
+    makers.make_int8_dynamic(fp32, made["int8-dynamic"], makers.QuantizationSettings(per_channel=True))
+    records = []
+    repeats = 3 if quick else 10
+    for variant, path in made.items():
+        candidate = session(path)
+        got = prove.run_texts(candidate, texts, "embedding")
+        cosine = float(((got * reference).sum(1) / np.maximum(np.linalg.norm(got, axis=1), 1e-12)).min())
+        ratios = {}
+        for batch in (1, 32):
+            feed = {"text": np.array([texts[i % 24] for i in range(batch)], dtype=object)}
+            pairs = []
+            for _ in range(repeats):
+                times = []
+                for sess in (candidate, base):
+                    started = time.perf_counter()
+                    sess.run(None, feed)
+                    times.append(time.perf_counter() - started)
+                pairs.append(times[0] / times[1])
+            ratios[batch] = median(pairs)
+        params = {"batch1_ratio": ratios[1], "min_cosine_vs_fp32": cosine, "quick": quick, "pairs": repeats}
+        params |= {"int8_settings": "per_channel" if variant.startswith("int8") else ""}
+        params |= {
+            "gate_min_cosine": prove.MIN_COSINE[variant],
+            "size_ratio": path.stat().st_size / fp32.stat().st_size,
+        }
+        records.append(Record(f"serialization.latency_vs_fp32.{variant}.{MODEL}", ratios[32], "ratio", "lower", params))
+    return records
+
+
 def run(quick: bool) -> list[Record]:
     """Served vs in-process, one sentence per request (quick: 1 round of 2 s; full: 3 rounds of 5 s)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,6 +134,7 @@ def run(quick: bool) -> list[Record]:
         payload = home / "request.bin"
         payload.write_bytes(request_bytes())
         raw, raw_params = raw_ort_throughput(path, 0.5 if quick else 2.0)
+        records += variant_records(path, quick)
         process, target = start_inference(home, home / "models", batching=True)
         try:
             samples: dict[int, list[dict[str, Any]]] = {}
