@@ -157,6 +157,8 @@ class ExportJobs:
                 raise InvalidArgument(
                     f"{', '.join(unsupported)} not offered for text models; choose from {', '.join(TEXT_VARIANTS)}"
                 )
+            if request.options.pruning_sparsity:
+                raise InvalidArgument("pruning is not offered for text models (HF checkpoints); leave it 0")
         elif source.format == ONNX:
             if "int8-static" in options.variants and not request.options.calibration.calibration_data.model_name:
                 raise FailedPrecondition(

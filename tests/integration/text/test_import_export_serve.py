@@ -186,3 +186,16 @@ def test_hostile_folders_are_refused_and_nothing_is_registered(
     with pytest.raises(grpc.RpcError) as missing:
         text_registry.get_model(name)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_text_export_refuses_what_it_cannot_make(
+    text_client: SerializationClient, imported: pb.ImportModelResponse
+) -> None:
+    source = (MODEL, imported.registered.version)
+    for options, words in (
+        (common_pb2.ExportOptions(variants=["int8-static"]), "not offered for text models"),
+        (common_pb2.ExportOptions(variants=["fp32"], pruning_sparsity=0.5), "pruning is not offered"),
+    ):
+        with pytest.raises(grpc.RpcError) as error:
+            text_client.start_export(source, options=options)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in error.value.details()
