@@ -33,12 +33,12 @@ test: setup triton-client  ## Run the whole test suite
 	$(PY) -m pytest tests
 
 TRITON_VENV := .venv-triton
-$(TRITON_VENV)/.setup-stamp:
+$(TRITON_VENV)/.setup-stamp-http:
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install -q 'tritonclient[grpc]==2.73.0' 'protobuf>=5,<7' 'numpy<3'
+	$(TRITON_VENV)/bin/python -m pip install -q 'tritonclient[grpc,http]==2.73.0' 'protobuf>=5,<7' 'numpy<3'
 	touch $@
 
-triton-client: $(TRITON_VENV)/.setup-stamp  ## Build .venv-triton: NVIDIA's tritonclient (protobuf < 7), as a user's client has it
+triton-client: $(TRITON_VENV)/.setup-stamp-http  ## Build .venv-triton: NVIDIA's tritonclient (protobuf < 7), as a user's client has it
 
 lint: setup  ## ruff (lint + format check) and mypy on our code
 	$(VENV)/bin/ruff check services clients tests bench

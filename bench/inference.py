@@ -8,7 +8,9 @@ in alternating rounds and each figure is the median of the rounds. Tracing is of
 
 Records (see /work/shared/BENCH.md): ``inference.rps|p50_ms|p99_ms.<model>.c<N>.batching_<on|off>``,
 ``inference.served_vs_raw_ort.<model>.c<N>.batching_<on|off>``, ``inference.latency_vs_echo.<model>.c1``,
-``inference.batching_gain.<model>.c32``, plus ``inference.rps_vs_echo.<model>.c<N>.batching_<on|off>``,
+``inference.batching_gain.<model>.c32``, ``inference.rest_vs_grpc.<model>.c<N>.<json|binary>`` and
+``inference.rest_p50_ms.<model>.c1.<json|binary>`` (bench/inference_rest.py), plus
+``inference.rps_vs_echo.<model>.c<N>.batching_<on|off>``,
 ``inference.batching_on_vs_off.<model>.c1`` and the echo server's own ``inference.rps|p50_ms.echo.c<N>``.
 A plot of p50 latency against concurrency goes to bench/results/inference_latency.png.
 
@@ -146,7 +148,7 @@ def start_inference(home: Path, repository: Path, batching: bool) -> tuple[subpr
         "AIAAS_INFERENCE_INSTANCES": "2",
         "AIAAS_INFERENCE_INTRA_OP_THREADS": "1",
     }
-    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file), "--http-port", "-1"]
     return _start(args, env, port_file, home / f"inference-{label}.log")
 
 
@@ -272,6 +274,9 @@ def run(quick: bool) -> list[Record]:
             "p50_ms"
         ]
     _plot(curves, RESULTS / "inference_latency.png")
+    from bench import inference_rest  # REST vs gRPC on one server: inference.rest_vs_grpc.*
+
+    records += inference_rest.run(quick)
     return records
 
 

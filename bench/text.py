@@ -113,7 +113,12 @@ def variant_records(fp32: Path, quick: bool) -> list[Record]:
                     times.append(time.perf_counter() - started)
                 pairs.append(times[0] / times[1])
             ratios[batch] = median(pairs)
-        params = {"batch1_ratio": ratios[1], "min_cosine_vs_fp32": cosine, "quick": quick, "pairs": repeats}
+        params: dict[str, Any] = {
+            "batch1_ratio": ratios[1],
+            "min_cosine_vs_fp32": cosine,
+            "quick": quick,
+            "pairs": repeats,
+        }
         params |= {"int8_settings": "per_channel" if variant.startswith("int8") else ""}
         params |= {
             "gate_min_cosine": prove.MIN_COSINE[variant],

@@ -240,7 +240,7 @@ def _start_inference(home: Path, repository: Path, env: dict[str, str]) -> tuple
         "AIAAS_INFERENCE_INSTANCES": "2",
         "AIAAS_INFERENCE_INTRA_OP_THREADS": "1",
     }
-    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file), "--http-port", "-1"]
     return start_process(args, {**settings_env, **env}, port_file, home / "inference.log")
 
 

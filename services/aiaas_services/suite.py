@@ -31,6 +31,12 @@ class RunningService:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    http_port: int | None = None  # inference's REST front door
+
+    @property
+    def http_url(self) -> str | None:
+        """Base URL of the REST front door (inference), else None."""
+        return None if self.http_port is None else f"http://127.0.0.1:{self.http_port}"
 
     @property
     def target(self) -> str:
@@ -113,6 +119,7 @@ class Suite:
             log_path = logs / f"{name}.log"
             port_file = self.home / "run" / f"{name}.port"
             port_file.unlink(missing_ok=True)
+            Path(f"{port_file}.http").unlink(missing_ok=True)
             with log_path.open("ab") as log:
                 process = subprocess.Popen(
                     [
@@ -123,6 +130,7 @@ class Suite:
                         str(self.ports[name]),
                         "--port-file",
                         str(port_file),
+                        *self._extra_args(name),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -133,6 +141,15 @@ class Suite:
             service = RunningService(name, port, process, log_path)
             self.services[name] = service
             _wait_serving(service, timeout)
+            http_file = Path(f"{port_file}.http")
+            if name == "inference" and http_file.exists():
+                service.http_port = int(http_file.read_text())
+
+    def _extra_args(self, name: str) -> list[str]:
+        """Inference's REST port follows its gRPC one: default 8000, or a free port when gRPC's is free too."""
+        if name == "inference" and self.ports[name] == 0:
+            return ["--http-port", "0"]
+        return []
 
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM in reverse start order; returns exit codes."""
@@ -177,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite.start()
         for service in suite.services.values():
             print(f"{service.name:<14} {service.target:<18} log {service.log_path}")
+            if service.http_url:
+                print(f"{'REST':<14} {service.http_url + '/v2':<18} (KServe V2 HTTP, inference)")
         print("all four services SERVING; Ctrl-C stops them")
         while not stop and all(s.process.poll() is None for s in suite.services.values()):
             time.sleep(0.5)

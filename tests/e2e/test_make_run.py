@@ -44,4 +44,12 @@ def test_pipeline_once_trains_exports_deploys_and_serves(tmp_path: Path) -> None
         assert int8, f"no INT8 variant of {model} was accepted: {summary}"
         assert max(int8) >= 0.95, summary
     assert set(summary["production"]) == {"digits-mlp-onnx", "digits-cnn-onnx"}
+    for model, version in summary["production"].items():  # the fastest as measured, among accepted variants
+        measured = [v for v in summary["variants"] if v["model"] == model]
+        fastest = min(measured, key=lambda v: (v["p50_ms"], v["p99_ms"]))
+        assert fastest["version"] == version and fastest["production"], measured
+        assert f"production → {model} v{version} ({fastest['variant']}): fastest p50 here" in out
+    assert "REST (KServe V2): http://127.0.0.1:" in out
+    assert "curl -s http://127.0.0.1:" in out and "/v2/models/digits-mlp-onnx/infer -d '" in out
+    assert "the whole tree: aiaas trace show " in out
     assert len(summary["trace_id"]) == 32

@@ -32,11 +32,18 @@ class ServiceProcess:
     log_path: Path
     home: Path
     env: dict[str, str] = field(default_factory=dict)
+    http_port: int | None = None  # the inference service's REST port, when it serves one
 
     @property
     def address(self) -> str:
         """host:port to dial."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the REST front door (inference only)."""
+        assert self.http_port is not None, f"{self.name} serves no REST port"
+        return f"http://127.0.0.1:{self.http_port}"
 
     def log(self) -> str:
         """What the process has logged so far."""
@@ -90,6 +97,8 @@ def start_service(
             "0",
             "--port-file",
             str(port_file),
+            # REST on a free port too (its default, 8000, would collide between test servers)
+            *(["--http-port", "0"] if name == "inference" else []),
             *args,
         ],
         stdout=log_handle,
@@ -105,6 +114,9 @@ def start_service(
             port = int(port_file.read_text())
             service = ServiceProcess(name, process, port, log_path, home, dict(env or {}))
             wait_serving(service.address, timeout=max(1.0, deadline - time.monotonic()), tls=health_tls)
+            http_file = Path(f"{port_file}.http")
+            if http_file.exists():
+                service.http_port = int(http_file.read_text())
             return service
         time.sleep(0.05)
     process.kill()

@@ -16,6 +16,9 @@ from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
 from aiaas_services.inference.metrics import observer_factory
 from aiaas_services.inference.providers import ProviderConfig
+from aiaas_services.inference.rest.app import RestApp
+from aiaas_services.inference.rest.auth import HttpAuth
+from aiaas_services.inference.rest.server import HttpServer
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
 
@@ -66,7 +69,15 @@ def build_manager(settings: InferenceSettings) -> ModelManager:
         load_variants=settings.load_variants,
         drain_seconds=settings.drain_seconds,
         backoff_max=settings.watch_backoff_max_seconds,
+        default_alias=settings.default_alias,
     )
+
+
+def rest_app(settings: InferenceSettings, manager: ModelManager, servicer: InferenceServicer) -> RestApp:
+    """The REST front door over the same manager, with the service's tokens and audit log."""
+    audit = settings.home_path / "audit" / f"{settings.service_name}.jsonl" if settings.audit_log else None
+    auth = HttpAuth.from_settings(settings.auth_tokens_file, audit)
+    return RestApp(manager, servicer, auth, settings.max_message_bytes)
 
 
 def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
@@ -93,6 +104,8 @@ class InferenceApp:
         self.manager = build_manager(settings)
         self.ready = asyncio.Event()
         self.servicer = InferenceServicer(self.manager, self.ready)
+        self.http: HttpServer | None = None
+        self.http_port: int | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
@@ -102,10 +115,21 @@ class InferenceApp:
         """Load the models (health turns SERVING after this returns)."""
         if self.settings.gil_switch_interval_us > 0:
             sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)
+        if self.settings.http_port >= 0:  # up first: /v2/health/live answers while the models load
+            self.http = HttpServer(
+                rest_app(self.settings, self.manager, self.servicer), self.settings, self.settings.http_port
+            )
+            self.http_port = await self.http.start()
         await self.manager.start()
         self.ready.set()
 
+    async def drain(self) -> None:
+        """Not ready any more; the REST server finishes its in-flight requests and stops (gRPC stops next)."""
+        self.ready.clear()
+        if self.http is not None:
+            await self.http.stop()
+
     async def close(self) -> None:
         """Drain and release every model."""
-        self.ready.clear()
+        await self.drain()
         await self.manager.close()

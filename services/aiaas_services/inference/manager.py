@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiaas.wire import ONNX, READY, EventType
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.model import LoadedModel, ModelSource, build_loaded_model
 from aiaas_services.inference.providers import CUDA, ProviderConfig, choose_variant
@@ -129,12 +130,15 @@ class ModelManager:
     load_variants: bool = True
     drain_seconds: float = 30.0
     backoff_max: float = 10.0
+    # With a registry and no explicit specs: serve every model that has this alias, found from the events.
+    default_alias: str = "production"
     served: dict[str, ServedModel] = field(default_factory=dict)
     pending: dict[str, _Pending] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _reloads: dict[str, str] = field(default_factory=dict)
     _watch_task: asyncio.Task[None] | None = None
+    _explicit: bool = True
     swaps: int = 0
 
     # ---- lookups (hot path) -------------------------------------------------------------------------
@@ -173,6 +177,11 @@ class ModelManager:
             return True
         return self.repository is not None and name in scan_repository(self.repository)
 
+    @property
+    def discovering(self) -> bool:
+        """Whether the served set is every model with the default alias (no explicit list configured)."""
+        return self.registry_factory is not None and not self._explicit
+
     # ---- start / stop -------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -185,6 +194,7 @@ class ModelManager:
                     logger.exception("cannot load %s from %s", name, self.repository)
                     self.pending[name] = _Pending(f"load failed: {type(exc).__name__}")
         if self.registry_factory is not None:
+            self._explicit = bool(self.specs)
             self.registry = self.registry_factory()
             for spec in self.specs:
                 self.pending.setdefault(spec.name, _Pending("loading from the registry", spec))
@@ -239,6 +249,16 @@ class ModelManager:
         if current is not None:
             await self._drain(current.versions.values())
 
+    async def forget(self, name: str) -> None:
+        """Stop serving a discovered model whose alias went away: unknown from now on; queued requests finish."""
+        async with self._lock(name):
+            self.specs = [s for s in self.specs if s.name != name]
+            self.pending.pop(name, None)
+            current = self.served.pop(name, None)
+        if current is not None:
+            logger.info("unloading %s (draining %d version(s))", name, len(current.versions))
+            await self._drain(current.versions.values())
+
     async def load(self, name: str) -> None:
         """Load (or reload) a model from wherever it is configured: registry spec first, else the repository."""
         spec = self._spec(name)
@@ -255,6 +275,8 @@ class ModelManager:
     async def reload_from_registry(self, spec: ModelSpec) -> bool:
         """Resolve ``spec`` now; load what changed; swap. Returns False (and keeps serving) on failure."""
         async with self._lock(spec.name):
+            if spec not in self.specs:  # forgotten (its alias was deleted) while this reload waited
+                return False
             current = self.served.get(spec.name)
             try:
                 snapshot = await self._resolve_registry(spec, current)
@@ -275,8 +297,6 @@ class ModelManager:
             return True
 
     async def _resolve_registry(self, spec: ModelSpec, current: ServedModel | None) -> ServedModel | None:
-        from aiaas.client.registry import ONNX, READY
-
         head = await self.registry.get_version((spec.name, spec.selector))
         if head.format != ONNX:
             raise InvalidArgument(f"{spec.name} version {head.version} is not an ONNX model")
@@ -352,7 +372,7 @@ class ModelManager:
         was away. Reloads are coalesced per model, so a replay costs one resolve, not one per event. Each
         reconnect also resolves every model again (the registry may have been restored from a backup).
         """
-        names = [spec.name for spec in self.specs]
+        names = [] if self.discovering else [spec.name for spec in self.specs]  # [] = every model
         cursor = 0
         backoff = 0.2
         reconnecting = False
@@ -398,16 +418,26 @@ class ModelManager:
             self._reloads.pop(spec.name, None)
 
     def _on_event(self, event: Any) -> None:
-        from aiaas.registry.v1 import registry_pb2
-
+        if self.discovering and event.alias == self.default_alias:
+            if event.type == EventType.ALIAS_MOVED and self._spec(event.model_name) is None:
+                logger.info(
+                    "registry event %d: %s@%s exists; serving it", event.sequence, event.model_name, event.alias
+                )
+                self.specs.append(ModelSpec(event.model_name, alias=self.default_alias))
+            elif event.type == EventType.ALIAS_DELETED and self._spec(event.model_name) is not None:
+                logger.info(
+                    "registry event %d: %s@%s deleted; unloading", event.sequence, event.model_name, event.alias
+                )
+                self._spawn(self.forget(event.model_name))
+                return
         for spec in self.specs:
             if spec.name != event.model_name:
                 continue
             relevant = event.type in (
-                registry_pb2.EVENT_TYPE_ALIAS_MOVED,
-                registry_pb2.EVENT_TYPE_ALIAS_DELETED,
+                EventType.ALIAS_MOVED,
+                EventType.ALIAS_DELETED,
             ) and (event.alias == spec.alias)
-            relevant |= event.type == registry_pb2.EVENT_TYPE_VERSION_STATUS_CHANGED and (
+            relevant |= event.type == EventType.VERSION_STATUS_CHANGED and (
                 self.load_variants or spec.name in self.pending
             )
             if relevant:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
+from aiaas_services.inference import plane
 from aiaas_services.inference.codec import decode_inputs, encode_response, output_selection, request_variant
 from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import REQUEST_COUNTS
@@ -82,7 +83,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=sorted(served.versions, key=int),
-            platform=f"{PLATFORM} ({model.provider}{', ' + model.source.variant if model.source.variant else ''})",
+            platform=PLATFORM,  # exactly Triton's name; the provider and variant are in ModelConfig.parameters
             inputs=[meta(name=i.name, datatype=i.datatype, shape=i.shape) for i in model.inputs],
             outputs=[meta(name=o.name, datatype=o.datatype, shape=o.shape) for o in model.outputs],
         )
@@ -149,19 +150,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._infer(request, None if remaining is None else time.monotonic() + remaining)
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        started = time.perf_counter_ns()
-        model = self.manager.resolve(request.model_name, request.model_version, request_variant(request))
-        try:
-            arrays = decode_inputs(request, model)
-            selected = output_selection(request, model)
-            prepared = model.prepare(arrays)
-            outputs = await model.batcher.submit(prepared.inputs, prepared.rows, prepared.key, deadline)
-            response = encode_response(request, model, outputs, selected)
-        except BaseException:
-            self.counts.record(model.name, model.version, False, time.perf_counter_ns() - started)
-            raise
-        self.counts.record(model.name, model.version, True, time.perf_counter_ns() - started)
-        return response
+        def decode(model: LoadedModel) -> tuple[dict[str, Any], Sequence[int] | None]:
+            return decode_inputs(request, model), output_selection(request, model)
+
+        variant = request_variant(request)
+        result = await plane.infer(self.manager, request.model_name, request.model_version, variant, decode, deadline)
+        return encode_response(request, result.model, result.outputs, result.selected)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any

@@ -16,14 +16,24 @@ class InferenceSettings(ServiceSettings):
     service_name: typing.ClassVar[str] = "inference"
 
     port: int = setting(8001, "Port to listen on; 0 picks a free one (see port_file).")
+    http_port: int = setting(
+        8000,
+        "Port of the REST (KServe V2 HTTP) front door; 0 picks a free one (written to <port_file>.http), -1 = off.",
+    )
 
     # Where models come from.
     model_repository: str = setting(
         "", "Local model repository folder <repo>/<name>/<version>/model.onnx (no registry)."
     )
-    registry_target: str = setting("", "Registry address host:port; serve the models named in `models` from it.")
+    registry_target: str = setting(
+        "",
+        "Registry address host:port. With `models` empty, every model that has `default_alias` is served, "
+        "found and kept current from the registry's events (alias set: loaded; alias deleted: unloaded).",
+    )
     models: list[str] = setting(
-        [], "Models to serve from the registry: name (alias production), name@alias or name@<version>, comma-separated."
+        [],
+        "Only these models from the registry: name (alias production), name@alias or name@<version>, "
+        "comma-separated; empty = every model with `default_alias`.",
     )
     default_alias: str = setting("production", "Alias resolved when a model in `models` names none.")
     variant_policy: str = setting(

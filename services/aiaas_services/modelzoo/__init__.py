@@ -2,7 +2,7 @@
 
 The training service builds modules here to train them; the serialization service rebuilds the same
 modules from a checkpoint's ``spec.json`` to export them. One function, ``build_module(spec)``, is the
-contract between the two; ``spec_from_proto`` turns the training request into that spec.
+contract between the two; ``checkpoint_spec`` makes that spec for a training job.
 """
 
 from aiaas_services.modelzoo.specs import (
@@ -15,12 +15,12 @@ from aiaas_services.modelzoo.specs import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from aiaas_services.modelzoo.zoo import StandardizedModel, build_module, spec_from_proto
+    from aiaas_services.modelzoo.zoo import StandardizedModel, build_module, checkpoint_spec
 
 
 def __getattr__(name: str) -> object:
     """Import torch only when a module is built, so spec checks stay light (e.g. in a gRPC server)."""
-    if name in ("StandardizedModel", "build_module", "spec_from_proto"):
+    if name in ("StandardizedModel", "build_module", "checkpoint_spec"):
         from aiaas_services.modelzoo import zoo
 
         return getattr(zoo, name)
@@ -33,7 +33,7 @@ __all__ = [
     "StandardizedModel",
     "architecture_from_proto",
     "build_module",
+    "checkpoint_spec",
     "output_width",
-    "spec_from_proto",
     "validate_spec",
 ]

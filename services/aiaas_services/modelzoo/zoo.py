@@ -253,8 +253,8 @@ def build_module(spec: dict[str, Any]) -> StandardizedModel:
     return StandardizedModel(validate_spec(spec))
 
 
-def spec_from_proto(
-    architecture: Any,
+def checkpoint_spec(
+    architecture: dict[str, Any],
     *,
     task: str,
     num_features: int,
@@ -266,13 +266,11 @@ def spec_from_proto(
     seed: int = 0,
     class_names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The full, validated JSON spec for a training request's ``Architecture`` and its data.
+    """The full, validated JSON spec for an architecture (``architecture_from_proto``'s form) and its data.
 
     ``task`` is the data's task; a VAE architecture turns it into ``"vae"``.
     """
-    from aiaas_services.modelzoo.specs import architecture_from_proto
-
-    arch = architecture_from_proto(architecture)
+    arch = dict(architecture)
     spec_task = "vae" if arch["kind"] == "vae" else task
     spec: dict[str, Any] = {
         "architecture": arch,

@@ -10,7 +10,7 @@ import grpc
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 from aiaas_services.registry import db
 from aiaas_services.registry.blobs import open_blob_store
-from aiaas_services.registry.service import Registry
+from aiaas_services.registry.catalog import Registry
 from aiaas_services.registry.servicer import RegistryServicer
 from aiaas_services.registry.settings import RegistrySettings
 from aiaas_services.registry.store import RegistryStore

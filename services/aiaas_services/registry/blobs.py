@@ -9,6 +9,7 @@ All methods are blocking: callers run them in a thread.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import logging
 import os
@@ -73,8 +74,6 @@ class BlobStore(Protocol):
 def _load_sync_file_range() -> Any:
     """Linux's sync_file_range(2), or None: starts writeback of a range without waiting for it."""
     try:
-        import ctypes
-
         function = ctypes.CDLL(None, use_errno=True).sync_file_range
         function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
         return function
@@ -252,6 +251,7 @@ class S3BlobStore:
     def __init__(
         self, url: str, endpoint_url: str = "", region: str = "us-east-1", part_size: int = 8 * 1024 * 1024
     ) -> None:
+        # boto3 loads only for an S3 blob store: the default local store does not pay its import.
         import boto3
         from botocore.config import Config
 
@@ -278,7 +278,7 @@ class S3BlobStore:
         return S3Writer(self)
 
     def exists(self, digest: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # botocore: see __init__
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.key_of(digest))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +10,18 @@ from google.protobuf import json_format, timestamp_pb2
 
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
-from aiaas_services.registry.domain import AliasMove, Artifact, Event, Model, ModelFormat, NewVersion, Version
+from aiaas_services.registry.domain import (
+    AliasMove,
+    Artifact,
+    Event,
+    InlineArtifact,
+    Model,
+    ModelFormat,
+    NewVersion,
+    Status,
+    Version,
+)
+from aiaas_services.runtime.errors import InvalidArgument
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp:
@@ -108,3 +120,47 @@ def event_to_proto(event: Event) -> registry_pb2.Event:
         time=timestamp(event.time),
         actor=event.actor,
     )
+
+
+def ref_from_proto(ref: common_pb2.VersionRef) -> tuple[str, int, str]:
+    """(model, number, alias) of a VersionRef; INVALID_ARGUMENT when it selects nothing."""
+    selector = ref.WhichOneof("selector")
+    if selector is None:
+        raise InvalidArgument("ref needs a version number or an alias")
+    return ref.model_name, ref.version if selector == "version" else 0, ref.alias if selector == "alias" else ""
+
+
+def status_from_proto(value: int) -> Status:
+    """A VersionStatus number as the domain's enum (an unknown number is UNSPECIFIED)."""
+    return Status(value) if value in Status._value2member_map_ else Status.UNSPECIFIED
+
+
+def format_from_proto(value: int) -> ModelFormat:
+    """A ModelFormat number as the domain's enum (an unknown number is UNSPECIFIED)."""
+    return ModelFormat(value) if value in ModelFormat._value2member_map_ else ModelFormat.UNSPECIFIED
+
+
+def inline_artifacts_from_proto(artifacts: Iterable[registry_pb2.InlineArtifact]) -> list[InlineArtifact]:
+    """CreateVersion's inline artifacts."""
+    return [InlineArtifact(a.name, a.media_type, a.content, a.sha256) for a in artifacts]
+
+
+async def upload_from_proto(
+    requests: AsyncIterator[registry_pb2.UploadArtifactRequest],
+) -> tuple[registry_pb2.UploadHeader, AsyncIterator[bytes | str]]:
+    """An upload stream as its header and its parts: byte chunks, then the sha256 hex string."""
+    first = await anext(aiter(requests), None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise InvalidArgument("an upload starts with an UploadHeader message")
+
+    async def parts() -> AsyncIterator[bytes | str]:
+        async for message in requests:
+            kind = message.WhichOneof("part")
+            if kind == "chunk":
+                yield message.chunk
+            elif kind == "sha256":
+                yield message.sha256
+            else:
+                raise InvalidArgument("only one UploadHeader is allowed, as the first message")
+
+    return first.header, parts()

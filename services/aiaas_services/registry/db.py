@@ -153,6 +153,7 @@ def create_db_engine(url: str, pool_size: int = 8) -> Engine:
 
 def migrate(engine: Engine) -> None:
     """Apply the Alembic migrations shipped with the package up to head, then seed the state row."""
+    # Alembic loads only here, once at start: the registry does not need it afterwards.
     from alembic import command
     from alembic.config import Config
 

@@ -1,51 +1,21 @@
-"""The registry's domain types and name rules (no gRPC, no SQL)."""
+"""The registry's domain types, page tokens and version rules (no gRPC, no SQL; name rules: runtime/names.py)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import json
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aiaas.wire import EventType as EventType  # the registry's enums are the wire's
+from aiaas.wire import ModelFormat as ModelFormat
+from aiaas.wire import VersionStatus
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument
 
-
-class ModelFormat(enum.IntEnum):
-    """What a version holds (numbers match the proto enum)."""
-
-    UNSPECIFIED = 0
-    PYTORCH_CHECKPOINT = 1
-    ONNX = 2
-    DATASET = 3
-    HF = 4
-
-
-class Status(enum.IntEnum):
-    """Lifecycle of a version (numbers match the proto enum)."""
-
-    UNSPECIFIED = 0
-    PENDING = 1
-    READY = 2
-    FAILED = 3
-    REJECTED = 4
-
-
-class EventType(enum.IntEnum):
-    """What a watch event reports (numbers match the proto enum)."""
-
-    MODEL_CREATED = 1
-    MODEL_UPDATED = 2
-    MODEL_DELETED = 3
-    VERSION_CREATED = 4
-    VERSION_STATUS_CHANGED = 5
-    ALIAS_MOVED = 6
-    ALIAS_DELETED = 7
-    VERSION_UPDATED = 8
+Status = VersionStatus
 
 
 @dataclass
@@ -136,27 +106,6 @@ class Event:
     status: Status
     actor: str
     time: datetime
-
-
-NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
-ALIAS_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-
-
-def check_name(value: str, what: str = "model name") -> str:
-    """A model or artifact name: letters, digits, '-', '_', '.', 1-128 chars, not starting with '.'."""
-    if not NAME_RE.match(value or "") or ".." in value:
-        raise InvalidArgument(
-            f"invalid {what} {value!r}: use 1-128 letters, digits, '-', '_' or '.', not starting with '.'"
-            " (no '/', spaces or '..')"
-        )
-    return value
-
-
-def check_alias(value: str) -> str:
-    """An alias: letters, digits, '-', '_', 1-64 chars, and not a plain number (that means a version)."""
-    if not ALIAS_RE.match(value or "") or value.isdigit():
-        raise InvalidArgument(f"invalid alias {value!r}: use 1-64 letters, digits, '-' or '_', not only digits")
-    return value
 
 
 def page_size(requested: int, default: int = 50, largest: int = 1000) -> int:

@@ -1,4 +1,5 @@
-"""The RegistryService servicer: proto in, domain call, proto out. Errors are mapped by the runtime."""
+"""The RegistryService servicer: proto in, codec, domain call (``catalog.Registry``), proto out.
+Errors are mapped by the runtime."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from aiaas.client.registry import UPLOAD_ACCEPTED
-from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
+from aiaas.wire import ACTOR_METADATA, UPLOAD_ACCEPTED_METADATA
 from aiaas_services.registry import codec
-from aiaas_services.registry.domain import InlineArtifact, ModelFormat, Status
-from aiaas_services.registry.service import Registry
-from aiaas_services.runtime.errors import InvalidArgument
-
-ACTOR_METADATA = "x-aiaas-actor"
+from aiaas_services.registry.catalog import Registry
 
 
 def actor_of(context: grpc.aio.ServicerContext, explicit: str = "") -> str:
@@ -27,26 +23,16 @@ def actor_of(context: grpc.aio.ServicerContext, explicit: str = "") -> str:
     return str(context.peer() or "unknown")[:256]
 
 
-def ref_of(ref: common_pb2.VersionRef) -> tuple[str, int, str]:
-    """(model, number, alias) of a VersionRef; INVALID_ARGUMENT when it selects nothing."""
-    selector = ref.WhichOneof("selector")
-    if selector is None:
-        raise InvalidArgument("ref needs a version number or an alias")
-    return ref.model_name, ref.version if selector == "version" else 0, ref.alias if selector == "alias" else ""
-
-
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Thin gRPC layer over ``Registry``."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.store = registry.store
 
     async def CreateModel(
         self, request: registry_pb2.CreateModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.CreateModelResponse:
-        model = await self.registry.mutate(
-            self.store.create_model,
+        model = await self.registry.create_model(
             request.name,
             request.description,
             dict(request.tags),
@@ -58,22 +44,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetModel(
         self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.GetModelResponse:
-        model = await self.registry.run(self.store.get_model, request.name)
+        model = await self.registry.get_model(request.name)
         return registry_pb2.GetModelResponse(model=codec.model_to_proto(model))
 
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListModelsResponse:
-        models, token = await self.registry.run(
-            self.store.list_models, request.page_size, request.page_token, request.name_prefix
-        )
+        models, token = await self.registry.list_models(request.page_size, request.page_token, request.name_prefix)
         return registry_pb2.ListModelsResponse(models=[codec.model_to_proto(m) for m in models], next_page_token=token)
 
     async def UpdateModel(
         self, request: registry_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UpdateModelResponse:
-        model = await self.registry.mutate(
-            self.store.update_model,
+        model = await self.registry.update_model(
             request.name,
             request.description if request.update_description else None,
             dict(request.tags),
@@ -85,7 +68,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DeleteModel(
         self, request: registry_pb2.DeleteModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.DeleteModelResponse:
-        count = await self.registry.mutate(self.store.delete_model, request.name, request.force, actor_of(context))
+        count = await self.registry.delete_model(request.name, request.force, actor_of(context))
         return registry_pb2.DeleteModelResponse(deleted_versions=count)
 
     async def CreateVersion(
@@ -96,7 +79,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             codec.new_version_from_proto(request),
             request.create_model,
             actor_of(context),
-            [InlineArtifact(a.name, a.media_type, a.content, a.sha256) for a in request.artifacts],
+            codec.inline_artifacts_from_proto(request.artifacts),
             request.ready,
         )
         return registry_pb2.CreateVersionResponse(version=codec.version_to_proto(version))
@@ -104,20 +87,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetVersion(
         self, request: registry_pb2.GetVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.GetVersionResponse:
-        name, number, alias = ref_of(request.ref)
-        version = await self.registry.run(self.store.get_version, name, number, alias)
+        version = await self.registry.get_version(*codec.ref_from_proto(request.ref))
         return registry_pb2.GetVersionResponse(version=codec.version_to_proto(version))
 
     async def ListVersions(
         self, request: registry_pb2.ListVersionsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListVersionsResponse:
-        versions, token = await self.registry.run(
-            self.store.list_versions,
+        versions, token = await self.registry.list_versions(
             request.model_name,
             request.page_size,
             request.page_token,
-            Status(request.status) if request.status in Status._value2member_map_ else Status.UNSPECIFIED,
-            ModelFormat(request.format) if request.format in ModelFormat._value2member_map_ else ModelFormat(0),
+            codec.status_from_proto(request.status),
+            codec.format_from_proto(request.format),
             request.parent_version,
         )
         return registry_pb2.ListVersionsResponse(
@@ -127,9 +108,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def UpdateVersion(
         self, request: registry_pb2.UpdateVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UpdateVersionResponse:
-        name, number, alias = ref_of(request.ref)
-        version = await self.registry.mutate(
-            self.store.update_version,
+        name, number, alias = codec.ref_from_proto(request.ref)
+        version = await self.registry.update_version(
             name,
             number,
             alias,
@@ -143,41 +123,24 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def SetVersionStatus(
         self, request: registry_pb2.SetVersionStatusRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.SetVersionStatusResponse:
-        name, number, alias = ref_of(request.ref)
-        if request.status not in (Status.READY, Status.FAILED, Status.REJECTED):
-            raise InvalidArgument("status must be VERSION_STATUS_READY, _FAILED or _REJECTED")
-        version = await self.registry.mutate(
-            self.store.set_status, name, number, alias, Status(request.status), request.reason, actor_of(context)
-        )
+        name, number, alias = codec.ref_from_proto(request.ref)
+        status = codec.status_from_proto(request.status)
+        version = await self.registry.set_status(name, number, alias, status, request.reason, actor_of(context))
         return registry_pb2.SetVersionStatusResponse(version=codec.version_to_proto(version))
 
     async def UploadArtifact(
         self, request_iterator: AsyncIterator[registry_pb2.UploadArtifactRequest], context: grpc.aio.ServicerContext
     ) -> registry_pb2.UploadArtifactResponse:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("part") != "header":
-            raise InvalidArgument("an upload starts with an UploadHeader message")
-        header = first.header
-
-        async def parts() -> AsyncIterator[bytes | str]:
-            async for message in request_iterator:
-                kind = message.WhichOneof("part")
-                if kind == "chunk":
-                    yield message.chunk
-                elif kind == "sha256":
-                    yield message.sha256
-                else:
-                    raise InvalidArgument("only one UploadHeader is allowed, as the first message")
-
+        header, parts = await codec.upload_from_proto(request_iterator)
         result = await self.registry.upload(
             header.model_name,
             header.version,
             header.artifact_name,
             header.media_type,
             header.size_bytes,
-            parts(),
+            parts,
             actor_of(context),
-            accepted=lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED, "1"),)),
+            accepted=lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_METADATA, "1"),)),
         )
         return registry_pb2.UploadArtifactResponse(
             artifact=codec.artifact_to_proto(result.artifact), deduplicated=result.deduplicated
@@ -186,7 +149,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DownloadArtifact(
         self, request: registry_pb2.DownloadArtifactRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[registry_pb2.DownloadArtifactResponse]:
-        name, number, alias = ref_of(request.ref)
+        name, number, alias = codec.ref_from_proto(request.ref)
         artifact, resolved, chunks = await self.registry.download(
             name, number, alias, request.artifact_name, request.offset, request.chunk_size
         )
@@ -200,8 +163,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def SetAlias(
         self, request: registry_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.SetAliasResponse:
-        move = await self.registry.mutate(
-            self.store.set_alias,
+        move = await self.registry.set_alias(
             request.model_name,
             request.alias,
             request.version,
@@ -213,16 +175,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DeleteAlias(
         self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.DeleteAliasResponse:
-        move = await self.registry.mutate(
-            self.store.delete_alias, request.model_name, request.alias, actor_of(context, request.actor)
-        )
+        move = await self.registry.delete_alias(request.model_name, request.alias, actor_of(context, request.actor))
         return registry_pb2.DeleteAliasResponse(move=codec.move_to_proto(move))
 
     async def RollbackAlias(
         self, request: registry_pb2.RollbackAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.RollbackAliasResponse:
-        move = await self.registry.mutate(
-            self.store.rollback_alias,
+        move = await self.registry.rollback_alias(
             request.model_name,
             request.alias,
             actor_of(context, request.actor),
@@ -233,8 +192,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListAliasHistory(
         self, request: registry_pb2.ListAliasHistoryRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListAliasHistoryResponse:
-        moves, token = await self.registry.run(
-            self.store.alias_history, request.model_name, request.alias, request.page_size, request.page_token
+        moves, token = await self.registry.alias_history(
+            request.model_name, request.alias, request.page_size, request.page_token
         )
         return registry_pb2.ListAliasHistoryResponse(
             moves=[codec.move_to_proto(m) for m in moves], next_page_token=token

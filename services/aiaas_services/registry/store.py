@@ -1,133 +1,39 @@
-"""Registry metadata on SQLAlchemy Core: models, versions, artifacts, aliases and the event log.
-
-Blocking code, called from threads. Every mutation runs in one transaction that first locks the state
-row (see ``db``), checks its preconditions inside that transaction, and appends its events there too,
-so a caller either sees the whole change and its events or neither.
-"""
+"""Registry metadata on SQLAlchemy Core: models, versions and artifacts (aliases and events in
+``store_aliases.py``, transactions and row mapping in ``store_base.py``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.engine import RowMapping
 
 from aiaas_services.registry import db
 from aiaas_services.registry.domain import (
-    AliasMove,
     Artifact,
-    Event,
     EventType,
     Model,
     ModelFormat,
     NewVersion,
     Status,
     Version,
-    check_alias,
     check_complete,
-    check_name,
     decode_token,
     encode_token,
     page_size,
 )
+from aiaas_services.registry.store_aliases import AliasAndEventStore
+from aiaas_services.registry.store_base import Tx, _dump
 from aiaas_services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from aiaas_services.runtime.names import check_name
 
 
-def now() -> datetime:
-    """The current time, UTC."""
-    return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-class Tx:
-    """A writing transaction: its connection and the event sequence it appends to."""
-
-    def __init__(self, conn: Connection, last_sequence: int, actor: str) -> None:
-        self.conn = conn
-        self.sequence = last_sequence
-        self.actor = actor
-        self.time = now()
-
-    def emit(
-        self,
-        kind: EventType,
-        model_name: str,
-        version: int = 0,
-        alias: str = "",
-        from_version: int = 0,
-        status: Status = Status.UNSPECIFIED,
-    ) -> None:
-        """Append an event with the next sequence number."""
-        self.sequence += 1
-        self.conn.execute(
-            db.events.insert().values(
-                sequence=self.sequence,
-                type=int(kind),
-                model_name=model_name,
-                version=version,
-                alias=alias,
-                from_version=from_version,
-                status=int(status),
-                actor=self.actor,
-                time=self.time,
-            )
-        )
-
-
-class RegistryStore:
+class RegistryStore(AliasAndEventStore):
     """Models, versions, aliases and events in one SQL database."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    # -- transactions -----------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self, actor: str) -> Iterator[Tx]:
-        with self.engine.connect().execution_options(registry_write=True) as conn, conn.begin():
-            row = conn.execute(sa.select(db.state.c.last_sequence).where(db.state.c.id == 1).with_for_update()).one()
-            tx = Tx(conn, int(row.last_sequence), actor)
-            yield tx
-            if tx.sequence != row.last_sequence:
-                conn.execute(db.state.update().where(db.state.c.id == 1).values(last_sequence=tx.sequence))
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
-
     # -- models -----------------------------------------------------------------------------------
-
-    def _model_row(self, conn: Connection, name: str) -> RowMapping:
-        row = conn.execute(sa.select(db.models).where(db.models.c.name == name)).mappings().first()
-        if row is None:
-            raise NotFound(f"model {name!r} not found")
-        return row
-
-    def _model(self, conn: Connection, row: RowMapping) -> Model:
-        alias_rows = conn.execute(
-            sa.select(db.aliases.c.name, db.aliases.c.version_number).where(db.aliases.c.model_id == row["id"])
-        ).all()
-        return Model(
-            name=row["name"],
-            description=row["description"],
-            tags=json.loads(row["tags"]),
-            aliases={a.name: int(a.version_number) for a in alias_rows},
-            latest_version=int(row["latest_version"]),
-            created_at=_utc(row["created_at"]),
-            updated_at=_utc(row["updated_at"]),
-        )
 
     def _insert_model(self, tx: Tx, name: str, description: str, tags: dict[str, str]) -> RowMapping:
         tx.conn.execute(
@@ -225,72 +131,6 @@ class RegistryStore:
             return count
 
     # -- versions ---------------------------------------------------------------------------------
-
-    def _version_row(self, conn: Connection, model_name: str, number: int = 0, alias: str = "") -> RowMapping:
-        model = self._model_row(conn, model_name)
-        if alias:
-            target = conn.execute(
-                sa.select(db.aliases.c.version_number).where(
-                    db.aliases.c.model_id == model["id"], db.aliases.c.name == alias
-                )
-            ).first()
-            if target is None:
-                raise NotFound(f"model {model_name!r} has no alias {alias!r}")
-            number = int(target.version_number)
-        if number <= 0:
-            raise InvalidArgument("a version reference needs a version number >= 1 or an alias")
-        row = (
-            conn.execute(
-                sa.select(db.versions, db.models.c.name.label("model_name"))
-                .join(db.models, db.models.c.id == db.versions.c.model_id)
-                .where(db.versions.c.model_id == model["id"], db.versions.c.number == number)
-            )
-            .mappings()
-            .first()
-        )
-        if row is None:
-            raise NotFound(f"model {model_name!r} has no version {number}")
-        return row
-
-    def _versions(self, conn: Connection, rows: Sequence[RowMapping]) -> list[Version]:
-        if not rows:
-            return []
-        ids = [row["id"] for row in rows]
-        artifacts: dict[int, list[Artifact]] = {i: [] for i in ids}
-        for a in conn.execute(
-            sa.select(db.artifacts).where(db.artifacts.c.version_id.in_(ids)).order_by(db.artifacts.c.name)
-        ).mappings():
-            artifacts[a["version_id"]].append(Artifact(a["name"], a["sha256"], int(a["size_bytes"]), a["media_type"]))
-        aliases: dict[tuple[int, int], list[str]] = {}
-        for a in conn.execute(
-            sa.select(db.aliases).where(db.aliases.c.model_id.in_({row["model_id"] for row in rows}))
-        ).mappings():
-            aliases.setdefault((a["model_id"], int(a["version_number"])), []).append(a["name"])
-        return [
-            Version(
-                model_name=row["model_name"],
-                number=int(row["number"]),
-                format=ModelFormat(row["format"]),
-                variant=row["variant"],
-                status=Status(row["status"]),
-                status_reason=row["status_reason"],
-                signature=json.loads(row["signature"]),
-                metrics=json.loads(row["metrics"]),
-                tags=json.loads(row["tags"]),
-                lineage=json.loads(row["lineage"]),
-                description=row["description"],
-                required_artifacts=json.loads(row["required_artifacts"]),
-                artifacts=artifacts[row["id"]],
-                aliases=sorted(aliases.get((row["model_id"], int(row["number"])), [])),
-                created_by=row["created_by"],
-                created_at=_utc(row["created_at"]),
-                updated_at=_utc(row["updated_at"]),
-            )
-            for row in rows
-        ]
-
-    def _version(self, conn: Connection, model_name: str, number: int = 0, alias: str = "") -> Version:
-        return self._versions(conn, [self._version_row(conn, model_name, number, alias)])[0]
 
     def create_version(
         self,
@@ -557,144 +397,3 @@ class RegistryStore:
             if gone:
                 tx.conn.execute(db.blobs.delete().where(db.blobs.c.sha256.in_(gone)))
             return gone
-
-    # -- aliases ----------------------------------------------------------------------------------
-
-    def _current_alias(self, conn: Connection, model_id: int, alias: str) -> int:
-        row = conn.execute(
-            sa.select(db.aliases.c.version_number).where(db.aliases.c.model_id == model_id, db.aliases.c.name == alias)
-        ).first()
-        return int(row.version_number) if row else 0
-
-    def _move(self, tx: Tx, model: RowMapping, alias: str, target: int, reason: str) -> AliasMove:
-        current = self._current_alias(tx.conn, model["id"], alias)
-        if target:
-            version = self._version_row(tx.conn, model["name"], target)
-            if Status(version["status"]) != Status.READY:
-                raise FailedPrecondition(
-                    f"{model['name']} v{target} is {Status(version['status']).name};"
-                    " aliases only point at READY versions"
-                )
-        if current:
-            tx.conn.execute(db.aliases.delete().where(db.aliases.c.model_id == model["id"], db.aliases.c.name == alias))
-        if target:
-            tx.conn.execute(db.aliases.insert().values(model_id=model["id"], name=alias, version_number=target))
-        move = AliasMove(model["name"], alias, current, target, tx.actor, reason, tx.time)
-        tx.conn.execute(
-            db.alias_moves.insert().values(
-                model_id=model["id"],
-                alias=alias,
-                from_version=current,
-                to_version=target,
-                actor=tx.actor,
-                reason=reason,
-                moved_at=tx.time,
-            )
-        )
-        if target:
-            tx.emit(EventType.ALIAS_MOVED, model["name"], target, alias, current, Status.READY)
-        else:
-            tx.emit(EventType.ALIAS_DELETED, model["name"], 0, alias, current)
-        return move
-
-    def set_alias(self, model_name: str, alias: str, version: int, actor: str = "", reason: str = "") -> AliasMove:
-        """Point an alias at a READY version, recording the move."""
-        check_name(model_name)
-        check_alias(alias)
-        if version <= 0:
-            raise InvalidArgument("version must be >= 1")
-        with self._write(actor) as tx:
-            return self._move(tx, self._model_row(tx.conn, model_name), alias, version, reason)
-
-    def delete_alias(self, model_name: str, alias: str, actor: str = "") -> AliasMove:
-        """Remove an alias, recording the move (to_version 0)."""
-        check_name(model_name)
-        check_alias(alias)
-        with self._write(actor) as tx:
-            model = self._model_row(tx.conn, model_name)
-            if not self._current_alias(tx.conn, model["id"], alias):
-                raise NotFound(f"model {model_name!r} has no alias {alias!r}")
-            return self._move(tx, model, alias, 0, "deleted")
-
-    def rollback_alias(self, model_name: str, alias: str, actor: str = "", reason: str = "") -> AliasMove:
-        """Point an alias back at the version it pointed at before its last move."""
-        check_name(model_name)
-        check_alias(alias)
-        with self._write(actor) as tx:
-            model = self._model_row(tx.conn, model_name)
-            last = tx.conn.execute(
-                sa.select(db.alias_moves)
-                .where(db.alias_moves.c.model_id == model["id"], db.alias_moves.c.alias == alias)
-                .order_by(db.alias_moves.c.id.desc())
-                .limit(1)
-            ).first()
-            if last is None:
-                raise NotFound(f"model {model_name!r} has no alias {alias!r}")
-            if not last.from_version:
-                raise FailedPrecondition(f"alias {alias!r} of {model_name!r} has no earlier version to roll back to")
-            return self._move(tx, model, alias, int(last.from_version), reason or f"rollback from v{last.to_version}")
-
-    def alias_history(
-        self, model_name: str, alias: str = "", size: int = 0, token: str = ""
-    ) -> tuple[list[AliasMove], str]:
-        """Moves of one alias (or all of a model's), newest first."""
-        check_name(model_name)
-        if alias:
-            check_alias(alias)
-        limit = page_size(size)
-        before = decode_token(token)
-        with self._read() as conn:
-            model = self._model_row(conn, model_name)
-            query = (
-                sa.select(db.alias_moves)
-                .where(db.alias_moves.c.model_id == model["id"])
-                .order_by(db.alias_moves.c.id.desc())
-                .limit(limit + 1)
-            )
-            if alias:
-                query = query.where(db.alias_moves.c.alias == alias)
-            if before is not None:
-                query = query.where(db.alias_moves.c.id < int(before))
-            rows = conn.execute(query).mappings().all()
-        moves = [
-            AliasMove(
-                model_name,
-                r["alias"],
-                int(r["from_version"]),
-                int(r["to_version"]),
-                r["actor"],
-                r["reason"],
-                _utc(r["moved_at"]),
-            )
-            for r in rows[:limit]
-        ]
-        return moves, encode_token(rows[limit - 1]["id"]) if len(rows) > limit else ""
-
-    # -- events -----------------------------------------------------------------------------------
-
-    def last_sequence(self) -> int:
-        """Sequence number of the newest event (0 when none)."""
-        with self._read() as conn:
-            return int(conn.execute(sa.select(db.state.c.last_sequence).where(db.state.c.id == 1)).scalar_one())
-
-    def events_after(self, after: int, model_names: Sequence[str] = (), limit: int = 500) -> list[Event]:
-        """Events with sequence > ``after``, oldest first."""
-        query = sa.select(db.events).where(db.events.c.sequence > after).order_by(db.events.c.sequence).limit(limit)
-        if model_names:
-            query = query.where(db.events.c.model_name.in_(list(model_names)))
-        with self._read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [
-            Event(
-                sequence=int(r["sequence"]),
-                type=EventType(r["type"]),
-                model_name=r["model_name"],
-                version=int(r["version"]),
-                alias=r["alias"],
-                from_version=int(r["from_version"]),
-                status=Status(r["status"]),
-                actor=r["actor"],
-                time=_utc(r["time"]),
-            )
-            for r in rows
-        ]

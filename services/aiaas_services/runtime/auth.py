@@ -26,14 +26,12 @@ from typing import Any, TextIO
 
 import grpc
 
-from aiaas.client.retry import READ_PREFIXES as RETRYABLE_READ_PREFIXES
-from aiaas_services.runtime.interceptors import wrap_handler
+from aiaas.wire import AUTHORIZATION_METADATA, READ_PREFIXES
+from aiaas_services.runtime.interceptors import HandlerInterceptor, wrap_handler
 
 logger = logging.getLogger(__name__)
 
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
-# One list for what may be retried and what needs only the read scope: reads are idempotent.
-READ_PREFIXES = RETRYABLE_READ_PREFIXES
 
 current_principal: contextvars.ContextVar[str] = contextvars.ContextVar("current_principal", default="anonymous")
 
@@ -90,7 +88,7 @@ class AuditLog:
 
 def _bearer(metadata: Any) -> str:
     for key, value in metadata or ():
-        if key == "authorization":
+        if key == AUTHORIZATION_METADATA:
             text = value.decode() if isinstance(value, bytes) else value
             if text.lower().startswith("bearer "):
                 return str(text[7:].strip())
@@ -155,28 +153,22 @@ def _audited(handler: grpc.RpcMethodHandler, audit: AuditLog, principal: str, me
     return wrap_handler(handler, unary=wrap_unary, stream=wrap_stream)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(HandlerInterceptor):
     """Checks the bearer token's scope for each RPC and audits writes."""
 
     def __init__(self, tokens: Mapping[str, Grant] | None, audit: AuditLog | None) -> None:
         self.tokens = dict(tokens) if tokens else None
         self.audit = audit
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
         scope = required_scope(method)
         if scope is None:
             return handler
         principal = "anonymous"
         if self.tokens is not None:
-            presented = _bearer(handler_call_details.invocation_metadata)
+            presented = _bearer(details.invocation_metadata)
             if not presented:
                 return _denied(
                     grpc.StatusCode.UNAUTHENTICATED,

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from aiaas.client.retry import retry_options
+from aiaas.wire import AUTHORIZATION_METADATA
 from aiaas_services.runtime import tracing
 from aiaas_services.runtime.settings import ServiceSettings
 
@@ -31,7 +32,7 @@ class _BearerToken:
     """
 
     def __init__(self, token: str) -> None:
-        self.header = ("authorization", f"Bearer {token}")
+        self.header = (AUTHORIZATION_METADATA, f"Bearer {token}")
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()), self.header)

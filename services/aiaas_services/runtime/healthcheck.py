@@ -25,7 +25,7 @@ def check(target: str, service: str = "", timeout: float = 3.0) -> bool:
             return False
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(f"{target}: {status}")
-    return response.status == health_pb2.HealthCheckResponse.SERVING
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

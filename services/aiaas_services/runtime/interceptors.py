@@ -82,15 +82,9 @@ def wrap_handler(
     return handler
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Maps DomainError subclasses to their status and anything else to a generic INTERNAL.
-
-    The wrapped handler of each method is built once and reused (the registered handler of a method is
-    the same object on every call), rather than rebuilt for every RPC.
-    """
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that works on each call's method handler: subclasses implement ``wrap`` and
+    return the handler to serve the call with (the same one to leave the call alone)."""
 
     async def intercept_service(
         self,
@@ -100,7 +94,29 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
+        return self.wrap(handler, method, handler_call_details)
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """The handler that serves this call of ``method``."""
+        raise NotImplementedError
+
+
+class ErrorMappingInterceptor(HandlerInterceptor):
+    """Maps DomainError subclasses to their status and anything else to a generic INTERNAL.
+
+    The wrapped handler of each method is built once and reused (the registered handler of a method is
+    the same object on every call), rather than rebuilt for every RPC.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]

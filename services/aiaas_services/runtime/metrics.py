@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from aiaas_services.runtime.interceptors import wrap_handler
+from aiaas_services.runtime.interceptors import HandlerInterceptor, wrap_handler
 from aiaas_services.runtime.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -92,22 +92,16 @@ def add_artifact_bytes(direction: str, count: int) -> None:
     ARTIFACT_BYTES.labels(direction).inc(count)
 
 
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+class RpcMetricsInterceptor(HandlerInterceptor):
     """Counts RPCs and their latency by method and status code; idle while metrics are off."""
 
     def __init__(self, always: bool = False) -> None:
         self._always = always
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not (self._always or _enabled):
-            return handler
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
-        if method.startswith(UNTRACED_PREFIXES):
+        if not (self._always or _enabled) or method.startswith(UNTRACED_PREFIXES):
             return handler
         return wrap_handler(
             handler,
@@ -119,7 +113,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
 def _code_name(context: grpc.aio.ServicerContext, failure: str | None) -> str:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
-        return code.name
+        return str(code.name)
     if isinstance(code, int):
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
     return failure or "OK"

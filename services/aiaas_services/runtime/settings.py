@@ -132,6 +132,6 @@ def settings_table(cls: type[ServiceSettings]) -> list[tuple[str, str, str]]:
     """(env var, default, help) rows, for documentation."""
     rows = []
     for field in dataclasses.fields(cls):
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc,operator]
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[operator]
         rows.append((cls.env_prefix + field.name.upper(), repr(default), field.metadata.get("help", "")))
     return rows

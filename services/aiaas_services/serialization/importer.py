@@ -13,9 +13,10 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiaas.client.registry import FAILED, ONNX, READY, RegistryClient
+from aiaas.client.registry import RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas.wire import FAILED, ONNX, READY
 from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.variants import PREFERRED_PROVIDER

@@ -16,9 +16,10 @@ from multiprocessing.process import BaseProcess
 
 from opentelemetry import propagate, trace
 
-from aiaas.client.registry import FAILED, HF, ONNX, PENDING, PYTORCH_CHECKPOINT, RegistryClient
+from aiaas.client.registry import RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas.wire import FAILED, HF, ONNX, PENDING, PYTORCH_CHECKPOINT
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aiaas_services.serialization import options as request_options
 from aiaas_services.serialization.registry_errors import translate

@@ -22,10 +22,11 @@ import numpy as np
 import onnx
 from opentelemetry import propagate, trace
 
-from aiaas.client.registry import HF, ONNX, PYTORCH_CHECKPOINT, READY, REJECTED, RegistryClient, version_ref
+from aiaas.client.registry import RegistryClient, version_ref
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas.wire import HF, ONNX, PYTORCH_CHECKPOINT, READY, REJECTED
 from aiaas_services.runtime.channels import open_channel
 from aiaas_services.serialization import options as request_options
 from aiaas_services.serialization.pipeline import run as pipeline

@@ -1,23 +1,94 @@
-"""Proto <-> domain conversions for the training service (no logic of its own)."""
+"""Proto <-> domain conversions for the training service: ``TrainingSpec`` -> ``JobSpec`` (parsed here
+once), job records and events -> protos. No logic of its own."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2
+from aiaas.wire import JobState
+from aiaas_services.modelzoo.specs import architecture_from_proto
+from aiaas_services.training.spec import DatasetRef, ExportRequest, JobSpec, TrainConfig
 from aiaas_services.training.store import EventRecord, JobRecord
 
-STATE_TO_PROTO = {
-    "QUEUED": common_pb2.JOB_STATE_QUEUED,
-    "RUNNING": common_pb2.JOB_STATE_RUNNING,
-    "SUCCEEDED": common_pb2.JOB_STATE_SUCCEEDED,
-    "FAILED": common_pb2.JOB_STATE_FAILED,
-    "CANCELLED": common_pb2.JOB_STATE_CANCELLED,
-}
+STATE_TO_PROTO = {state.name: common_pb2.JobState.Value(f"JOB_STATE_{state.name}") for state in JobState if state}
 STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
+
+
+def job_spec_from_proto(spec: training_pb2.TrainingSpec) -> JobSpec:
+    """The request's ``TrainingSpec`` as the domain's ``JobSpec``: proto defaults resolved, enums named.
+    Values are checked by ``JobSpec.check``, against the service's limits."""
+    export = None
+    if spec.HasField("export"):
+        export = ExportRequest(tuple(spec.export.variants), spec.export.SerializeToString(deterministic=True))
+    dataset = None
+    if spec.data.WhichOneof("source") == "registry":
+        source = spec.data.registry
+        dataset = DatasetRef(
+            model_name=source.ref.model_name,
+            version=source.ref.version,
+            alias=source.ref.alias,
+            artifact_name=source.artifact_name or "data.npz",
+        )
+    return JobSpec(
+        model_name=spec.model_name,
+        architecture=architecture_from_proto(spec.architecture) if spec.architecture.WhichOneof("kind") else {},
+        data=json_format.MessageToDict(spec.data, preserving_proto_field_name=True),
+        train=train_config_from_proto(spec),
+        description=spec.description,
+        tags=dict(spec.tags),
+        dataset=dataset,
+        export=export,
+    )
+
+
+def train_config_from_proto(spec: training_pb2.TrainingSpec) -> TrainConfig:
+    """The hyperparameters of a ``TrainingSpec``, with the documented defaults for zero values."""
+    opt = spec.optimizer
+    return TrainConfig(
+        optimizer=_enum_name(opt, "kind", "adam"),
+        learning_rate=opt.learning_rate or 1e-3,
+        momentum=opt.momentum,
+        weight_decay=opt.weight_decay,
+        l1_penalty=opt.l1_penalty,
+        schedule=_enum_name(opt, "schedule", "constant"),
+        step_size=opt.step_size or 10,
+        gamma=opt.gamma or 0.1,
+        grad_clip_norm=opt.grad_clip_norm,
+        epochs=spec.epochs or 20,
+        batch_size=spec.batch_size or 64,
+        seed=spec.seed,
+        early_stopping_metric=spec.early_stopping.metric,
+        patience=spec.early_stopping.patience or 5,
+        min_delta=spec.early_stopping.min_delta,
+        device=(spec.device or "auto").lower(),
+        world_size=max(1, spec.world_size),
+    )
+
+
+def export_options(request: ExportRequest) -> common_pb2.ExportOptions:
+    """The ``ExportOptions`` a job's request carried."""
+    options: common_pb2.ExportOptions = common_pb2.ExportOptions.FromString(request.options)
+    return options
+
+
+def dataset_ref(dataset: DatasetRef) -> common_pb2.VersionRef:
+    """The registry version holding a job's dataset."""
+    if dataset.alias:
+        return common_pb2.VersionRef(model_name=dataset.model_name, alias=dataset.alias)
+    if dataset.version:
+        return common_pb2.VersionRef(model_name=dataset.model_name, version=dataset.version)
+    return common_pb2.VersionRef(model_name=dataset.model_name)  # the registry answers what is missing
+
+
+def _enum_name(message: Any, field: str, default: str) -> str:
+    descriptor = message.DESCRIPTOR.fields_by_name[field].enum_type
+    name: str = descriptor.values_by_number[getattr(message, field)].name
+    suffix = name.rsplit("_", 1)[-1].lower()
+    return default if suffix == "unspecified" else suffix
 
 
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -44,7 +115,7 @@ def job_to_proto(job: JobRecord, history: list[dict[str, Any]] | None = None) ->
     message = training_pb2.Job(
         job_id=job.job_id,
         state=STATE_TO_PROTO[job.state],
-        spec=training_pb2.TrainingSpec.FromString(job.spec),
+        spec=training_pb2.TrainingSpec.FromString(job.request),
         failure_reason=job.failure_reason,
         current_epoch=job.current_epoch,
         total_epochs=job.total_epochs,

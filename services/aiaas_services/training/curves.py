@@ -1,8 +1,7 @@
-"""The PNG of training curves registered beside the checkpoint.
+"""The PNG of training curves registered beside the checkpoint, drawn with Pillow's ImageDraw.
 
-Drawn with Pillow's ImageDraw rather than matplotlib: the chart is two panels of lines with a few
-labelled ticks, and matplotlib's tick and text layout took ~100 ms per chart, about a tenth of a short
-training job's wall time (``make bench``'s training ratio), where this takes ~4 ms.
+Not matplotlib: two panels of lines with a few labelled ticks do not need its layout engine, whose cost
+per chart showed in the training bench (``training.service_vs_bare_loop``; numbers in this file's git log).
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 WIDTH, HEIGHT = 960, 360
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 20, 46, 46
 PANEL_GAP = 80
-# The chart is drawn on a palette image: PNG-encoding 960x360 RGB pixels took ~7 ms, one byte per pixel
-# ~1 ms (converting RGB to a palette afterwards took longer than both). The price: text is not
+# Drawn on a palette image (one byte per pixel encodes faster than RGB); the price: text is not
 # antialiased. Each colour below is a palette index; PALETTE lists them in index order.
 WHITE, GRID, AXIS, TEXT, TRAIN, VALIDATION, METRIC = range(7)
 PALETTE = [(255, 255, 255), (225, 225, 225), (60, 60, 60), (20, 20, 20), (31, 119, 180), (255, 127, 14), (44, 160, 44)]
@@ -50,7 +48,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
         "loss",
     )
     _panel(draw, font, right, epochs, {"metric": _series(history, "validation", metric)}, f"validation {metric}")
-    image.save(path, format="PNG", compress_level=1)  # ~1 ms to encode; level 6 takes ~3 ms for 40 % fewer bytes
+    image.save(path, format="PNG", compress_level=1)  # larger than level 6, but quicker to encode
 
 
 def _series(history: list[dict[str, Any]], split: str, name: str) -> list[float | None]:

@@ -1,36 +1,34 @@
-"""The job engine: queue, warm worker pool, state machine, events, cancel, restart recovery.
+"""The job engine: queue, state machine, events, cancel, restart recovery.
 
-Runs on the server's event loop but never trains there: jobs go to spawned worker processes
-(``worker.py``); a thread reads their events off a multiprocessing queue and hands them to the loop.
+Runs on the server's event loop but never trains there: jobs go to the warm worker processes of
+``pool.py``, whose events come back to the loop.
 State lives in SQLite (``store.py``) so jobs survive the client and the server. What happens after
-training (registry upload, export request) is done by a ``Publisher`` passed in, so this module knows
-nothing of gRPC and is tested with a fake one.
+training (registry upload, export request) is done by a ``Publisher`` passed in (``publishing.py``),
+so this module knows nothing of gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry import propagate, trace
 
-from aiaas.training.v1 import training_pb2
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from aiaas_services.training.config import ConfigError, check_request
 from aiaas_services.training.paths import CHECKPOINT_FILE, DATASET_FILE, RESULT_DIR, JobRequest
+from aiaas_services.training.pool import Slot, WorkerPool
+from aiaas_services.training.publishing import Publisher, PublishError
 from aiaas_services.training.settings import TrainingSettings
+from aiaas_services.training.spec import ConfigError, JobSpec
 from aiaas_services.training.store import (
     CANCELLED,
     FAILED,
@@ -52,8 +50,6 @@ from aiaas_services.training.worker import (
     READY,
     STARTED,
     JobTask,
-    WorkerContext,
-    worker_main,
 )
 from aiaas_services.training.worker import (
     FAILED as W_FAILED,
@@ -61,42 +57,6 @@ from aiaas_services.training.worker import (
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
-
-
-class PublishError(Exception):
-    """Registering a finished job failed; the message is safe to show."""
-
-
-@dataclasses.dataclass
-class Published:
-    """Where a job's checkpoint went, and what else happened (export job, notes for the event log)."""
-
-    model_name: str
-    version: int
-    export_job_id: str = ""
-    messages: list[str] = dataclasses.field(default_factory=list)
-
-
-class Publisher(Protocol):
-    """Hands a finished job's files to the registry (and, when asked, to the serialization service)."""
-
-    async def fetch_dataset(self, spec: training_pb2.TrainingSpec) -> bytes: ...
-
-    async def publish(
-        self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path, after_restart: bool = False
-    ) -> Published: ...
-
-
-@dataclasses.dataclass
-class Slot:
-    """One warm worker process and the job it runs."""
-
-    index: int
-    process: Any = None
-    tasks: Any = None
-    cancel: Any = None
-    job_id: str | None = None
-    crashes: int = 0  # exits in a row without becoming ready: respawns back off
 
 
 class JobEngine:
@@ -108,12 +68,10 @@ class JobEngine:
         self.root = settings.home_path / "training"
         self.store = JobStore(self.root / "jobs.db")
         self._queue: collections.deque[str] = collections.deque()
-        self._ctx = multiprocessing.get_context("spawn")
-        self._events: Any = None
-        self._slots = [Slot(i) for i in range(max(1, settings.max_concurrent_jobs))]
+        self._pool = WorkerPool(settings, self._on_event, self._on_worker_exit)
+        self._slots = self._pool.slots
         self._waiters: dict[str, set[asyncio.Event]] = collections.defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reader: threading.Thread | None = None
         self._closing = False
         self._draining = False
         self._publishing: set[str] = set()
@@ -123,13 +81,7 @@ class JobEngine:
     async def start(self) -> None:
         """Start the worker pool, then resume what a previous run left behind."""
         self._loop = asyncio.get_running_loop()
-        # A SimpleQueue: a worker's put pickles and writes on its own thread. A Queue's feeder thread
-        # woke for every epoch event and took the GIL from the training loop to do the same.
-        self._events = self._ctx.SimpleQueue()
-        for slot in self._slots:
-            self._spawn(slot)
-        self._reader = threading.Thread(target=self._read_events, name="training-events", daemon=True)
-        self._reader.start()
+        self._pool.start(self._loop)
         self._recover()
         self._schedule()
 
@@ -143,55 +95,10 @@ class JobEngine:
     async def close(self) -> None:
         """Stop the workers. Running jobs stay RUNNING in the database and resume on the next start."""
         self._closing = True
-        for slot in self._slots:
-            if slot.tasks is not None:
-                slot.tasks.put(None)
-        await asyncio.to_thread(self._stop_workers)
-        if self._events is not None:
-            # from a daemon thread: a worker killed in the middle of a put leaves the queue's lock taken
-            threading.Thread(target=self._events.put, args=(None,), daemon=True).start()
-        if self._reader is not None:
-            await asyncio.to_thread(self._reader.join, 5)
+        await self._pool.close()
         for task in list(self._tasks):
             task.cancel()
         self.store.close()
-
-    def _stop_workers(self) -> None:
-        for slot in self._slots:
-            process = slot.process
-            if process is None:
-                continue
-            if slot.job_id is not None and process.is_alive():
-                process.terminate()  # interrupt the job; it resumes from its checkpoint later
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
-
-    def _spawn(self, slot: Slot) -> None:
-        slot.tasks = self._ctx.Queue()
-        slot.cancel = self._ctx.Event()
-        context = WorkerContext(slot.index, slot.tasks, self._events, slot.cancel, self.settings, os.getpid())
-        slot.process = self._ctx.Process(target=worker_main, args=(context,), name=f"training-worker-{slot.index}")
-        slot.process.start()
-        slot.job_id = None
-        threading.Thread(target=self._watch_process, args=(slot, slot.process), daemon=True).start()
-
-    def _watch_process(self, slot: Slot, process: Any) -> None:
-        process.join()
-        if not self._closing and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_worker_exit, slot, process)
-
-    def _read_events(self) -> None:
-        while True:
-            try:
-                event = self._events.get()
-            except (EOFError, OSError):
-                return
-            if event is None:
-                return
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._on_event, *event)
 
     def _recover(self) -> None:
         """RUNNING jobs of a previous run: publish those that finished training, resume the others from
@@ -215,22 +122,23 @@ class JobEngine:
 
     async def submit(
         self,
-        spec: training_pb2.TrainingSpec,
+        spec: JobSpec,
         request_id: str = "",
         carrier: dict[str, str] | None = None,
         trace_id: str = "",
+        request: bytes = b"",
     ) -> JobRecord:
-        """Check and queue a job; returns it QUEUED (or the earlier job with the same request_id)."""
+        """Check and queue a job; returns it QUEUED (or the earlier job with the same request_id).
+        ``request`` is the request as sent, kept for the API to echo."""
         if request_id:
             earlier = self.store.by_request_id(request_id)
             if earlier is not None:
                 return earlier
         try:
-            config = check_request(
-                spec, max_epochs=self.settings.max_epochs, max_world_size=self.settings.max_world_size
-            )
+            spec.check(max_epochs=self.settings.max_epochs, max_world_size=self.settings.max_world_size)
         except ConfigError as exc:
             raise InvalidArgument(str(exc)) from None
+        config = spec.train
         if config.device.startswith("cuda") and not await asyncio.to_thread(_cuda_available):
             raise FailedPrecondition(f"spec.device={config.device!r} but this training service has no CUDA device")
         if self.store.count(QUEUED) >= self.settings.max_queued_jobs:
@@ -240,7 +148,8 @@ class JobEngine:
         job = JobRecord(
             job_id=uuid.uuid4().hex,
             state=QUEUED,
-            spec=spec.SerializeToString(deterministic=True),
+            spec=spec,
+            request=request,
             created_at=time.time(),
             request_id=request_id or None,
             total_epochs=config.epochs,
@@ -382,13 +291,12 @@ class JobEngine:
         task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, slot: Slot, job: JobRecord) -> None:
-        spec = training_pb2.TrainingSpec.FromString(job.spec)
         job_dir = self.job_dir(job.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         self._transition(job, RUNNING, "running")
-        if spec.data.WhichOneof("source") == "registry" and not (job_dir / DATASET_FILE).exists():
+        if job.spec.dataset is not None and not (job_dir / DATASET_FILE).exists():
             try:
-                payload = await self.publisher.fetch_dataset(spec)
+                payload = await self.publisher.fetch_dataset(job.spec.dataset)
             except PublishError as exc:
                 slot.job_id = None
                 self._transition(job, FAILED, f"could not fetch the dataset: {exc}")
@@ -454,7 +362,7 @@ class JobEngine:
     def _respawn(self, slot: Slot) -> None:
         if self._closing or slot.process is not None:
             return
-        self._spawn(slot)
+        self._pool.spawn(slot)
         self._schedule()
 
     def _start_publish(self, job: JobRecord, after_restart: bool = False) -> None:
@@ -462,7 +370,6 @@ class JobEngine:
         self._spawn_task(self._publish(job, after_restart))
 
     async def _publish(self, job: JobRecord, after_restart: bool = False) -> None:
-        spec = training_pb2.TrainingSpec.FromString(job.spec)
         result_dir = self.job_dir(job.job_id) / RESULT_DIR
         try:
             if not job.result:
@@ -471,7 +378,7 @@ class JobEngine:
             parent = propagate.extract(dict(job.carrier))
             with tracer.start_as_current_span("training.register", context=parent) as span:
                 span.set_attribute("training.job_id", job.job_id)
-                published = await self.publisher.publish(job, spec, result_dir, after_restart)
+                published = await self.publisher.publish(job, result_dir, after_restart)
         except PublishError as exc:
             self._transition(job, FAILED, f"registering the checkpoint failed: {exc}")
             return
@@ -502,6 +409,6 @@ def _write_atomically(path: Path, payload: bytes) -> None:
 
 
 def _cuda_available() -> bool:
-    import torch
+    import torch  # only when a job asks for CUDA: the server does not load torch otherwise
 
     return bool(torch.cuda.is_available())

@@ -16,13 +16,12 @@ from typing import Any
 import torch
 from opentelemetry import trace
 
-from aiaas.training.v1 import training_pb2
-from aiaas_services.datasets import Splits, data_spec_to_json, fit_standardization, load_splits
-from aiaas_services.modelzoo import build_module, spec_from_proto
-from aiaas_services.training.config import TrainConfig
+from aiaas_services.datasets import Splits, fit_standardization, load_splits
+from aiaas_services.modelzoo import build_module, checkpoint_spec
 from aiaas_services.training.curves import plot_curves
 from aiaas_services.training.evaluation import evaluate
 from aiaas_services.training.paths import DATASET_FILE, RESULT_DIR, JobRequest
+from aiaas_services.training.spec import JobSpec
 from aiaas_services.training.tensorfile import write_safetensors
 from aiaas_services.training.trainer import Distributed, Hooks, Trainer, configure_torch, seed_everything
 
@@ -38,14 +37,13 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def model_spec_for(spec: training_pb2.TrainingSpec, config: TrainConfig, splits: Splits) -> dict[str, Any]:
+def model_spec_for(spec: JobSpec, splits: Splits) -> dict[str, Any]:
     """The checkpoint's spec.json: architecture, task, shapes, standardization, data and seed."""
-    data = data_spec_to_json(spec.data)
-    standardization = None if spec.data.no_standardize else fit_standardization(splits.x_train)
+    standardization = None if spec.data.get("no_standardize") else fit_standardization(splits.x_train)
     target_standardization = None
     if splits.task == "regression":
         target_standardization = fit_standardization(splits.y_train.reshape(len(splits.y_train), -1))
-    return spec_from_proto(
+    return checkpoint_spec(
         spec.architecture,
         task=splits.task,
         num_features=splits.num_features,
@@ -53,8 +51,8 @@ def model_spec_for(spec: training_pb2.TrainingSpec, config: TrainConfig, splits:
         num_outputs=splits.num_outputs,
         standardization=standardization,
         target_standardization=target_standardization,
-        data=data,
-        seed=config.seed,
+        data=spec.data,
+        seed=spec.train.seed,
         class_names=splits.class_names,
     )
 
@@ -63,15 +61,15 @@ def run_job(request: JobRequest, hooks: Hooks, dist: Distributed | None = None) 
     """Train, evaluate and write the result files; returns the result summary (rank 0) or {}."""
     dist = dist or Distributed()
     configure_torch(request.torch_threads)
-    spec = training_pb2.TrainingSpec.FromString(request.spec_bytes)
-    config = TrainConfig.from_proto(spec)
+    spec = request.spec
+    config = spec.train
     job_dir = Path(request.job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     payload_path = job_dir / DATASET_FILE
     payload = payload_path.read_bytes() if payload_path.exists() else None
     with tracer.start_as_current_span("training.load_data"):
-        splits = load_splits(data_spec_to_json(spec.data), config.seed, payload)
-    model_spec = model_spec_for(spec, config, splits)
+        splits = load_splits(spec.data, config.seed, payload)
+    model_spec = model_spec_for(spec, splits)
     task = model_spec["task"]
     config.check_metric(task)
     device = pick_device(config.device)

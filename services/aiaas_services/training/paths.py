@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from aiaas_services.training.spec import JobSpec
+
 RESULT_DIR = "result"  # <job dir>/result: weights.safetensors, spec.json, curves.png, result.json
 DATASET_FILE = "dataset.bin"  # <job dir>/dataset.bin: a registry dataset's bytes, fetched by the server
 CHECKPOINT_FILE = "checkpoint.safetensors"  # <job dir>/checkpoint.safetensors: the last epoch's state
@@ -11,10 +13,10 @@ CHECKPOINT_FILE = "checkpoint.safetensors"  # <job dir>/checkpoint.safetensors: 
 
 @dataclasses.dataclass(frozen=True)
 class JobRequest:
-    """What a worker needs to run a job (picklable plain data: the spec travels as proto bytes)."""
+    """What a worker needs to run a job (picklable plain data)."""
 
     job_id: str
-    spec_bytes: bytes
+    spec: JobSpec
     job_dir: str
     resume: bool = False
     torch_threads: int = 1

@@ -1,6 +1,6 @@
 """After training: the checkpoint goes to the registry, and (when asked) to the serialization service.
 
-This is the gRPC edge of the job engine (``engine.Publisher``): it uses the shared ``RegistryClient``
+This is the gRPC edge of the job engine (``publishing.Publisher``): it uses the shared ``RegistryClient``
 and the serialization stubs over channels from ``runtime.channels``.
 """
 
@@ -15,11 +15,12 @@ from aiaas.client.registry import RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
 from aiaas.serialization.v1 import serialization_pb2, serialization_pb2_grpc
-from aiaas.training.v1 import training_pb2
+from aiaas.wire import FAILED, PENDING, PYTORCH_CHECKPOINT, READY
 from aiaas_services.runtime.channels import open_channel
-from aiaas_services.training.config import TrainConfig
-from aiaas_services.training.engine import Published, PublishError
+from aiaas_services.training import codec
+from aiaas_services.training.publishing import Published, PublishError
 from aiaas_services.training.settings import TrainingSettings
+from aiaas_services.training.spec import DatasetRef, ExportRequest
 from aiaas_services.training.store import JobRecord
 
 ARTIFACTS = (
@@ -51,31 +52,27 @@ class RegistryPublisher:
             if channel is not None:
                 await channel.close()
 
-    async def fetch_dataset(self, spec: training_pb2.TrainingSpec) -> bytes:
-        source = spec.data.registry
+    async def fetch_dataset(self, dataset: DatasetRef) -> bytes:
         try:
-            return await self._registry().download_bytes(source.ref, source.artifact_name or "data.npz")
+            return await self._registry().download_bytes(codec.dataset_ref(dataset), dataset.artifact_name)
         except grpc.aio.AioRpcError as exc:
-            raise PublishError(
-                f"{source.ref.model_name}/{source.artifact_name or 'data.npz'}: {_describe(exc)}"
-            ) from None
+            raise PublishError(f"{dataset.model_name}/{dataset.artifact_name}: {_describe(exc)}") from None
 
-    async def publish(
-        self, job: JobRecord, spec: training_pb2.TrainingSpec, result_dir: Path, after_restart: bool = False
-    ) -> Published:
+    async def publish(self, job: JobRecord, result_dir: Path, after_restart: bool = False) -> Published:
         """Register the checkpoint: one CreateVersion call carries its three artifacts and makes it READY
         (``RegistryClient.push``; a checkpoint over its inline limit is streamed into a PENDING version
         instead). Then ask for the export. After a restart of this service, first settle what an
         interrupted registration left behind."""
         client = self._registry()
+        spec = job.spec
         if after_restart:
             adopted = await self._settle_earlier_attempt(client, job, spec.model_name)
             if adopted is not None:
                 published = Published(spec.model_name, adopted)
                 published.messages.append(f"version {adopted} was registered before the restart; keeping it")
-                if spec.HasField("export"):  # idempotent: the request id is the job's
+                if spec.export is not None:  # idempotent: the request id is the job's
                     ref = common_pb2.VersionRef(model_name=spec.model_name, version=adopted)
-                    await self._request_export(job, spec, ref, published)
+                    await self._request_export(job, spec.export, ref, published)
                 return published
         result = job.result
         model_spec = json.loads((result_dir / "spec.json").read_text())
@@ -83,7 +80,7 @@ class RegistryPublisher:
             training_job_id=job.job_id,
             dataset_digest=result.get("dataset_digest", ""),
             hyperparameters={
-                **TrainConfig.from_proto(spec).hyperparameters(),
+                **spec.train.hyperparameters(),
                 "architecture": json.dumps(model_spec["architecture"], sort_keys=True),
                 "data": json.dumps(model_spec.get("data", {}), sort_keys=True),
             },
@@ -94,12 +91,12 @@ class RegistryPublisher:
             inputs=[common_pb2.TensorSpec(name="input", datatype="FP32", shape=[-1, int(result["num_features"])])],
             outputs=[common_pb2.TensorSpec(name="output", datatype="FP32", shape=[-1, width])],
         )
-        tags = {**dict(spec.tags), "task": model_spec["task"], "architecture": model_spec["architecture"]["kind"]}
+        tags = {**spec.tags, "task": model_spec["task"], "architecture": model_spec["architecture"]["kind"]}
         try:
             version = await client.push(
                 spec.model_name,
                 {name: result_dir / name for name, _ in ARTIFACTS},
-                format=registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT,
+                format=PYTORCH_CHECKPOINT,
                 media_types=dict(ARTIFACTS),
                 signature=signature,
                 metrics={k: float(v) for k, v in result.get("test_metrics", {}).items()},
@@ -112,8 +109,8 @@ class RegistryPublisher:
             raise PublishError(f"registering a version of {spec.model_name!r}: {_describe(exc)}") from None
         ref = common_pb2.VersionRef(model_name=spec.model_name, version=version.version)
         published = Published(spec.model_name, version.version)
-        if spec.HasField("export"):
-            await self._request_export(job, spec, ref, published)
+        if spec.export is not None:
+            await self._request_export(job, spec.export, ref, published)
         return published
 
     async def _settle_earlier_attempt(self, client: RegistryClient, job: JobRecord, model_name: str) -> int | None:
@@ -121,32 +118,35 @@ class RegistryPublisher:
         the registration had finished, is the job's; any left PENDING are marked FAILED, so a restart
         never leaves a half-registered version behind."""
         try:
-            versions = await client.list_versions(model_name, format=registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT)
+            versions = await client.list_versions(model_name, format=PYTORCH_CHECKPOINT)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None  # the model was never created: nothing was registered
             raise PublishError(f"listing versions of {model_name!r}: {_describe(exc)}") from None
         mine = [v for v in versions if v.lineage.training_job_id == job.job_id]
         for version in mine:
-            if version.status == registry_pb2.VERSION_STATUS_PENDING:
+            if version.status == PENDING:
                 ref = common_pb2.VersionRef(model_name=model_name, version=version.version)
                 reason = f"abandoned: the training service restarted while registering job {job.job_id}"
                 try:
-                    await client.set_status(ref, registry_pb2.VERSION_STATUS_FAILED, reason)
+                    await client.set_status(ref, FAILED, reason)
                 except grpc.aio.AioRpcError as exc:
                     what = f"marking {model_name} version {version.version} FAILED"
                     raise PublishError(f"{what}: {_describe(exc)}") from None
-        return next((v.version for v in mine if v.status == registry_pb2.VERSION_STATUS_READY), None)
+        return next((v.version for v in mine if v.status == READY), None)
 
     async def _request_export(
-        self, job: JobRecord, spec: training_pb2.TrainingSpec, ref: common_pb2.VersionRef, published: Published
+        self, job: JobRecord, export: ExportRequest, ref: common_pb2.VersionRef, published: Published
     ) -> None:
         """Ask the serialization service for the ONNX variants; a failure is noted, not fatal."""
         if self._serialization_channel is None:
             self._serialization_channel = open_channel(self.settings.serialization_target, self.settings)
         stub = serialization_pb2_grpc.SerializationServiceStub(self._serialization_channel)
         request = serialization_pb2.StartExportJobRequest(
-            source=ref, options=spec.export, request_id=f"training-{job.job_id}", training_job_id=job.job_id
+            source=ref,
+            options=codec.export_options(export),
+            request_id=f"training-{job.job_id}",
+            training_job_id=job.job_id,
         )
         try:
             response = await stub.StartExportJob(request, timeout=self.settings.registry_timeout_seconds)
@@ -157,5 +157,5 @@ class RegistryPublisher:
             )
             return
         published.export_job_id = response.job.job_id
-        variants = ", ".join(spec.export.variants) or "the default variants"
+        variants = ", ".join(export.variants) or "the default variants"
         published.messages.append(f"export job {response.job.job_id} started for {variants}")

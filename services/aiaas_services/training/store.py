@@ -1,6 +1,6 @@
 """Durable job state: SQLite (WAL) under ``<home>/training/jobs.db``.
 
-Two tables: ``jobs`` (one row per job: state, spec as proto bytes, results as JSON) and ``events``
+Two tables: ``jobs`` (one row per job: state, its ``JobSpec`` as JSON, results as JSON) and ``events``
 (the per-job, gap-free sequence of what happened, which WatchJob replays). Writes are small and commit
 at once, so a crash loses at most the event being written; no gRPC here.
 """
@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiaas_services.training.spec import JobSpec
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -21,6 +23,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     request_id TEXT,
     state TEXT NOT NULL,
     spec BLOB NOT NULL,
+    job_spec TEXT NOT NULL DEFAULT '',
     failure_reason TEXT NOT NULL DEFAULT '',
     current_epoch INTEGER NOT NULL DEFAULT 0,
     total_epochs INTEGER NOT NULL DEFAULT 0,
@@ -49,12 +52,15 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 @dataclasses.dataclass
 class JobRecord:
-    """A job row. ``result`` holds test metrics, confusion matrix, registered version, export job id ..."""
+    """A job row. ``spec`` is what the job asks for; ``request`` the request's TrainingSpec as the client
+    sent it (wire bytes the API echoes; the domain never reads them). ``result`` holds test metrics,
+    confusion matrix, registered version, export job id ..."""
 
     job_id: str
     state: str
-    spec: bytes
+    spec: JobSpec
     created_at: float
+    request: bytes = b""
     request_id: str | None = None
     failure_reason: str = ""
     current_epoch: int = 0
@@ -89,6 +95,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "job_spec" not in columns:  # a database from before JobSpec was stored: see unparsed()
+            self._db.execute("ALTER TABLE jobs ADD COLUMN job_spec TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -96,13 +105,14 @@ class JobStore:
     def insert(self, job: JobRecord) -> None:
         with self._db:
             cursor = self._db.execute(
-                "INSERT INTO jobs (job_id, request_id, state, spec, total_epochs, trace_id, carrier, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (job_id, request_id, state, spec, job_spec, total_epochs, trace_id, carrier, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.job_id,
                     job.request_id,
                     job.state,
-                    job.spec,
+                    job.request,
+                    job.spec.to_json(),
                     job.total_epochs,
                     job.trace_id,
                     json.dumps(job.carrier),
@@ -179,6 +189,15 @@ class JobStore:
             for r in rows
         ]
 
+    def unparsed(self) -> list[tuple[str, bytes]]:
+        """(job_id, request bytes) of rows written before the JobSpec was stored with them."""
+        rows = self._db.execute("SELECT job_id, spec FROM jobs WHERE job_spec = ''").fetchall()
+        return [(row["job_id"], bytes(row["spec"])) for row in rows]
+
+    def set_spec(self, job_id: str, spec: JobSpec) -> None:
+        """Store the JobSpec of a row that ``unparsed`` returned."""
+        self._db.execute("UPDATE jobs SET job_spec=? WHERE job_id=?", (spec.to_json(), job_id))
+
     def count(self, *states: str) -> int:
         marks = ",".join("?" * len(states))
         return int(self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks})", states).fetchone()[0])
@@ -188,7 +207,8 @@ def _job(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
         job_id=row["job_id"],
         state=row["state"],
-        spec=bytes(row["spec"]),
+        spec=JobSpec.from_json(row["job_spec"]),
+        request=bytes(row["spec"]),
         created_at=row["created_at"],
         request_id=row["request_id"],
         failure_reason=row["failure_reason"],

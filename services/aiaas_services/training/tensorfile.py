@@ -1,13 +1,10 @@
-"""Writing safetensors files quickly and atomically (reading stays with the ``safetensors`` package).
+"""Writing safetensors files atomically, and the epoch checkpoint without re-encoding (reading stays with
+the ``safetensors`` package, which reads what this writes: the tests check it).
 
-A job writes a checkpoint after every epoch, so the writer is on the training loop's clock.
-``safetensors.torch.save`` spends ~1 ms on a small checkpoint (28 tensors, 216 KB) in per-tensor Python
-checks and a copy into one ``bytes``; the format itself is simple (a little-endian u64 header length, a
-JSON header naming each tensor's dtype, shape and byte range, then the raw bytes), so this module lays it
-out directly (~0.3 ms for that checkpoint) and hands the header and every tensor's own memory to one
-``writev``. Files it writes are read back by ``safetensors.safe_open`` / ``load_file`` (the tests check
-that), and a crash mid-write leaves the previous file in place (spare file + rename). ``Rewriter``
-rewrites one file every epoch without encoding the same tensors again.
+Why not ``safetensors.torch.save``: a job writes a checkpoint every epoch, on the training loop's clock,
+and the library's per-tensor checks and copy showed in ``training.service_vs_bare_loop`` (numbers in this
+file's git log). The format is simple (u64 header length, JSON header, raw bytes), so it is laid out here
+and written with one ``writev``; a crash mid-write leaves the previous file (spare file + rename).
 """
 
 from __future__ import annotations
@@ -161,21 +158,12 @@ def _write_all(fd: int, parts: list[memoryview]) -> int:
 class Rewriter:
     """Writes successive versions of one safetensors file (an epoch checkpoint) on the caller's thread.
 
-    Between two epochs a checkpoint holds the same CPU tensors, updated in place. So while the tensors'
-    names, dtypes, shapes and addresses repeat, the buffers exposing their memory and the header's tensor
-    entries are reused (encoding the bench's 28 tensors afresh took ~0.4 ms). Tensors off the CPU or not
-    contiguous are encoded every time.
-
-    The file and its spare stay open: a write is ``writev`` into the spare from its start, ``ftruncate``
-    when it got shorter, and one ``renameat2(RENAME_EXCHANGE)`` that swaps the two names atomically, after
-    which the replaced file is the next spare: 3-4 system calls where opening, writing, linking and
-    renaming took 8 (the file work per checkpoint went from 0.34 to 0.23 ms, median of 90, on this VM).
-    Without RENAME_EXCHANGE (another OS, or a file system without it) the swap is a link and two renames.
+    Between two epochs a checkpoint holds the same CPU tensors, updated in place: while the tensors' names,
+    dtypes, shapes and addresses repeat, their memory views and header entries are reused (tensors off the
+    CPU or not contiguous are encoded every time). The file and its spare stay open; a write goes into the
+    spare and one ``renameat2(RENAME_EXCHANGE)`` swaps the names atomically (elsewhere: a link and two
+    renames). It stays on the training thread: a background writer thread measured worse (git log).
     ``close`` releases the two descriptors.
-
-    Writing on a background thread was tried and measured worse: the copies that let the loop go on cost
-    ~0.15 ms, and the thread taking the GIL back after each system call made the training thread wait
-    for it ~80 times per job (``getrusage(RUSAGE_THREAD)``).
     """
 
     def __init__(self, path: Path) -> None:

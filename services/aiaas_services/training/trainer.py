@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, safe_open
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from aiaas_services.datasets import Splits
 from aiaas_services.modelzoo import StandardizedModel
 from aiaas_services.modelzoo.zoo import Vae
-from aiaas_services.training.config import HIGHER_IS_BETTER, TrainConfig
 from aiaas_services.training.evaluation import evaluate_tensors
 from aiaas_services.training.paths import CHECKPOINT_FILE
+from aiaas_services.training.spec import HIGHER_IS_BETTER, TrainConfig
 from aiaas_services.training.tensorfile import Rewriter, spare_path
 
 CHUNK_BYTES = 16 * 2**20  # the most training rows gathered at once per epoch (see Trainer._shuffled_chunks)
@@ -69,9 +70,8 @@ class Distributed:
 
 def configure_torch(threads: int) -> None:
     """Fixed threads and deterministic kernels, so a result is reproducible on the CPU; denormal floats
-    flushed to zero, because Adam's moments for a weight that never gets a gradient (a constant input,
-    like the blank border pixels of sklearn's digits) decay geometrically into the denormal range, where
-    every arithmetic on them runs microcode-slow (the bench's bare MLP loop: 1.5-1.7 s -> 0.9-1.2 s)."""
+    flushed to zero, because Adam's moments for a weight that never gets a gradient (a constant input)
+    decay into the denormal range, where arithmetic runs microcode-slow."""
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True)
     torch.set_flush_denormal(True)
@@ -88,8 +88,8 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
     """The configured optimizer with its multi-tensor (``foreach``) update, which PyTorch picks by default
-    only for CUDA tensors: on the CPU it is the same arithmetic in one call per step instead of a Python
-    loop over the parameters (Adam on the bench's MLP: an epoch ~30 % quicker)."""
+    only for CUDA tensors: on the CPU too it is the same arithmetic in one call per step instead of a
+    Python loop over the parameters."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay, foreach=True
@@ -101,8 +101,8 @@ def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 def seed_epoch_randomness(seed: int, device: torch.device) -> None:
     """Seed dropout and VAE noise for one epoch. On the CPU only the CPU generator is seeded:
-    ``torch.manual_seed`` also queues a lazy seed for every accelerator backend, capturing a Python stack
-    trace for each (~0.2 ms, per epoch)."""
+    ``torch.manual_seed`` would also queue a lazy seed, with a captured stack trace, for every accelerator
+    backend."""
     if device.type == "cpu":
         torch.default_generator.manual_seed(seed)
     else:
@@ -196,8 +196,7 @@ class Trainer:
         one atomically (a crash leaves the previous checkpoint).
 
         The tensors are the same from epoch to epoch (updated in place), which ``Rewriter`` uses to write
-        them without encoding them again. The history goes in as the records' JSON encoded once each
-        (re-encoding it all was O(epochs) per epoch: 1.5 ms at 30 epochs through ``dataclasses.asdict``).
+        them without encoding them again; the history goes in as each record's JSON, encoded once.
         """
         tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         opt_state = self.optimizer.state_dict()
@@ -251,8 +250,8 @@ class Trainer:
 
     def _shuffled_chunks(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's shuffled training split in chunks of whole batches, each gathered by one index op;
-        a batch is then a contiguous slice of its chunk. Indexing every batch instead costs two gathers per
-        step (the bench's MLP epoch: ~7 % slower); chunks bound the extra memory to CHUNK_BYTES."""
+        a batch is then a contiguous slice of its chunk (not two gathers per step); chunks bound the extra
+        memory to CHUNK_BYTES."""
         generator = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
         order = torch.randperm(len(self.x_train), generator=generator).to(self.device)
         row_bytes = max(1, self.x_train[:1].nbytes)
@@ -289,7 +288,7 @@ class Trainer:
                 loss, logits = self.loss_of_batch(x, y)
                 objective = loss + config.l1_penalty * l1_term(model) if config.l1_penalty else loss
                 self.optimizer.zero_grad(set_to_none=True)
-                objective.backward()
+                objective.backward()  # type: ignore[no-untyped-call]
                 if config.grad_clip_norm:
                     torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), config.grad_clip_norm)
                 self.optimizer.step()

@@ -38,13 +38,15 @@ def test_server_live_ready_and_metadata(stub) -> None:
     assert not stub.ModelReady(pb.ModelReadyRequest(name="ghost")).ready  # Triton's answer: not ready
 
 
-def test_model_metadata_reports_the_provider_the_session_got(stub) -> None:
+def test_model_metadata_platform_is_tritons_and_config_names_the_provider(stub) -> None:
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="mlp"))
     assert meta.versions == ["1"]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("input", "FP32", [-1, 64])]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("output", "FP32", [-1, 10])]
-    # onnxruntime-gpu lists CUDA as "available" without a GPU; the session falls back and we say so.
-    assert "CPUExecutionProvider" in meta.platform and "CUDA" not in meta.platform
+    assert meta.platform == "onnxruntime_onnx"  # exactly Triton's name; clients match on it
+    # onnxruntime-gpu lists CUDA as "available" without a GPU; the session falls back and the config says so.
+    config = stub.ModelConfig(pb.ModelConfigRequest(name="mlp")).config
+    assert config.parameters["execution_provider"].string_value == "CPUExecutionProvider"
     assert "CUDAExecutionProvider" in ort.get_available_providers()
 
 

@@ -39,7 +39,7 @@ def test_tritonclient_drives_the_server(standalone: ServiceProcess, model_reposi
     found = json.loads(completed.stdout.strip().splitlines()[-1])
     assert found["live"] and found["ready"] and found["model_ready"]
     assert found["server_name"] == "aiaas-inference"
-    assert "CPUExecutionProvider" in found["platform"]
+    assert found["platform"] == "onnxruntime_onnx"
     assert found["max_batch_size"] == 32
     assert {"mlp", "bytes", "fp16"} <= set(found["index"])
     session = ort.InferenceSession(str(model_repository / "mlp/1/model.onnx"), providers=["CPUExecutionProvider"])
@@ -51,3 +51,39 @@ def test_tritonclient_drives_the_server(standalone: ServiceProcess, model_reposi
     assert found["stream_ids"] == [f"stream-{i}" for i in range(5)]
     assert found["missing"] == "StatusCode.NOT_FOUND"
     assert found["stats_success"] >= 2
+
+
+HTTP_SCRIPT = Path(__file__).with_name("triton_http_script.py")
+
+
+def test_tritonclient_http_drives_the_rest_front_door(standalone: ServiceProcess) -> None:
+    import grpc
+
+    from aiaas.oip.v2 import grpc_service_pb2_grpc
+    from tests.integration.inference.test_protocol import raw_request
+
+    address = f"127.0.0.1:{standalone.http_port}"
+    completed = subprocess.run(
+        [str(triton_python()), str(HTTP_SCRIPT), address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert found["live"] and found["ready"] and found["model_ready"] and not found["ghost_ready"]
+    assert found["server_name"] == "aiaas-inference" and found["platform"] == "onnxruntime_onnx"
+    assert found["max_batch_size"] == 32 and {"mlp", "bytes", "fp16"} <= set(found["index"])
+    with grpc.insecure_channel(standalone.address) as channel:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        x = np.asarray(found["mlp_input"], np.float32)
+        expected = stub.ModelInfer(raw_request("mlp", input=x)).raw_output_contents[0]
+    for key in ("mlp_output_False", "mlp_output_True", "mlp_output_default"):
+        assert np.asarray(found[key], np.float32).tobytes() == expected, key  # bit for bit, JSON or binary
+    assert found["mlp_id_False"] == "mlp-False" and found["mlp_id_True"] == "mlp-True"
+    assert found["bytes_False"] == found["bytes_True"] == [["alpha", "beta"], ["gamma", ""]]
+    assert found["fp16_False"] == found["fp16_True"] == [[2.0, -5.0, 0.5, 16.0]]
+    assert found["missing"][0] == "404" and "missing-model" in found["missing"][1]
+    assert found["bad_shape"][0] == "400" and "63" in found["bad_shape"][1]
+    assert found["stats_success"] >= 3

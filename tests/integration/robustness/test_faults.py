@@ -150,7 +150,8 @@ def test_sigterm_with_requests_in_flight_completes_every_one(tmp_path: Path) -> 
         "inference",
         tmp_path / "home",
         args=["--grace-seconds", "20"],
-        env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(repo)},
+        # 1 MiB requests (4096 rows): the advertised max_batch_size must allow them (larger is INVALID_ARGUMENT)
+        env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(repo), "AIAAS_INFERENCE_MAX_BATCH_SIZE": "4096"},
     )
     request = oip.ModelInferRequest(model_name="digits")
     request.inputs.add(name="input", datatype="FP32", shape=[4096, 64])

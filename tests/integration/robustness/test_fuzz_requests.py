@@ -109,7 +109,7 @@ def registry_calls(draw: st.DrawFn) -> tuple[str, object]:
         )
     return choice, reg.CreateVersionRequest(
         model_name=draw(names),
-        format=draw(st.integers(0, 7)),
+        format=draw(st.integers(0, 7)),  # type: ignore[arg-type]  # unknown numbers on purpose
         variant=draw(st.text(max_size=20)),
         create_model=draw(st.booleans()),
         required_artifacts=draw(st.lists(names, max_size=3)),

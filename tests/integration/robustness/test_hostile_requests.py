@@ -212,3 +212,40 @@ def test_every_service_still_healthy(suite: Suite) -> None:
         with grpc.insecure_channel(service.target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+# REST twin of the inference rows: (method, path, body, headers, HTTP status, fragment)
+REST_CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
+    ("POST", "/v2/models/nope/infer", b'{"inputs": []}', {}, 404, "nope"),
+    ("POST", "/v2/models/nope/infer", b"{not json", {}, 400, "not valid json"),
+    ("POST", "/v2/models/nope/infer", b'"inputs"', {}, 400, "json object"),
+    ("POST", "/v2/models/nope/infer", b'{"inputs": []}', {"Inference-Header-Content-Length": "abc"}, 400, "integer"),
+    ("POST", "/v2/models/nope/infer", b'{"inputs": []}', {"Inference-Header-Content-Length": "99"}, 400, "length"),
+    ("POST", "/v2/models/nope/infer", b'{"inputs": [3]}', {}, 400, "tensor objects"),
+    ("GET", "/v2/models/nope", b"", {}, 404, "nope"),
+    ("GET", "/v2/models/nope/stats", b"", {}, 404, "nope"),
+    ("GET", "/v2/models/nope/ready", b"", {}, 404, "nope"),
+    ("POST", "/v2/repository/models/nope/unload", b"", {}, 404, "nope"),
+    ("POST", "/v2/repository/index", b"[1]", {}, 400, "json object"),
+    ("GET", "/../../etc/passwd", b"", {}, 404, "/v2"),
+    ("DELETE", "/v2", b"", {}, 405, "GET"),
+    ("POST", "/v2/models/nope/infer", b"{}", {"Content-Encoding": "gzip"}, 400, "uncompressed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "fragment"),
+    REST_CASES,
+    ids=[f"rest.{case[0]}-{i}" for i, case in enumerate(REST_CASES)],
+)
+def test_hostile_rest_request(
+    suite: Suite, method: str, path: str, body: bytes, headers: dict[str, str], status: int, fragment: str
+) -> None:
+    import requests
+
+    url = suite.services["inference"].http_url
+    reply = requests.request(method, f"{url}{path}", data=body, headers=headers, timeout=30)
+    assert reply.status_code == status, (reply.status_code, reply.text)
+    message = reply.json()["error"]
+    assert fragment.lower() in message.lower(), message
+    assert_clean_details(message, Path(suite.home))

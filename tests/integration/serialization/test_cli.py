@@ -53,7 +53,7 @@ def test_import_and_refusals_exit_codes(serialization_process: ServiceProcess, t
     torch.onnx.export(
         torch.nn.Linear(4, 2),
         (torch.zeros(1, 4),),
-        buffer,
+        buffer,  # type: ignore[arg-type]  # torch.onnx.export writes to a file object too
         dynamo=False,
         input_names=["input"],
         output_names=["output"],

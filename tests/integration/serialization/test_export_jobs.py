@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 import numpy as np
@@ -19,7 +20,7 @@ from aiaas.serialization.v1 import serialization_pb2_grpc
 from aiaas_services.datasets import load_splits
 
 ALL_VARIANTS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
-Stub = serialization_pb2_grpc.SerializationServiceStub
+Stub: TypeAlias = serialization_pb2_grpc.SerializationServiceStub
 
 
 def start(stub: Stub, ref: tuple[str, int], variants: list[str], **fields: object) -> pb.ExportJob:

@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 import numpy as np
@@ -27,7 +28,7 @@ from aiaas_services.modelzoo import build_module
 from tests.integration.serialization.checkpoints import train_checkpoint
 from tests.support.processes import ServiceProcess
 
-Stub = serialization_pb2_grpc.SerializationServiceStub
+Stub: TypeAlias = serialization_pb2_grpc.SerializationServiceStub
 
 
 def import_requests(

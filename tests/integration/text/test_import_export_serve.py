@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from aiaas.client.inference import SyncInferenceClient
-from aiaas.client.registry import HF, READY, REJECTED, SyncRegistryClient
+from aiaas.client.registry import SyncRegistryClient
 from aiaas.client.serialization import SerializationClient, import_requests
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas.wire import HF, READY, REJECTED
 from tests.integration.text.conftest import MODEL, SERVED, minilm_folder
 
 # The session's fixtures import, fine-tune and export MiniLM once; the first test here may wait for them.
@@ -120,7 +121,7 @@ def test_bad_text_requests(text_infer: SyncInferenceClient) -> None:
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in error.value.details()
     with pytest.raises(grpc.RpcError) as error:
         text_infer.infer_text(SERVED, ["hi"] * 100_000)
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "strings" in error.value.details()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "split" in error.value.details()
     assert text_infer.infer_text(SERVED, ["still serving"]).outputs["embedding"].shape == (1, 384)
 
 

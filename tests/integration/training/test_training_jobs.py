@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import TypeAlias
 
 import grpc
 import numpy as np
@@ -18,7 +19,7 @@ from aiaas.training.v1 import training_pb2, training_pb2_grpc
 from tests.integration.training.conftest import digits_mlp, start, wait
 from tests.support.processes import ServiceProcess
 
-Stub = training_pb2_grpc.TrainingServiceStub
+Stub: TypeAlias = training_pb2_grpc.TrainingServiceStub
 
 
 def test_mlp_on_digits_reaches_95_percent_and_is_registered(
@@ -149,7 +150,7 @@ def test_cancel_interrupts_a_running_epoch(training: Stub) -> None:
     ("mutate", "message"),
     [
         (
-            lambda s: s.architecture.rnn.SetInParent() or setattr(s.architecture.rnn, "sequence_length", 5),
+            lambda s: (s.architecture.rnn.SetInParent(), setattr(s.architecture.rnn, "sequence_length", 5)),  # type: ignore[func-returns-value]
             "does not divide the 64 features",
         ),
         (lambda s: setattr(s.data, "sklearn", "mnist"), "unknown dataset 'mnist'"),

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from aiaas.training.v1 import training_pb2, training_pb2_grpc
 from tests.integration.training.conftest import digits_mlp, start, training_env, wait
 from tests.support.processes import ServiceProcess, start_service
 
-Stub = training_pb2_grpc.TrainingServiceStub
+Stub: TypeAlias = training_pb2_grpc.TrainingServiceStub
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 
 from aiaas_services.registry import db
 from aiaas_services.registry.blobs import LocalBlobStore
+from aiaas_services.registry.catalog import Registry
 from aiaas_services.registry.domain import NewVersion
-from aiaas_services.registry.service import Registry
 from aiaas_services.registry.store import RegistryStore
 from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument, Unavailable
 

@@ -13,14 +13,13 @@ from aiaas_services.registry.domain import (
     EventType,
     NewVersion,
     Status,
-    check_alias,
-    check_name,
     decode_token,
     encode_token,
     page_size,
 )
 from aiaas_services.registry.store import RegistryStore
 from aiaas_services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from aiaas_services.runtime.names import check_alias, check_name
 
 
 @pytest.fixture

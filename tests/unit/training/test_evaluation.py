@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from aiaas_services.training.config import TrainConfig
 from aiaas_services.training.evaluation import confusion_matrix, macro_scores, r2_score
+from aiaas_services.training.spec import TrainConfig
 from aiaas_services.training.trainer import learning_rate
 
 

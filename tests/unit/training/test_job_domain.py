@@ -1,4 +1,4 @@
-"""The job domain without processes or gRPC: request checks, the job store, and resumable training."""
+"""The job domain without processes or gRPC: request parsing and checks, the job store, resumable training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from aiaas.training.v1 import training_pb2
-from aiaas_services.training.config import ConfigError, TrainConfig, check_request
+from aiaas_services.training import codec
 from aiaas_services.training.job import run_job
 from aiaas_services.training.paths import CHECKPOINT_FILE, JobRequest
+from aiaas_services.training.spec import ConfigError, JobSpec
 from aiaas_services.training.store import QUEUED, RUNNING, JobRecord, JobStore
 from aiaas_services.training.trainer import Cancelled, Hooks
 
@@ -23,15 +24,30 @@ def iris_spec(epochs: int = 4) -> training_pb2.TrainingSpec:
     return spec
 
 
+def job_spec(spec: training_pb2.TrainingSpec) -> JobSpec:
+    return codec.job_spec_from_proto(spec)
+
+
 def test_defaults_are_resolved() -> None:
-    config = TrainConfig.from_proto(training_pb2.TrainingSpec())
+    config = codec.train_config_from_proto(training_pb2.TrainingSpec())
     assert (config.optimizer, config.learning_rate, config.epochs, config.batch_size) == ("adam", 1e-3, 20, 64)
     assert (config.schedule, config.device, config.world_size) == ("constant", "auto", 1)
     spec = training_pb2.TrainingSpec()
     spec.optimizer.kind = training_pb2.OPTIMIZER_KIND_ADAMW
     spec.optimizer.schedule = training_pb2.LR_SCHEDULE_COSINE
-    assert TrainConfig.from_proto(spec).optimizer == "adamw"
-    assert TrainConfig.from_proto(spec).schedule == "cosine"
+    assert codec.train_config_from_proto(spec).optimizer == "adamw"
+    assert codec.train_config_from_proto(spec).schedule == "cosine"
+
+
+def test_a_job_spec_survives_the_store_form() -> None:
+    spec = iris_spec()
+    spec.export.variants.append("fp16")
+    spec.data.registry.ref.model_name = "data"
+    spec.data.registry.ref.alias = "latest"
+    parsed = job_spec(spec)
+    assert parsed.dataset is not None and (parsed.dataset.alias, parsed.dataset.artifact_name) == ("latest", "data.npz")
+    assert parsed.export is not None and parsed.export.variants == ("fp16",)
+    assert JobSpec.from_json(parsed.to_json()) == parsed
 
 
 @pytest.mark.parametrize(
@@ -41,7 +57,7 @@ def test_defaults_are_resolved() -> None:
         (lambda s: setattr(s, "world_size", 64), "spec.world_size"),
         (lambda s: setattr(s, "device", "tpu"), "spec.device"),
         (lambda s: setattr(s.data.synthetic, "kind", "spiral"), "synthetic.kind"),
-        (lambda s: s.architecture.transformer.SetInParent() or setattr(s.architecture.transformer, "num_heads", 3),
+        (lambda s: (s.architecture.transformer.SetInParent(), setattr(s.architecture.transformer, "num_heads", 3)),  # type: ignore[func-returns-value]
          "must divide d_model"),
     ],
 )  # fmt: skip
@@ -49,13 +65,13 @@ def test_requests_that_cannot_train_are_refused(change: object, message: str) ->
     spec = iris_spec()
     change(spec)  # type: ignore[operator]
     with pytest.raises(ConfigError, match=message):
-        check_request(spec, max_epochs=10_000, max_world_size=8)
+        job_spec(spec).check(max_epochs=10_000, max_world_size=8)
 
 
 def test_store_sequences_events_per_job_and_pages(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
     for index in range(5):
-        store.insert(JobRecord(job_id=f"job{index}", state=QUEUED, spec=b"", created_at=float(index)))
+        store.insert(JobRecord(job_id=f"job{index}", state=QUEUED, spec=job_spec(iris_spec()), created_at=float(index)))
     assert [store.append_event("job1", QUEUED, "state_changed", "queued").sequence for _ in range(3)] == [1, 2, 3]
     assert store.append_event("job2", RUNNING, "message", "hello").sequence == 1
     assert [e.sequence for e in store.events("job1", after_sequence=1)] == [2, 3]
@@ -68,7 +84,7 @@ def test_store_sequences_events_per_job_and_pages(tmp_path: Path) -> None:
 
 
 def test_resuming_from_an_epoch_checkpoint_gives_the_same_weights(tmp_path: Path) -> None:
-    spec = iris_spec(epochs=4).SerializeToString()
+    spec = job_spec(iris_spec(epochs=4))
     straight = tmp_path / "straight"
     run_job(JobRequest("a", spec, str(straight)), Hooks())
 
@@ -101,7 +117,7 @@ def test_a_checkpoint_from_before_the_history_had_its_own_entry_still_resumes(tm
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
-    spec = iris_spec(epochs=3).SerializeToString()
+    spec = job_spec(iris_spec(epochs=3))
     straight = tmp_path / "straight"
     run_job(JobRequest("a", spec, str(straight)), Hooks())
     old = tmp_path / "old"
@@ -127,7 +143,7 @@ def test_a_checkpoint_from_before_the_history_had_its_own_entry_still_resumes(tm
 def test_a_damaged_checkpoint_fails_with_a_reason(tmp_path: Path) -> None:
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a safetensors file")
     with pytest.raises(RuntimeError, match="cannot resume: the epoch checkpoint is unreadable"):
-        run_job(JobRequest("c", iris_spec().SerializeToString(), str(tmp_path), resume=True), Hooks())
+        run_job(JobRequest("c", job_spec(iris_spec()), str(tmp_path), resume=True), Hooks())
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
@@ -138,7 +154,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     messages: list[str] = []
     epochs: list[int] = []
     result = run_job(
-        JobRequest("e", spec.SerializeToString(), str(tmp_path)),
+        JobRequest("e", job_spec(spec), str(tmp_path)),
         Hooks(on_epoch=lambda r: epochs.append(r["epoch"]), on_message=messages.append),
     )
     assert result["stopped_early"] and result["epochs_run"] == 3 and epochs == [1, 2, 3]
@@ -157,7 +173,7 @@ def test_sgd_step_schedule_l1_and_clipping_train(tmp_path: Path) -> None:
     spec.optimizer.step_size = 2
     spec.optimizer.gamma = 0.5
     history: list[dict] = []
-    result = run_job(JobRequest("s", spec.SerializeToString(), str(tmp_path)), Hooks(on_epoch=history.append))
+    result = run_job(JobRequest("s", job_spec(spec), str(tmp_path)), Hooks(on_epoch=history.append))
     assert [r["learning_rate"] for r in history] == pytest.approx([0.2, 0.2, 0.1, 0.1])
     assert result["test_metrics"]["accuracy"] > 0.6
     assert (tmp_path / "result" / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -170,10 +186,10 @@ def test_the_worker_warm_up_trains_a_real_epoch_and_leaves_nothing_behind(
     logged (the worker still serves), so check here that it succeeds and cleans up its folder."""
     import tempfile
 
-    from aiaas_services.training import worker
+    from aiaas_services.training import worker_process
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with caplog.at_level("WARNING"):
-        worker._warm_up(torch_threads=1)
+        worker_process._warm_up(torch_threads=1)
     assert not [r for r in caplog.records if "warm-up failed" in r.getMessage()]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("aiaas-warm-up-")]

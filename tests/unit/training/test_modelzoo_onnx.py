@@ -44,7 +44,7 @@ def export(module: torch.nn.Module) -> bytes:
     torch.onnx.export(
         module,
         (torch.zeros(2, FEATURES),),
-        buffer,
+        buffer,  # type: ignore[arg-type]  # torch.onnx.export writes to a file object too
         dynamo=False,
         input_names=["input"],
         output_names=["output"],

@@ -14,6 +14,8 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from aiaas.wire import AUTHORIZATION_METADATA
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -44,8 +46,14 @@ def add_connection_flags(parser: argparse.ArgumentParser, service: str) -> None:
 
 
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
-    """A synchronous channel to --target with the TLS and token options applied."""
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", 64 << 20)]
+    """A synchronous channel to --target with the TLS and token options applied; reads retried on UNAVAILABLE."""
+    from aiaas.client.retry import retry_options
+
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 << 20),
+        *retry_options(),
+    ]
     if args.tls_ca:
         creds = grpc.ssl_channel_credentials(
             Path(args.tls_ca).read_bytes(),
@@ -68,7 +76,7 @@ class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
         self.token = token
 
     def _with_token(self, details: Any) -> Any:
-        metadata = [*(details.metadata or []), ("authorization", f"Bearer {self.token}")]
+        metadata = [*(details.metadata or []), (AUTHORIZATION_METADATA, f"Bearer {self.token}")]
         return details._replace(metadata=metadata) if hasattr(details, "_replace") else details
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:

@@ -29,6 +29,7 @@ from aiaas.cli._common import (
 )
 from aiaas.client.registry import ArtifactCorrupted, SyncRegistryClient, version_ref
 from aiaas.registry.v1 import registry_pb2
+from aiaas.wire import AUTHORIZATION_METADATA
 
 FORMATS = {"checkpoint": 1, "pytorch": 1, "onnx": 2, "dataset": 3}
 STATUSES = {"pending": 1, "ready": 2, "failed": 3, "rejected": 4}
@@ -42,7 +43,7 @@ def _client(args: argparse.Namespace) -> SyncRegistryClient:
             Path(args.tls_key).read_bytes() if args.tls_key else None,
             Path(args.tls_cert).read_bytes() if args.tls_cert else None,
         )
-    metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
+    metadata = [(AUTHORIZATION_METADATA, f"Bearer {args.token}")] if args.token else []
     return SyncRegistryClient(args.target, timeout=args.timeout, credentials=credentials, metadata=metadata)
 
 

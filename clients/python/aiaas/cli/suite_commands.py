@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 import grpc
@@ -39,15 +39,19 @@ def register(subparsers: Any) -> None:
     health.set_defaults(func=cmd_health)
 
 
+SUITE_ENTRY_POINTS = "aiaas.suite"
+"""Entry-point group where a services distribution offers ``up`` (a ``main(argv) -> int``)."""
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Run the suite supervisor (needs the aiaas-services distribution installed)."""
-    if importlib.util.find_spec("aiaas_services") is None:
+    """Run the suite supervisor that an installed services distribution offers as an entry point."""
+    found = entry_points(group=SUITE_ENTRY_POINTS, name="up")
+    if not found:
         print("error: `aiaas up` needs the services installed (pip install aiaas-services)", file=sys.stderr)
         return EXIT_USAGE
-    import aiaas_services.suite as suite
-
+    main = next(iter(found)).load()
     argv = [*(["--home", args.home] if args.home else []), *(["--ephemeral-ports"] if args.ephemeral_ports else [])]
-    return suite.main(argv)
+    return int(main(argv))
 
 
 def _status(args: argparse.Namespace, target: str) -> str:

@@ -218,15 +218,24 @@ class InferenceClient:
 class SyncInferenceClient:
     """Blocking client over a ``grpc.Channel`` (scripts, the CLI, threads)."""
 
-    def __init__(self, channel: grpc.Channel, timeout: float | None = 10.0) -> None:
+    def __init__(self, channel: grpc.Channel, timeout: float | None = 10.0, wait_for_ready: bool = False) -> None:
         self.stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         self.timeout = timeout
+        # True: while the server is unreachable (a restart), infer waits for it within its deadline instead of
+        # failing at once; the retry policy covers UNAVAILABLE answers, this covers the gap between processes.
+        self.wait_for_ready = wait_for_ready
 
     @classmethod
-    def connect(cls, target: str, timeout: float | None = 10.0) -> SyncInferenceClient:
-        """A client on a new insecure channel to ``target``."""
-        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-        return cls(grpc.insecure_channel(target, options=options), timeout)
+    def connect(cls, target: str, timeout: float | None = 10.0, wait_for_ready: bool = False) -> SyncInferenceClient:
+        """A client on a new insecure channel to ``target``; reads are retried on UNAVAILABLE (shared policy)."""
+        from aiaas.client.retry import retry_options
+
+        options = [
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            *retry_options(),
+        ]
+        return cls(grpc.insecure_channel(target, options=options), timeout, wait_for_ready)
 
     def infer(
         self,
@@ -240,7 +249,8 @@ class SyncInferenceClient:
     ) -> InferResult:
         """Run one request; raises grpc.RpcError with the server's status on failure."""
         request = build_request(model, inputs, version, outputs, request_id, variant)
-        return InferResult.from_response(self.stub.ModelInfer(request, timeout=timeout or self.timeout))
+        response = self.stub.ModelInfer(request, timeout=timeout or self.timeout, wait_for_ready=self.wait_for_ready)
+        return InferResult.from_response(response)
 
     def infer_text(
         self, model: str, texts: Sequence[str], input_name: str = "text", version: str | int = "", variant: str = ""

@@ -13,20 +13,7 @@ from collections.abc import Iterable
 
 from google.protobuf.descriptor import FileDescriptor
 
-READ_PREFIXES: tuple[str, ...] = (
-    "Get",
-    "List",
-    "Watch",
-    "Download",
-    "Server",
-    "ModelReady",
-    "ModelMetadata",
-    "ModelInfer",
-    "ModelStreamInfer",
-    "ModelConfig",
-    "ModelStatistics",
-    "RepositoryIndex",
-)
+from aiaas.wire import READ_PREFIXES
 
 
 def is_idempotent(method_name: str) -> bool:

@@ -26,14 +26,11 @@ from aiaas.client.registry import RefLike, version_ref
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.serialization.v1 import serialization_pb2_grpc
+from aiaas.wire import TERMINAL_JOB_STATES, CalibrationMethod
 
 CHUNK_SIZE = 1024 * 1024
-CALIBRATION_METHODS = {
-    "minmax": common_pb2.CALIBRATION_METHOD_MINMAX,
-    "entropy": common_pb2.CALIBRATION_METHOD_ENTROPY,
-    "percentile": common_pb2.CALIBRATION_METHOD_PERCENTILE,
-}
-TERMINAL_STATES = (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED)
+CALIBRATION_METHODS = {method.text: method for method in CalibrationMethod if method}
+TERMINAL_STATES = TERMINAL_JOB_STATES
 
 
 def export_options(

@@ -19,10 +19,9 @@ from google.protobuf import json_format
 
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
+from aiaas.wire import TERMINAL_JOB_STATES
 
-TERMINAL_STATES = frozenset(
-    {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
-)
+TERMINAL_STATES = TERMINAL_JOB_STATES
 
 
 def parse_spec(spec: Mapping[str, Any] | str) -> training_pb2.TrainingSpec:

@@ -28,7 +28,8 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.transformers import float16
 
-VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+from aiaas.wire import VARIANTS as VARIANTS  # the names are wire-level; re-exported for the pipeline
+
 CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,

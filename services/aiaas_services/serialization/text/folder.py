@@ -13,6 +13,7 @@ import json
 import re
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 
@@ -148,7 +149,7 @@ def vet(folder: Path, files: list[str], skipped: list[str], task: str) -> HfFold
     )
 
 
-def _labels(config: dict) -> tuple[str, ...]:
+def _labels(config: dict[str, Any]) -> tuple[str, ...]:
     raw = config.get("id2label") or {}
     if not isinstance(raw, dict) or not raw:
         return ()

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -103,7 +104,7 @@ def max_length_of(folder: Path, max_positions: int) -> int:
 
 def tokenizer_settings(folder: Path) -> dict[str, int]:
     """Casing from tokenizer_config.json (BERT's defaults: lower-case, accents stripped when lower-casing)."""
-    config: dict = {}
+    config: dict[str, Any] = {}
     path = folder / "tokenizer_config.json"
     if path.is_file():
         try:

@@ -10,10 +10,11 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-from aiaas.client.registry import FAILED, READY, RegistryClient
+from aiaas.client.registry import RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas.wire import FAILED, HF, READY
 from aiaas_services.runtime.errors import InvalidArgument
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
@@ -22,7 +23,6 @@ from aiaas_services.serialization.text.folder import TASKS, FolderRefused, HfFol
 
 __all__ = ["TASKS", "import_folder"]
 
-HF = registry_pb2.MODEL_FORMAT_HF
 MEDIA_TYPES = {".json": "application/json", ".txt": "text/plain", ".safetensors": "application/octet-stream"}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from aiaas.registry.v1 import registry_pb2
-from aiaas_services.serialization.pipeline import export, run
+from aiaas_services.serialization.pipeline import export, proof, run
 from aiaas_services.serialization.pipeline import variants as makers
 from aiaas_services.serialization.text import graph, prove, sentences
 from aiaas_services.serialization.text.folder import HfFolder, vet
@@ -91,7 +91,7 @@ def make_and_prove(
             )
         except Exception as exc:  # noqa: BLE001 - the variant fails whole, with its reason; the next one goes on
             first = (str(exc).splitlines() or [""])[0][:300]
-            report = prove.proof.Report(variant=name, reason=f"{name} could not be made: {first}")
+            report = proof.Report(variant=name, reason=f"{name} could not be made: {first}")
             path.write_bytes(b"")
         report.preferred_provider = makers.PREFERRED_PROVIDER[name]
         report.settings = settings

@@ -124,7 +124,7 @@ class StudentTrainer:
                     )
                     loss = config.alpha * config.temperature**2 * kl + (1 - config.alpha) * loss
                 optimizer.zero_grad()
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 total += loss.item()
             record = {
@@ -140,7 +140,8 @@ class StudentTrainer:
     def predict(self, rows: Sequence[int]) -> np.ndarray:
         self.model.eval()
         with torch.no_grad():
-            return self.model.logits(*self.encode(rows)).argmax(-1).numpy()  # type: ignore[no-any-return]
+            predicted: np.ndarray = self.model.logits(*self.encode(rows)).argmax(-1).numpy()
+        return predicted
 
     def export(self, workdir: Path) -> Path:
         """The student as a string graph: the same in-graph BertTokenizer with its own vocabulary."""

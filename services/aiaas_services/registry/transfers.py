@@ -1,139 +1,29 @@
-"""The registry's async façade over the store and the blob store: uploads, downloads, GC and watch.
-
-No gRPC here. Database and file work runs on a small thread pool so the event loop only shuffles
-chunks; each mutation wakes the watchers once it has committed, so live events reach them at once.
-"""
+"""Registry operations that move artifact bytes: inline and streamed uploads, downloads, garbage collection."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import functools
 import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from aiaas_services.registry.blobs import BlobStore, BlobWriter
-from aiaas_services.registry.domain import (
-    Artifact,
-    Event,
-    InlineArtifact,
-    NewVersion,
-    Version,
-    check_complete,
-    check_name,
-)
-from aiaas_services.registry.store import RegistryStore
-from aiaas_services.runtime.errors import (
-    DigestMismatch,
-    DomainError,
-    InvalidArgument,
-    ResourceExhausted,
-    Unavailable,
-)
+from aiaas_services.registry.blobs import BlobWriter
+from aiaas_services.registry.core import GarbageReport, RegistryCore, UploadResult
+from aiaas_services.registry.domain import Artifact, InlineArtifact, NewVersion, Version, check_complete
+from aiaas_services.runtime.errors import DigestMismatch, DomainError, InvalidArgument, ResourceExhausted
+from aiaas_services.runtime.names import check_name
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
 
 
-class Notifier:
-    """A generation counter watchers can wait on: bumped after every committed mutation."""
-
-    def __init__(self) -> None:
-        self.generation = 0
-        self._condition = asyncio.Condition()
-
-    async def bump(self) -> None:
-        """Wake every waiter."""
-        async with self._condition:
-            self.generation += 1
-            self._condition.notify_all()
-
-    async def wait_past(self, seen: int, timeout: float) -> None:
-        """Return once the generation moved past ``seen``, or after ``timeout`` seconds."""
-        async with self._condition:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._condition.wait_for(lambda: self.generation != seen), timeout)
-
-
-@dataclass
-class UploadResult:
-    """What an upload stored."""
-
-    artifact: Artifact
-    deduplicated: bool
-
-
-@dataclass
-class GarbageReport:
-    """What a GC run removed (or would)."""
-
-    blobs_deleted: int
-    bytes_freed: int
-
-
-class Registry:
-    """Everything the servicer calls; each method is a coroutine."""
-
-    def __init__(
-        self,
-        store: RegistryStore,
-        blobs: BlobStore,
-        threads: int = 8,
-        watch_poll_seconds: float = 1.0,
-        verify_reads: bool = False,
-        max_artifact_bytes: int = 0,
-    ) -> None:
-        self.store = store
-        self.max_artifact_bytes = max_artifact_bytes  # 0 = no limit
-        self.blobs = blobs
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="registry-io")
-        self.notifier = Notifier()
-        self.watch_poll_seconds = watch_poll_seconds
-        self.verify_reads = verify_reads
-        self.draining = False
-        # Held by GC for its whole run and by an upload while it commits its blob and its row, so GC
-        # never removes a blob an upload is about to reference.
-        self._blob_lock = asyncio.Lock()
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking work on the registry's thread pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
-
-    async def mutate(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a writing store call, then wake the watchers."""
-        try:
-            return await self.run(fn, *args, **kwargs)
-        finally:
-            await self.notifier.bump()
-
-    async def drain(self) -> None:
-        """End every watch stream with UNAVAILABLE (clients reconnect from their last sequence).
-
-        Open watch streams would otherwise hold a graceful stop for its whole grace period.
-        """
-        self.draining = True
-        await self.notifier.bump()
-
-    def close(self) -> None:
-        """Stop the thread pool."""
-        self.executor.shutdown(wait=True, cancel_futures=True)
-
-    async def clean_start(self) -> int:
-        """Remove partial uploads a crash left behind."""
-        removed = await self.run(self.blobs.clean_temp)
-        if removed:
-            logger.info("removed %d partial uploads left from a previous run", removed)
-        return removed
+class ArtifactTransfers(RegistryCore):
+    """The operations that write or read blobs (the blob lock keeps GC away from an upload's new blob)."""
 
     # -- versions ---------------------------------------------------------------------------------
 
@@ -366,21 +256,3 @@ class Registry:
             except OSError:
                 sizes.append(0)
         return sizes
-
-    # -- watch ------------------------------------------------------------------------------------
-
-    async def watch(self, after: int, model_names: Sequence[str] = (), batch: int = 500) -> AsyncIterator[Event]:
-        """Events with sequence > ``after`` (-1 = only new ones), then live ones, forever."""
-        for name in model_names:
-            check_name(name)
-        cursor = await self.run(self.store.last_sequence) if after < 0 else after
-        while True:
-            if self.draining:
-                raise Unavailable(f"the registry is shutting down; reconnect with after_sequence={cursor}")
-            seen = self.notifier.generation
-            events = await self.run(self.store.events_after, cursor, list(model_names), batch)
-            for event in events:
-                yield event
-                cursor = event.sequence
-            if len(events) < batch:
-                await self.notifier.wait_past(seen, self.watch_poll_seconds)

@@ -1,0 +1,67 @@
+"""The inference data plane both transports share: resolve, validate, queue on the batcher, count.
+
+The gRPC servicer and the REST app each decode their own wire format into arrays (their codecs) and
+hand this module a ``decode`` callback; everything after that (which version answers, the advertised
+batch limit, a deadline already spent, the batcher, the success/failure counts) happens here once, so
+the two protocols cannot drift apart. No gRPC or HTTP here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from aiaas_services.inference.manager import ModelManager
+from aiaas_services.inference.metrics import REQUEST_COUNTS
+from aiaas_services.inference.model import LoadedModel
+from aiaas_services.runtime.errors import DeadlineExceeded, InvalidArgument
+
+# decode(model) -> (input arrays by name, indices of the requested outputs or None for all)
+Decoder = Callable[[LoadedModel], tuple[dict[str, np.ndarray], Sequence[int] | None]]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """What a transport encodes: the model that answered, its outputs and the selection asked for."""
+
+    model: LoadedModel
+    outputs: list[np.ndarray]
+    selected: Sequence[int] | None
+
+
+def check_batch(model: LoadedModel, rows: int) -> None:
+    """Refuse a batch larger than the ``max_batch_size`` the model config advertises (as Triton does)."""
+    limit = model.policy.max_batch_size
+    if model.batchable and rows > limit:
+        raise InvalidArgument(
+            f"model {model.name}: batch size {rows} is more than the max_batch_size {limit} its config "
+            "advertises; split the request"
+        )
+
+
+async def infer(
+    manager: ModelManager, name: str, version: str, variant: str, decode: Decoder, deadline: float | None
+) -> InferResult:
+    """Run one request end to end on the served version it resolves to.
+
+    ``deadline`` is a ``time.monotonic()`` instant (None = none); one already passed fails at once with
+    DEADLINE_EXCEEDED rather than taking a place in the queue.
+    """
+    started = time.perf_counter_ns()
+    model = manager.resolve(name, version, variant)
+    counts = REQUEST_COUNTS
+    try:
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded(f"model {model.name}: the request's deadline had passed when it arrived")
+        arrays, selected = decode(model)
+        prepared = model.prepare(arrays)
+        check_batch(model, prepared.rows)
+        outputs = await model.batcher.submit(prepared.inputs, prepared.rows, prepared.key, deadline)
+    except BaseException:
+        counts.record(model.name, model.version, False, time.perf_counter_ns() - started)
+        raise
+    counts.record(model.name, model.version, True, time.perf_counter_ns() - started)
+    return InferResult(model, outputs, selected)

@@ -1,0 +1,32 @@
+"""What the job engine needs after training, as a protocol: the registry side (``registration.py``) implements it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol
+
+from aiaas_services.training.spec import DatasetRef
+from aiaas_services.training.store import JobRecord
+
+
+class PublishError(Exception):
+    """Registering a finished job failed; the message is safe to show."""
+
+
+@dataclasses.dataclass
+class Published:
+    """Where a job's checkpoint went, and what else happened (export job, notes for the event log)."""
+
+    model_name: str
+    version: int
+    export_job_id: str = ""
+    messages: list[str] = dataclasses.field(default_factory=list)
+
+
+class Publisher(Protocol):
+    """Hands a finished job's files to the registry (and, when asked, to the serialization service)."""
+
+    async def fetch_dataset(self, dataset: DatasetRef) -> bytes: ...
+
+    async def publish(self, job: JobRecord, result_dir: Path, after_restart: bool = False) -> Published: ...
