@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import Record, machine
 
-SUITES = ["registry", "training", "serialization", "inference", "tracing", "text"]
+SUITES = ["registry", "training", "serialization", "inference", "tracing", "workers", "text"]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -2,6 +2,9 @@
 
 Each service gets its own log file under ``$AIAAS_HOME/logs``, binds its default port (or the one given),
 and is waited on through grpc.health.v1. Ctrl-C / SIGTERM stops them in reverse order, each gracefully.
+``inference_replicas=N`` starts N inference processes (``inference-1`` ... on consecutive ports from the
+inference port, or ephemeral ones) serving from the same registry: the multi-replica topology of
+``compose.yaml`` on one machine, which clients reach with the target ``Suite.inference_target``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 DEFAULT_PORTS = {"registry": 50051, "training": 50052, "serialization": 50053, "inference": 8001}
+DEFAULT_HTTP_PORT = 8000  # inference's REST front door
 START_ORDER = ("registry", "serialization", "training", "inference")
 
 
@@ -31,6 +35,7 @@ class RunningService:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    kind: str = ""
     http_port: int | None = None  # inference's REST front door
 
     @property
@@ -83,12 +88,24 @@ class Suite:
         ports: Mapping[str, int] | None = None,
         extra_env: Mapping[str, str] | None = None,
         names: Sequence[str] = START_ORDER,
+        inference_replicas: int = 1,
     ) -> None:
         self.home = home
         self.ports = {**DEFAULT_PORTS, **(ports or {})}
         self.extra_env = dict(extra_env or {})
         self.names = list(names)
+        if inference_replicas > 1 and "inference" in self.names:
+            at = self.names.index("inference")
+            first = self.ports["inference"]
+            replicas = [f"inference-{i + 1}" for i in range(inference_replicas)]
+            self.names[at : at + 1] = replicas
+            self.ports.update({name: first + i if first else 0 for i, name in enumerate(replicas)})
         self.services: dict[str, RunningService] = {}
+
+    @property
+    def inference_target(self) -> str:
+        """The target naming every inference replica (``a:p,b:p``; one ``host:port`` for one replica)."""
+        return ",".join(s.target for s in self.services.values() if s.kind == "inference")
 
     def target(self, name: str) -> str:
         """host:port of a started service."""
@@ -113,43 +130,52 @@ class Suite:
         A port of 0 lets the service pick a free one and report it through a port file, so suites in
         tests never race for ports.
         """
+        for name in self.names:
+            self._launch(name, self.ports[name], timeout)
+
+    def restart(self, name: str, timeout: float = 120.0) -> RunningService:
+        """Start a service that exited (crashed or stopped) again on the port it had; wait for SERVING."""
+        old = self.services[name]
+        if old.process.poll() is None:
+            raise RuntimeError(f"{name} is still running (pid {old.process.pid})")
+        return self._launch(name, old.port, timeout)
+
+    def _launch(self, name: str, port: int, timeout: float) -> RunningService:
+        kind = name.split("-")[0]
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name in self.names:
-            log_path = logs / f"{name}.log"
-            port_file = self.home / "run" / f"{name}.port"
-            port_file.unlink(missing_ok=True)
-            Path(f"{port_file}.http").unlink(missing_ok=True)
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        f"aiaas_services.{name}",
-                        "--port",
-                        str(self.ports[name]),
-                        "--port-file",
-                        str(port_file),
-                        *self._extra_args(name),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self.env_for(name),
-                    start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children
-                )
-            port = _wait_port_file(port_file, process, log_path, timeout)
-            service = RunningService(name, port, process, log_path)
-            self.services[name] = service
-            _wait_serving(service, timeout)
-            http_file = Path(f"{port_file}.http")
-            if name == "inference" and http_file.exists():
-                service.http_port = int(http_file.read_text())
+        log_path = logs / f"{name}.log"
+        port_file = self.home / "run" / f"{name}.port"
+        port_file.parent.mkdir(parents=True, exist_ok=True)  # the REST door writes its port file first
+        port_file.unlink(missing_ok=True)
+        Path(f"{port_file}.http").unlink(missing_ok=True)
+        command = [sys.executable, "-m", f"aiaas_services.{kind}", "--port", str(port), "--port-file", str(port_file)]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [*command, *self._extra_args(name, port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env_for(kind),
+                start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children
+            )
+        bound = _wait_port_file(port_file, process, log_path, timeout)
+        service = RunningService(name, bound, process, log_path, kind)
+        self.services[name] = service
+        _wait_serving(service, timeout)
+        http_file = Path(f"{port_file}.http")
+        if kind == "inference" and http_file.exists():
+            service.http_port = int(http_file.read_text())
+        return service
 
-    def _extra_args(self, name: str) -> list[str]:
-        """Inference's REST port follows its gRPC one: default 8000, or a free port when gRPC's is free too."""
-        if name == "inference" and self.ports[name] == 0:
+    def _extra_args(self, name: str, port: int) -> list[str]:
+        """Inference's REST port follows its gRPC one: default 8000 (8000 + i for replica i+1), or a free
+        port when gRPC's is free too."""
+        if not name.startswith("inference"):
+            return []
+        if port == 0:
             return ["--http-port", "0"]
-        return []
+        replica = int(name.split("-")[1]) - 1 if "-" in name else 0
+        return ["--http-port", str(DEFAULT_HTTP_PORT + replica)] if replica else []
 
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM in reverse start order; returns exit codes."""
@@ -179,9 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aiaas up", description="Start the four services locally.")
     parser.add_argument("--home", default=os.environ.get("AIAAS_HOME", str(Path.home() / ".aiaas")))
     parser.add_argument("--ephemeral-ports", action="store_true", help="let each service pick a free port")
+    parser.add_argument(
+        "--inference-replicas", type=int, default=1, help="inference processes, on consecutive ports (default 1)"
+    )
     args = parser.parse_args(argv)
+    if args.inference_replicas < 1:
+        parser.error("--inference-replicas must be at least 1")
     ports = dict.fromkeys(DEFAULT_PORTS, 0) if args.ephemeral_ports else None
-    suite = Suite(Path(args.home).expanduser(), ports=ports)
+    suite = Suite(Path(args.home).expanduser(), ports=ports, inference_replicas=args.inference_replicas)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -196,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{service.name:<14} {service.target:<18} log {service.log_path}")
             if service.http_url:
                 print(f"{'REST':<14} {service.http_url + '/v2':<18} (KServe V2 HTTP, inference)")
+        if args.inference_replicas > 1:
+            print(f"inference      {suite.inference_target}  ({args.inference_replicas} replicas, round_robin)")
         print("all four services SERVING; Ctrl-C stops them")
         while not stop and all(s.process.poll() is None for s in suite.services.values()):
             time.sleep(0.5)

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiaas.wire import ONNX, READY, EventType
 from aiaas_services.inference.batcher import BatchPolicy
+from aiaas_services.inference.cachelock import cache_lock
 from aiaas_services.inference.model import LoadedModel, ModelSource, build_loaded_model
 from aiaas_services.inference.providers import CUDA, ProviderConfig, choose_variant
 from aiaas_services.runtime.errors import DomainError, InvalidArgument, NotFound, Unavailable
@@ -361,7 +362,10 @@ class ModelManager:
         if target.is_file() and digest:
             return target
         folder.mkdir(parents=True, exist_ok=True)
-        await self.registry.download_to((version.model_name, version.version), MODEL_FILE, target)
+        async with cache_lock(target):  # workers/replicas sharing the cache: one downloads, the rest reuse it
+            if not (target.is_file() and digest):
+                await self.registry.download_to((version.model_name, version.version), MODEL_FILE, target)
+                logger.info("downloaded %s version %s into the cache", version.model_name, version.version)
         return target
 
     async def _watch(self) -> None:

@@ -84,3 +84,11 @@ class InferenceSettings(ServiceSettings):
         "get the GIL back from a busy event loop sooner after each ONNX Runtime run; 0 keeps Python's default.",
     )
     drain_seconds: float = setting(30.0, "How long a replaced version may take to finish its queued requests.")
+
+    # Worker processes (inference/supervisor.py).
+    workers: str = setting(
+        "1",
+        "Inference processes sharing the port (SO_REUSEPORT), each with its own sessions and intra-op threads "
+        "divided among them; 'auto' = usable cores (CPU affinity, cgroup quota). Metrics: metrics_port + index.",
+    )
+    reuse_port: bool = setting(False, "Bind the port with SO_REUSEPORT (the supervisor sets it for each worker).")

@@ -7,18 +7,17 @@ from typing import Any
 
 import grpc
 
-from aiaas.client.retry import retry_options
+from aiaas.client import channels
 from aiaas.wire import AUTHORIZATION_METADATA
 from aiaas_services.runtime import tracing
 from aiaas_services.runtime.settings import ServiceSettings
 
 
-def channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str, object]]:
-    """Channel arguments for calls between services (idempotent calls retried on UNAVAILABLE)."""
+def channel_options(max_message_bytes: int = 64 * 1024 * 1024, health_check: bool = False) -> list[tuple[str, object]]:
+    """Channel arguments for calls between services: the clients' service config (round_robin over every
+    replica, client-side health checking, idempotent calls retried on UNAVAILABLE) plus keepalive."""
     return [
-        *retry_options(),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
+        *channels.channel_options(max_message_bytes, health_check),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
@@ -69,6 +68,8 @@ def token_interceptors(token: str) -> list[Any]:
 def open_channel(target: str, settings: ServiceSettings | None = None) -> grpc.aio.Channel:
     """An aio channel to another service, secure when the settings carry TLS material.
 
+    ``target`` may list several replicas (``a:p,b:p``) or be a ``dns:///`` name; see aiaas.client.channels.
+
     With TLS configured, the service's own certificate doubles as its client certificate (mTLS) and
     ``tls_client_ca`` is trusted as the root for the peer.
     """
@@ -76,7 +77,8 @@ def open_channel(target: str, settings: ServiceSettings | None = None) -> grpc.a
     interceptors: list[Any] = list(tracing.client_interceptors())
     if settings and settings.service_token:
         interceptors.extend(token_interceptors(settings.service_token))
-    options = channel_options(max_bytes)
+    options = channel_options(max_bytes, channels.balanced(target))
+    target = channels.resolve_target(target)
     if settings and settings.tls_client_ca:
         root = Path(settings.tls_client_ca).read_bytes()
         key = Path(settings.tls_key).read_bytes() if settings.tls_key else None

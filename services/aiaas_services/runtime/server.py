@@ -48,6 +48,7 @@ class ServiceApp(Protocol):
         ...
 
     # Optional: ``async def drain(self) -> None`` ends open-ended streams (watches) when draining starts.
+    # Optional: ``async def serving_gate(self, set_serving) -> None`` decides health after start().
 
 
 @dataclass
@@ -71,7 +72,8 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        # Off unless a supervisor runs several workers on one port (inference ``workers``): then on.
+        ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0),
     ]
 
 
@@ -141,7 +143,10 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_event: asyncio.
     logger.info("%s listening on %s:%d", settings.service_name, settings.host, running.port)
     try:
         await app.start()
-        await running.set_serving(True)
+        # Optional hook: an app whose readiness depends on more than itself (a worker of several) sets
+        # health through ``serving_gate(set_serving)`` and keeps it in step until it closes.
+        gate = getattr(app, "serving_gate", None)
+        await (gate(running.set_serving) if gate is not None else running.set_serving(True))
         if settings.port_file:
             _write_port_file(settings.port_file, running.port)
         logger.info("%s serving", settings.service_name)

@@ -20,7 +20,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 def test_up_then_health_then_ctrl_c(tmp_path: Path) -> None:
     up = subprocess.Popen(
-        [*AIAAS, "up", "--ephemeral-ports", "--home", str(tmp_path)],
+        [*AIAAS, "up", "--ephemeral-ports", "--inference-replicas", "2", "--home", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -30,24 +30,26 @@ def test_up_then_health_then_ctrl_c(tmp_path: Path) -> None:
     targets: dict[str, str] = {}
     deadline = time.monotonic() + 180
     for line in up.stdout:
-        match = re.match(r"^(registry|training|serialization|inference)\s+(\S+)", line)
+        match = re.match(r"^(registry|training|serialization|inference(?:-\d)?)\s+(\S+)", line)
         if match:
             targets[match.group(1)] = match.group(2)
         if "SERVING" in line or time.monotonic() > deadline:
             break
-    assert set(targets) == {"registry", "training", "serialization", "inference"}, targets
+    assert set(targets) == {"registry", "training", "serialization", "inference-1", "inference-2", "inference"}
+    # "inference" names both replicas (a:p,b:p), which the CLI balances over.
+    assert targets["inference"] == f"{targets['inference-1']},{targets['inference-2']}"
     try:
         for name, target in targets.items():
             result = run_cli("health", "--target", target, "--json")
             assert result.returncode == 0, result.stderr
             assert json.loads(result.stdout)["target"] == {"target": target, "status": "SERVING"}, name
-        table = run_cli("health", "--target", targets["inference"])
+        table = run_cli("health", "--target", targets["inference-1"])
         assert "SERVING" in table.stdout and table.returncode == 0
     finally:
         up.send_signal(signal.SIGINT)
         rest = up.communicate(timeout=60)[0]
     assert up.returncode == 0, rest
-    assert "inference exit 0" in rest and "registry exit 0" in rest, rest
+    assert "inference-2 exit 0" in rest and "registry exit 0" in rest, rest
 
 
 def test_unreachable_target_is_one_line_and_exit_3() -> None:

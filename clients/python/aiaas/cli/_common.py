@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from aiaas.client.channels import channel_options, dial
 from aiaas.wire import AUTHORIZATION_METADATA
 
 EXIT_OK = 0
@@ -35,7 +36,8 @@ def add_connection_flags(parser: argparse.ArgumentParser, service: str) -> None:
     parser.add_argument(
         "--target",
         default=os.environ.get(env, DEFAULT_TARGETS[service]),
-        help=f"{service} address host:port [env {env}, default {DEFAULT_TARGETS[service]}]",
+        help=f"{service} address host:port, several as a:p,b:p, or dns:///name:port "
+        f"[env {env}, default {DEFAULT_TARGETS[service]}]",
     )
     parser.add_argument("--tls-ca", default=os.environ.get("AIAAS_TLS_CA", ""), help="CA bundle; enables TLS")
     parser.add_argument("--tls-cert", default=os.environ.get("AIAAS_TLS_CERT", ""), help="client cert (mTLS)")
@@ -45,15 +47,16 @@ def add_connection_flags(parser: argparse.ArgumentParser, service: str) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def open_channel(args: argparse.Namespace) -> grpc.Channel:
-    """A synchronous channel to --target with the TLS and token options applied; reads retried on UNAVAILABLE."""
-    from aiaas.client.retry import retry_options
+def open_channel(args: argparse.Namespace, health_check: bool | None = None) -> grpc.Channel:
+    """A synchronous channel to --target with the TLS and token options applied.
 
-    options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ("grpc.max_send_message_length", 64 << 20),
-        *retry_options(),
-    ]
+    --target may list several replicas (``a:p,b:p``) or be a ``dns:///`` name: calls are balanced
+    round-robin over the healthy ones and reads retried (aiaas.client.channels). ``health_check=False``
+    is for probes that must reach a NOT_SERVING server.
+    """
+    target, options = dial(args.target)
+    if health_check is not None:
+        options = channel_options(health_check=health_check)
     if args.tls_ca:
         creds = grpc.ssl_channel_credentials(
             Path(args.tls_ca).read_bytes(),
@@ -62,8 +65,8 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
         )
         if args.token:
             creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(args.token))
-        return grpc.secure_channel(args.target, creds, options=options)
-    channel = grpc.insecure_channel(args.target, options=options)
+        return grpc.secure_channel(target, creds, options=options)
+    channel = grpc.insecure_channel(target, options=options)
     if args.token:
         channel = grpc.intercept_channel(channel, _TokenInterceptor(args.token))
     return channel

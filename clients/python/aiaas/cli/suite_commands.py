@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     up = subparsers.add_parser("up", help="start the four services locally until Ctrl-C")
     up.add_argument("--home", default=os.environ.get("AIAAS_HOME", ""), help="data directory (AIAAS_HOME)")
     up.add_argument("--ephemeral-ports", action="store_true", help="let each service pick a free port")
+    up.add_argument(
+        "--inference-replicas", type=int, default=1, help="inference processes, on consecutive ports (default 1)"
+    )
     up.set_defaults(func=cmd_up)
 
     health = subparsers.add_parser("health", help="health of one service (--target) or all four (--all)")
@@ -50,13 +53,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("error: `aiaas up` needs the services installed (pip install aiaas-services)", file=sys.stderr)
         return EXIT_USAGE
     main = next(iter(found)).load()
-    argv = [*(["--home", args.home] if args.home else []), *(["--ephemeral-ports"] if args.ephemeral_ports else [])]
+    argv = [
+        *(["--home", args.home] if args.home else []),
+        *(["--ephemeral-ports"] if args.ephemeral_ports else []),
+        *(["--inference-replicas", str(args.inference_replicas)] if args.inference_replicas != 1 else []),
+    ]
     return int(main(argv))
 
 
 def _status(args: argparse.Namespace, target: str) -> str:
     args.target = target
-    with open_channel(args) as channel:
+    with open_channel(args, health_check=False) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout

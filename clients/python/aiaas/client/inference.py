@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from aiaas.client.channels import aio_channel, dial
 from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 
@@ -150,7 +151,20 @@ class InferenceClient:
 
     def __init__(self, channel: grpc.aio.Channel, timeout: float | None = 10.0) -> None:
         self.stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        self.channel = channel
         self.timeout = timeout
+
+    @classmethod
+    def connect(cls, target: str | Sequence[str], timeout: float | None = 10.0) -> InferenceClient:
+        """A client on a new insecure aio channel (call inside the event loop; ``close()`` when done).
+
+        ``target``: one replica, ``a:p,b:p`` or a ``dns:///`` name, balanced as in ``SyncInferenceClient``.
+        """
+        return cls(aio_channel(target), timeout)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
 
     async def infer(
         self,
@@ -226,16 +240,16 @@ class SyncInferenceClient:
         self.wait_for_ready = wait_for_ready
 
     @classmethod
-    def connect(cls, target: str, timeout: float | None = 10.0, wait_for_ready: bool = False) -> SyncInferenceClient:
-        """A client on a new insecure channel to ``target``; reads are retried on UNAVAILABLE (shared policy)."""
-        from aiaas.client.retry import retry_options
+    def connect(
+        cls, target: str | Sequence[str], timeout: float | None = 10.0, wait_for_ready: bool = False
+    ) -> SyncInferenceClient:
+        """A client on a new insecure channel to ``target``: one replica, ``a:p,b:p`` or a ``dns:///`` name.
 
-        options = [
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            *retry_options(),
-        ]
-        return cls(grpc.insecure_channel(target, options=options), timeout, wait_for_ready)
+        Several replicas are balanced round-robin with client-side health checking, and inference calls
+        are retried on UNAVAILABLE (see aiaas.client.channels).
+        """
+        resolved, options = dial(target)
+        return cls(grpc.insecure_channel(resolved, options=options), timeout, wait_for_ready)
 
     def infer(
         self,

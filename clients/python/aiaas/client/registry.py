@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from aiaas.client.channels import dial
 from aiaas.client.refs import (
     CHUNK_SIZE,
     INLINE_BYTES,
@@ -35,7 +36,6 @@ from aiaas.client.refs import (
     version_ref,
 )
 from aiaas.client.registry_calls import RegistryCalls
-from aiaas.client.retry import retry_options
 from aiaas.registry.v1 import registry_pb2
 from aiaas.wire import (
     ACTOR_METADATA,
@@ -346,12 +346,9 @@ class SyncRegistryClient:
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._loop = asyncio.new_event_loop()
-        # Reads are retried on UNAVAILABLE with jittered backoff; writes never are.
-        options = [
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            *retry_options(),
-        ]
+        # One replica or several (aiaas.client.channels): reads retried on UNAVAILABLE with jittered
+        # backoff (writes never are), round_robin and health checking over several.
+        target, options = dial(target)
 
         async def open_channel() -> grpc.aio.Channel:
             if credentials is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf.descriptor import FileDescriptor
 
@@ -30,13 +31,13 @@ def _our_files() -> list[FileDescriptor]:
     return [registry_pb2.DESCRIPTOR, training_pb2.DESCRIPTOR, serialization_pb2.DESCRIPTOR, grpc_service_pb2.DESCRIPTOR]
 
 
-def retry_service_config(
+def retry_method_config(
     files: Iterable[FileDescriptor] | None = None,
     max_attempts: int = 4,
     initial_backoff_s: float = 0.1,
     max_backoff_s: float = 2.0,
-) -> str:
-    """A gRPC service config (JSON) retrying every idempotent method of our services on UNAVAILABLE."""
+) -> dict[str, Any]:
+    """One ``methodConfig`` entry retrying every idempotent method of our services on UNAVAILABLE."""
     names = []
     for file in files if files is not None else _our_files():
         for service in file.services_by_name.values():
@@ -44,23 +45,31 @@ def retry_service_config(
                 # Client-streaming calls cannot be replayed safely once data has been sent.
                 if is_idempotent(method.name) and not method.client_streaming:
                     names.append({"service": service.full_name, "method": method.name})
-    config = {
-        "methodConfig": [
-            {
-                "name": names,
-                "retryPolicy": {
-                    "maxAttempts": max_attempts,
-                    "initialBackoff": f"{initial_backoff_s}s",
-                    "maxBackoff": f"{max_backoff_s}s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
+    return {
+        "name": names,
+        "retryPolicy": {
+            "maxAttempts": max_attempts,
+            "initialBackoff": f"{initial_backoff_s}s",
+            "maxBackoff": f"{max_backoff_s}s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
     }
-    return json.dumps(config)
+
+
+def retry_service_config(
+    files: Iterable[FileDescriptor] | None = None,
+    max_attempts: int = 4,
+    initial_backoff_s: float = 0.1,
+    max_backoff_s: float = 2.0,
+) -> str:
+    """A gRPC service config (JSON) holding only the retry policy (see aiaas.client.channels for the full one)."""
+    method = retry_method_config(files, max_attempts, initial_backoff_s, max_backoff_s)
+    return json.dumps({"methodConfig": [method]})
 
 
 def retry_options() -> list[tuple[str, object]]:
-    """Channel options that switch the retry policy on."""
-    return [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config())]
+    """Channel options with the shared service config (aiaas.client.channels), without health checking."""
+    from aiaas.client.channels import service_config_json
+
+    return [("grpc.enable_retries", 1), ("grpc.service_config", service_config_json(health_check=False))]

@@ -35,7 +35,7 @@ class _EmbeddedServer(uvicorn.Server):
         return
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket on host:port (0 = a free port); OSError says which address was refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and with
@@ -43,6 +43,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # workers of one server share the port (inference/supervisor.py)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
@@ -83,7 +85,7 @@ class HttpServer:
 
     async def start(self) -> int:
         """Bind, start serving, and return the port."""
-        sock = bind(self.settings.host, self.port)
+        sock = bind(self.settings.host, self.port, bool(getattr(self.settings, "reuse_port", False)))
         bound = int(sock.getsockname()[1])
         self._server = _EmbeddedServer(self._config())
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")

@@ -1,0 +1,243 @@
+"""Inference worker processes on one port: requests/s with ``workers=2`` (and ``auto``) ÷ ``workers=1``.
+
+Three servers on the same example MLP run side by side (workers 1, 2 and auto), each its own supervisor
+and processes; the load is a separate process holding 8 connections (SO_REUSEPORT spreads connections,
+not requests, over the workers) with 64 requests in flight, pre-serialized, raw bytes in and out. Points
+run in alternating rounds; a record is the median of the per-round ratios (points adjacent in time).
+The load generator shares the machine's cores with the servers (on a 2-core machine that caps the
+ratio well below 2), so the records come from ghz (../shared/tools/ghz, 8 connections, c=64) when it
+is present, which costs the machine less per request; the Python generator's figures follow as
+``….python`` (without ghz, they are the records).
+
+Records: ``inference.workers_scaling.mlp.c64`` (rps workers=2 ÷ workers=1), ``…mlp.c64.auto``
+(workers=auto ÷ 1), ``…c64.python`` and ``…c64.auto.python``; the rps figures are in the params.
+
+By hand: ``python -m bench.workers load --target HOST:PORT --request-file F --concurrency 64 --seconds 4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, Record, median, start_process
+
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+CONCURRENCY = 64
+CONNECTIONS = 8
+GHZ = ROOT.parent / "shared" / "tools" / "ghz"
+SERVER_ENV = {"OTEL_TRACES_EXPORTER": "none", "AIAAS_LOG_LEVEL": "WARNING"}
+
+
+async def _load(
+    target: str, payload: bytes, concurrency: int, connections: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    import grpc
+
+    # A distinct channel argument per channel gives each its own TCP connection (subchannels are shared
+    # between channels whose arguments are equal).
+    channels = [grpc.aio.insecure_channel(target, options=[("aiaas.bench.connection", i)]) for i in range(connections)]
+    calls = [channel.unary_unary(METHOD) for channel in channels]
+    done = 0
+    errors: dict[str, int] = {}
+    begin = time.perf_counter() + warmup
+    end = begin + seconds
+
+    async def worker(call: Any) -> None:
+        nonlocal done
+        while (started := time.perf_counter()) < end:
+            try:
+                await call(payload, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                continue
+            if started >= begin:
+                done += 1
+
+    await asyncio.gather(*(worker(calls[i % connections]) for i in range(concurrency)))
+    for channel in channels:
+        await channel.close()
+    return {"count": done, "rps": done / seconds, "errors": errors}
+
+
+def run_load(target: str, request_file: Path, seconds: float, warmup: float) -> dict[str, Any]:
+    """One Python load run in a separate process; its JSON summary."""
+    args = ["load", "--target", target, "--request-file", str(request_file), "--seconds", str(seconds)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.workers", *args, "--warmup", str(warmup)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=seconds + warmup + 60,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"load process failed: {completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def run_ghz(target: str, data_file: Path, seconds: float) -> dict[str, Any]:
+    """One ghz run for ``seconds``: OK answers per second (the few calls cut off at the end are not OK)."""
+    completed = subprocess.run(
+        [
+            str(GHZ),
+            "--insecure",
+            "--call",
+            "inference.GRPCInferenceService.ModelInfer",
+            "-D",
+            str(data_file),
+            "-c",
+            str(CONCURRENCY),
+            "--connections",
+            str(CONNECTIONS),
+            "-z",
+            f"{seconds}s",
+            "--format",
+            "json",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    report = json.loads(completed.stdout)
+    codes = report.get("statusCodeDistribution", {})
+    return {
+        "rps": codes.get("OK", 0) / (report["total"] / 1e9),
+        "errors": {k: v for k, v in codes.items() if k != "OK"},
+    }
+
+
+def start_server(home: Path, repository: Path, workers: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The inference service on the example MLP with ``workers`` processes (2 instances of 1 thread each)."""
+    port_file = home / f"workers-{workers}.port"
+    env = {
+        **SERVER_ENV,
+        "AIAAS_HOME": str(home / f"workers-{workers}"),
+        "AIAAS_INFERENCE_MODEL_REPOSITORY": str(repository),
+        "AIAAS_INFERENCE_WORKERS": workers,
+    }
+    args = ["aiaas_services.inference", "--port", "0", "--http-port", "-1", "--port-file", str(port_file)]
+    return start_process(args, env, port_file, home / f"workers-{workers}.log")
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run(quick: bool) -> list[Record]:
+    """The suite (quick: 1 round of 2 s per point; full: 5 rounds of 3 s)."""
+    from aiaas_services.inference.examples import build_repository
+    from aiaas_services.inference.supervisor import resolve_workers
+    from bench.inference import request_bytes
+
+    seconds, warmup, rounds = (2.0, 0.5, 1) if quick else (3.0, 0.5, 5)
+    labels = ("1", "2", "auto")
+    samples: dict[tuple[str, str], list[float]] = {}
+    errors: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+        home = Path(tmp)
+        repository = build_repository(home / "models", ("mlp",))
+        payload = home / "mlp.bin"
+        payload.write_bytes(request_bytes("mlp"))
+        ghz_data = home / "mlp.json"
+        ghz_data.write_text(json.dumps(_ghz_request()))
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            targets = {}
+            for label in labels:
+                process, targets[label] = start_server(home, repository, label)
+                processes.append(process)
+            for index in range(rounds):
+                order = labels if index % 2 == 0 else tuple(reversed(labels))
+                for label in order:
+                    result = run_load(targets[label], payload, seconds, warmup)
+                    samples.setdefault(("python", label), []).append(result["rps"])
+                    for code, count in result["errors"].items():
+                        errors[code] = errors.get(code, 0) + count
+                    if GHZ.exists():
+                        samples.setdefault(("ghz", label), []).append(run_ghz(targets[label], ghz_data, seconds)["rps"])
+        finally:
+            _stop(processes)
+    params: dict[str, Any] = {
+        "quick": quick,
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "connections": CONNECTIONS,
+    }
+    params |= {"auto_workers": resolve_workers("auto"), "load_errors": errors, "machine": "shared 2-core"}
+    # The record is ghz's when present: it costs the shared cores less per request, so more of them serve.
+    primary = "ghz" if ("ghz", "1") in samples else "python"
+    records = []
+    for generator in ("ghz", "python"):
+        if (generator, "1") not in samples:
+            continue
+        rps = {label: median(samples[(generator, label)]) for label in labels}
+        suffix = "" if generator == primary else f".{generator}"
+        figures = {f"rps_workers_{label}": round(value, 1) for label, value in rps.items()}
+        for label, name in (("2", ""), ("auto", ".auto")):
+            # Paired: each round's ratio of points measured next to each other, then the median of those.
+            pairs = [a / b for a, b in zip(samples[(generator, label)], samples[(generator, "1")], strict=True)]
+            records.append(
+                Record(
+                    f"inference.workers_scaling.mlp.c{CONCURRENCY}{name}{suffix}",
+                    median(pairs),
+                    "ratio",
+                    "higher",
+                    {**params, **figures, "ratio_per_round": [round(p, 3) for p in pairs], "load_generator": generator},
+                )
+            )
+    return records
+
+
+def _ghz_request() -> dict[str, Any]:
+    import base64
+
+    import numpy as np
+
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    return {
+        "model_name": "mlp",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64]}],
+        "raw_input_contents": [base64.b64encode(x.tobytes()).decode()],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.workers load ...`` (one load run, JSON on stdout) or the suite."""
+    parser = argparse.ArgumentParser(prog="bench.workers")
+    sub = parser.add_subparsers(dest="command")
+    load = sub.add_parser("load")
+    load.add_argument("--target", required=True)
+    load.add_argument("--request-file", required=True)
+    load.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    load.add_argument("--connections", type=int, default=CONNECTIONS)
+    load.add_argument("--seconds", type=float, default=4.0)
+    load.add_argument("--warmup", type=float, default=1.0)
+    sub.add_parser("suite").add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "load":
+        payload = Path(args.request_file).read_bytes()
+        result = asyncio.run(_load(args.target, payload, args.concurrency, args.connections, args.seconds, args.warmup))
+        print(json.dumps(result))
+        return 0
+    for record in run(quick=getattr(args, "quick", False)):
+        print(json.dumps(record.as_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""compose.yaml: valid against the Compose specification's schema; inference replicas use every core."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[3] / "compose.yaml"
+
+
+def test_compose_file_matches_the_compose_spec_schema() -> None:
+    tool = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+    if not Path(tool).exists():
+        pytest.skip("check-jsonschema is not installed")
+    result = subprocess.run(
+        [tool, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_inference_replicas_run_a_worker_per_core() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    replicas = [name for name in services if name.startswith("inference")]
+    assert len(replicas) >= 2
+    for name in replicas:
+        assert services[name]["environment"]["AIAAS_INFERENCE_WORKERS"] == "auto", name
