@@ -5,11 +5,13 @@ files inline in CreateVersion vs streamed one by one.
 The registry runs as its own process (SQLite + local blobs in a temp folder); this process is the load.
 Each repeat uses different content (so nothing is deduplicated) and ratios compare medians taken in the
 same run: ratio = cp seconds / service seconds (1.0 = as fast as cp; the service also hashes and fsyncs).
+Encryption at rest is priced by a second pair of registries, plain and encrypted, side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import subprocess
@@ -29,9 +31,12 @@ MiB = 1024 * 1024
 CHECKPOINT_FILES = {"weights.safetensors": 70_000, "spec.json": 2_000, "curves.png": 30_000}  # the MLP job's sizes
 
 
-def _start_registry(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_registry(
+    home: Path, verify_reads: bool = True, extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     home.mkdir(parents=True, exist_ok=True)
-    env = {"AIAAS_HOME": str(home), "OTEL_TRACES_EXPORTER": "none", "AIAAS_LOG_LEVEL": "WARNING"}
+    env = {"AIAAS_HOME": str(home), "OTEL_TRACES_EXPORTER": "none", "AIAAS_LOG_LEVEL": "WARNING", **(extra or {})}
+    env["AIAAS_REGISTRY_VERIFY_READS"] = "true" if verify_reads else "false"
     port_file = home / "registry.port"
     args = ["aiaas_services.registry", "--port", "0", "--port-file", str(port_file)]
     return start_process(args, env, port_file, home / "registry.log")
@@ -231,20 +236,179 @@ async def _run(quick: bool, work: Path, address: str, pid: int) -> list[Record]:
     ]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _stream_seconds(client: RegistryClient, ref: tuple[str, int]) -> float:
+    """Seconds to receive an artifact's chunks (no client-side hashing or disk: the server's cost shows)."""
+    started = time.perf_counter()
+    _, chunks = await client.download_chunks(ref, "artifact.bin")
+    async for _ in chunks:
+        pass
+    return time.perf_counter() - started
+
+
+async def _verified_pairs(
+    addresses: dict[str, str], pids: dict[str, int], work: Path, size: int, pairs: int
+) -> dict[str, list[float]]:
+    """Download the same bytes from a registry that hashes while it serves and one that does not, in
+    adjacent pairs whose order alternates; also each server's CPU seconds per download (``<way>_cpu``)."""
+    source = work / "verify.bin"
+    _write_file(source, size)
+    options = [("grpc.max_receive_message_length", 64 * MiB)]
+    times: dict[str, list[float]] = {key: [] for way in addresses for key in (way, f"{way}_cpu")}
+    channels = {way: grpc.aio.insecure_channel(address, options=options) for way, address in addresses.items()}
+    try:
+        clients = {way: RegistryClient(channel, actor="bench") for way, channel in channels.items()}
+        refs = {}
+        for way, client in clients.items():
+            version = await client.create_version("bench-verify")
+            await client.upload_file("bench-verify", version.version, "artifact.bin", source)
+            refs[way] = ("bench-verify", version.version)
+            await _stream_seconds(client, refs[way])  # warm
+        order = list(addresses)
+        for pair in range(pairs):
+            for way in order if pair % 2 == 0 else reversed(order):
+                cpu = _cpu_seconds(pids[way])
+                times[way].append(await _stream_seconds(clients[way], refs[way]))
+                times[f"{way}_cpu"].append(_cpu_seconds(pids[way]) - cpu)
+    finally:
+        for channel in channels.values():
+            await channel.close()
+        source.unlink()
+    return times
+
+
+def verified_vs_unverified(quick: bool) -> Record:
+    """Download throughput with verify_reads on ÷ off (two registry processes, measured side by side)."""
+    work = Path(tempfile.mkdtemp(prefix="aiaas-bench-verify-"))
+    started = {way: _start_registry(work / way, verify_reads=way == "verified") for way in ("verified", "plain")}
+    size = (64 if quick else 256) * MiB
+    pairs = 5 if quick else 9
+    try:
+        addresses = {way: address for way, (_, address) in started.items()}
+        pids = {way: process.pid for way, (process, _) in started.items()}
+        times = asyncio.run(_verified_pairs(addresses, pids, work, size, pairs))
+    finally:
+        for process, _ in started.values():
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    ratios = [plain / verified for verified, plain in zip(times["verified"], times["plain"], strict=True)]
+    return Record(
+        "registry.download_verified_vs_unverified",
+        median(ratios),
+        "ratio",
+        "higher",
+        {
+            "what": "download throughput, verify_reads on ÷ off (median of paired ratios)",
+            "size_mib": size // MiB,
+            "pairs": pairs,
+            "verified_s": round(median(times["verified"]), 3),
+            "unverified_s": round(median(times["plain"]), 3),
+            "server_cpu_s_verified": round(median(times["verified_cpu"]), 3),
+            "server_cpu_s_unverified": round(median(times["plain_cpu"]), 3),
+            "machine": "shared: wall-clock pairs swing; the CPU figures say what the hashing costs",
+            "target": 0.8,
+        },
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def run(quick: bool) -> list[Record]:
-    """Start a registry process, measure, stop it."""
+    """Start a registry process, measure, stop it; then the encrypted-vs-plain pair."""
     work = Path(tempfile.mkdtemp(prefix="aiaas-bench-registry-"))
     process, address = _start_registry(work / "home")
     try:
-        return asyncio.run(_run(quick, work, address, process.pid))
+        records = asyncio.run(_run(quick, work, address, process.pid))
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
+    try:
+        return [*records, verified_vs_unverified(quick), *encryption_records(quick, work)]
+    finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def encryption_records(quick: bool, work: Path) -> list[Record]:
+    """``registry.encrypted_vs_plain.<upload|download>``: two registries side by side, one with blobs
+    encrypted at rest (AES-256-GCM envelopes), the same fresh artifact through each in turn (the order
+    alternating); ratio = plain seconds / encrypted seconds, the median of the per-pair ratios."""
+    keys = work / "bench.keys"
+    keys.write_text(base64.b64encode(os.urandom(32)).decode())
+    plain, plain_address = _start_registry(work / "plain")
+    sealed, sealed_address = _start_registry(work / "sealed", extra={"AIAAS_REGISTRY_ENCRYPTION_KEY_FILE": str(keys)})
+    try:
+        times = asyncio.run(_paired_transfers(work, plain_address, sealed_address, quick))
+    finally:
+        _stop(plain)
+        _stop(sealed)
+    size_mib = 32 if quick else 128
+    records = []
+    for way in ("upload", "download"):
+        ratios = [p / s for p, s in zip(times[f"plain_{way}"], times[f"sealed_{way}"], strict=True)]
+        params = {
+            "size_mib": size_mib,
+            "pairs": len(ratios),
+            "plain_s": round(median(times[f"plain_{way}"]), 3),
+            "encrypted_s": round(median(times[f"sealed_{way}"]), 3),
+            "target": 0.8,
+        }
+        records.append(Record(f"registry.encrypted_vs_plain.{way}", median(ratios), "ratio", "higher", params))
+    return records
+
+
+async def _paired_transfers(work: Path, plain: str, sealed: str, quick: bool) -> dict[str, list[float]]:
+    size = (32 if quick else 128) * MiB
+    pairs = 5 if quick else 9
+    source = work / "paired.bin"
+    _write_file(source, size)
+    times: dict[str, list[float]] = {f"{s}_{w}": [] for s in ("plain", "sealed") for w in ("upload", "download")}
+    options = [("grpc.max_receive_message_length", 64 * MiB)]
+    async with (
+        grpc.aio.insecure_channel(plain, options=options) as plain_channel,
+        grpc.aio.insecure_channel(sealed, options=options) as sealed_channel,
+    ):
+        clients = {"plain": RegistryClient(plain_channel), "sealed": RegistryClient(sealed_channel)}
+        for pair in range(pairs + 1):  # the first pair warms up
+            order = ("plain", "sealed") if pair % 2 else ("sealed", "plain")
+            for side in order:
+                _stamp(source, pair * 2 + (side == "sealed"))
+                client = clients[side]
+                version = await client.create_version("bench-encryption")
+                started = time.perf_counter()
+                await client.upload_file("bench-encryption", version.version, "a.bin", source)
+                upload = time.perf_counter() - started
+                target = work / f"paired-{side}.bin"
+                started = time.perf_counter()
+                await client.download_to(("bench-encryption", version.version), "a.bin", target)
+                download = time.perf_counter() - started
+                target.unlink()
+                if pair:
+                    times[f"{side}_upload"].append(upload)
+                    times[f"{side}_download"].append(download)
+    source.unlink()
+    return times
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["sink"]:
     asyncio.run(_serve_sink(Path(sys.argv[2])))
+elif __name__ == "__main__" and sys.argv[1:2] == ["encryption"]:  # python -m bench.registry encryption [--quick]
+    _work = Path(tempfile.mkdtemp(prefix="aiaas-bench-encryption-"))
+    try:
+        for _record in encryption_records("--quick" in sys.argv, _work):
+            print(_record.as_dict())
+    finally:
+        shutil.rmtree(_work, ignore_errors=True)

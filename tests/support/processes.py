@@ -75,11 +75,13 @@ def start_service(
     env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
     health_tls: Any = None,
+    module: str = "",
 ) -> ServiceProcess:
     """Start ``python -m aiaas_services.<name>`` on 127.0.0.1:0 and wait for health SERVING.
 
     ``health_tls`` (a ``tests.support.certs.CertSet``) makes the health wait use TLS with the client
-    certificate, for servers started with TLS settings.
+    certificate, for servers started with TLS settings. ``module`` runs another entry point (a service
+    with faults injected, say) in place of ``aiaas_services.<name>``.
     """
     home.mkdir(parents=True, exist_ok=True)
     port_file = home / f"{name}.{os.getpid()}.{time.monotonic_ns()}.port"
@@ -90,7 +92,7 @@ def start_service(
         [
             sys.executable,
             "-m",
-            f"aiaas_services.{name}",
+            module or f"aiaas_services.{name}",
             "--host",
             "127.0.0.1",
             "--port",

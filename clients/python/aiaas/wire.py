@@ -111,6 +111,7 @@ READ_PREFIXES: tuple[str, ...] = (
     "ModelConfig",
     "ModelStatistics",
     "RepositoryIndex",
+    "Explain",  # computes attributions, stores nothing
 )
 """RPC method names that start with one of these only read: clients may retry them, and a read-scoped
 token may call them. Every other method writes."""

@@ -11,16 +11,20 @@ from typing import Any
 
 import grpc
 
+from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
 from aiaas_services.inference.metrics import observer_factory
+from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader
+from aiaas_services.inference.monitor_servicer import MonitoringServicer
 from aiaas_services.inference.providers import ProviderConfig
 from aiaas_services.inference.rest.app import RestApp
 from aiaas_services.inference.rest.auth import HttpAuth
 from aiaas_services.inference.rest.server import HttpServer
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
+from aiaas_services.inference.usage import UsageFlusher, new_meter
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ def load_options(settings: InferenceSettings) -> LoadOptions:
         max_queue_delay_s=max(0, settings.max_queue_delay_us) / 1e6,
         queue_limit=max(1, settings.queue_limit),
         inline_below_s=max(0, settings.inline_run_below_us) / 1e6,
+        cancel_checks=settings.cancel_checks,
     )
     return LoadOptions(
         config=config,
@@ -92,6 +97,18 @@ def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
     return factory
 
 
+def usage_stub_factory(settings: InferenceSettings) -> Callable[[], Any]:
+    """Opens the registry's UsageService stub (inside the running loop, like the registry client)."""
+
+    def factory() -> Any:
+        from aiaas.usage.v1 import usage_pb2_grpc
+        from aiaas_services.runtime.channels import open_channel
+
+        return usage_pb2_grpc.UsageServiceStub(open_channel(settings.registry_target, settings))
+
+    return factory
+
+
 class InferenceApp:
     """The inference service as the runtime sees it."""
 
@@ -103,13 +120,30 @@ class InferenceApp:
         self.settings = settings
         self.manager = build_manager(settings)
         self.ready = asyncio.Event()
-        self.servicer = InferenceServicer(self.manager, self.ready)
+        self.usage = new_meter() if settings.usage_metering else None
+        self.flusher: UsageFlusher | None = None
+        self.monitor = (
+            new_monitor(
+                repository_or_registry_loader(registry_factory(settings) if settings.registry_target else None),
+                settings.monitoring_sample_every,
+                settings.monitoring_window,
+            )
+            if settings.monitoring
+            else None
+        )
+        self.servicer = InferenceServicer(
+            self.manager, self.ready, settings.stream_max_in_flight, usage=self.usage, monitor=self.monitor
+        )
         self.http: HttpServer | None = None
         self.http_port: int | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
-        return [grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+        names = [grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name]
+        if self.monitor is not None:
+            monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(MonitoringServicer(self.monitor), server)
+            names.append(monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name)
+        return names
 
     async def start(self) -> None:
         """Load the models (health turns SERVING after this returns)."""
@@ -121,6 +155,13 @@ class InferenceApp:
             )
             self.http_port = await self.http.start()
         await self.manager.start()
+        if self.usage is not None and self.settings.registry_target:
+            self.flusher = UsageFlusher(
+                self.usage, usage_stub_factory(self.settings), self.settings.usage_flush_seconds, "inference"
+            )
+            self.flusher.start()
+        if self.monitor is not None:
+            self.monitor.start(self.settings.monitoring_interval_seconds)
         self.ready.set()
 
     async def drain(self) -> None:
@@ -132,4 +173,8 @@ class InferenceApp:
     async def close(self) -> None:
         """Drain and release every model."""
         await self.drain()
+        if self.flusher is not None:
+            await self.flusher.close()
+        if self.monitor is not None:
+            await self.monitor.close()
         await self.manager.close()

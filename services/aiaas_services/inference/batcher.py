@@ -10,6 +10,12 @@ For a model whose run takes tens of microseconds (a small MLP), even that hop (a
 self-pipe write, another loop turn) costs more than the run: with ``inline_below_s`` set and the measured
 run time below it, the requests of a loop turn are stacked and run on the event loop itself.
 
+Cancelled and expired work is not done (``BatchPolicy.cancel_checks``): a request whose caller went away
+(its future cancelled) or whose deadline passed is dropped from the queue; a run whose requests have all
+gone is stopped through the run function's ``terminate`` hook (ONNX Runtime's ``RunOptions.terminate``)
+and, where it cannot be stopped (inline runs), its time is counted as wasted. gRPC cancels a call whose
+deadline passes, so both cases reach ``infer`` as a cancellation: the common path pays no timer.
+
 The module knows nothing of gRPC: requests are dicts of numpy arrays, answers are lists of arrays.
 """
 
@@ -22,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry import context as otel_context
@@ -33,6 +40,15 @@ logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+class RunControl(Protocol):
+    """What a stoppable run takes besides its feeds (``onnxruntime.RunOptions`` has this shape)."""
+
+    terminate: bool
+
+
+StoppableRunFn = Callable[..., list[np.ndarray]]  # (feeds, control=None): control.terminate stops the run
 EMA_WEIGHT = 0.1  # of the newest run in the moving average of run time that decides inline runs
 
 
@@ -49,6 +65,9 @@ class BatchPolicy:
     # (measured): for a model that computes in tens of microseconds, the thread hop costs more than the
     # run. 0 = always use the threads. Needs max_queue_delay_s == 0 (the loop never waits for a batch).
     inline_below_s: float = 0.0
+    # Drop cancelled requests from the queue and stop runs nobody waits for any more (off: every queued
+    # request runs, as before; kept switchable so `make bench` can price the checks).
+    cancel_checks: bool = True
 
 
 @dataclass
@@ -62,13 +81,17 @@ class BatchStats:
     compute_ns: int = 0
     batch_sizes: dict[int, list[int]] = field(default_factory=dict)  # rows -> [count, compute ns]
     dropped_deadline: int = 0
+    dropped_cancelled: int = 0  # requests whose caller went away while they were queued
+    terminated_runs: int = 0  # runs stopped because every request in them had gone
+    wasted_runs: int = 0  # runs that finished although every request in them had gone
+    wasted_ns: int = 0  # compute spent on runs nobody waited for (terminated or not)
     last_inference_ms: int = 0
 
 
 class WorkItem:
     """One queued request."""
 
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "rows", "trace_context")
+    __slots__ = ("control", "deadline", "enqueued", "future", "inputs", "key", "rows", "trace_context")
 
     def __init__(
         self,
@@ -85,6 +108,26 @@ class WorkItem:
         self.future = future
         self.enqueued = time.monotonic()
         self.trace_context = otel_context.get_current()  # the request's span: batch spans join its trace
+        self.control: _Running | None = None  # set by the instance thread while the item's batch runs
+
+
+class _Running:
+    """A batch being run by an instance thread, and the control that can stop its run."""
+
+    __slots__ = ("batch", "control")
+
+    def __init__(self, batch: list[WorkItem], control: RunControl) -> None:
+        self.batch = batch
+        self.control = control
+
+    def abandoned(self, now: float) -> bool:
+        """Every request of the batch was cancelled, answered elsewhere, or is past its deadline."""
+        return all(item.future.done() or (item.deadline is not None and item.deadline <= now) for item in self.batch)
+
+    def stop_if_abandoned(self) -> None:
+        """On the event loop: terminate the run when nobody waits for it any more."""
+        if not self.control.terminate and self.abandoned(time.monotonic()):
+            self.control.terminate = True
 
 
 Observer = Callable[[int, float, Sequence[float]], None]
@@ -96,11 +139,14 @@ class Batcher:
     def __init__(
         self,
         name: str,
-        run_fns: Sequence[RunFn],
+        run_fns: Sequence[Callable[..., list[np.ndarray]]],
         policy: BatchPolicy,
         loop: asyncio.AbstractEventLoop,
         observe: Observer | None = None,
+        make_control: Callable[[], RunControl] | None = None,
     ) -> None:
+        """``make_control``: when given, each run function takes ``(feeds, control)`` and stops early once
+        ``control.terminate`` is set (the runners of model.py, with ``onnxruntime.RunOptions``)."""
         self.name = name
         self.policy = policy
         self.stats = BatchStats()
@@ -113,6 +159,8 @@ class Batcher:
         self._pending: list[WorkItem] = []
         self._flush_scheduled = False
         self._inline_run = run_fns[0] if run_fns else None
+        self._make_control = make_control if policy.cancel_checks else None
+        self._stoppable = make_control is not None
         self._compute_ema_s: float | None = None  # recent seconds a run takes; decides inline runs
         self._threads = [
             threading.Thread(target=self._serve, args=(fn,), name=f"{name}-instance-{i}", daemon=True)
@@ -134,6 +182,23 @@ class Batcher:
         Requests submitted during one turn of the event loop reach the instances together, at the end of
         that turn (one lock and one wake-up for all of them, and a natural batch), never later.
         """
+        return self._enqueue(inputs, rows, key, deadline).future
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], rows: int, key: Hashable, deadline: float | None
+    ) -> list[np.ndarray]:
+        """``submit`` and wait; a caller cancelled while its request runs stops that run if it was the last
+        one waiting for it (checked only on cancellation, so the common path pays nothing)."""
+        item = self._enqueue(inputs, rows, key, deadline)
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            running = item.control
+            if running is not None:
+                running.stop_if_abandoned()
+            raise
+
+    def _enqueue(self, inputs: dict[str, np.ndarray], rows: int, key: Hashable, deadline: float | None) -> WorkItem:
         if self._closing:
             raise Unavailable(f"model {self.name} is unloading; retry")
         if len(self._queue) + len(self._pending) >= self.policy.queue_limit:
@@ -141,11 +206,12 @@ class Batcher:
                 f"model {self.name}: queue is full ({self.policy.queue_limit} requests waiting); retry later"
             )
         future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
-        self._pending.append(WorkItem(inputs, rows, key, deadline, future))
+        item = WorkItem(inputs, rows, key, deadline, future)
+        self._pending.append(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
-        return future
+        return item
 
     def _flush(self) -> None:
         """Hand this loop turn's requests to the instances, or run them here when runs are that cheap."""
@@ -164,7 +230,7 @@ class Batcher:
                     batches.append(batch)
                 items = []
         for batch in batches:
-            self._execute(self._inline_run, batch, inline=True)  # type: ignore[arg-type]
+            self._execute(self._inline_run, batch, inline=True)
         for item in items:  # close() was called from a thread without stop_accepting(): never strand them
             if not item.future.done():
                 item.future.set_exception(Unavailable(f"model {self.name} is unloading; retry"))
@@ -224,6 +290,8 @@ class Batcher:
         policy = self.policy
         batch: list[WorkItem] = []
         expired: list[WorkItem] = []
+        cancelled = 0
+        checks = self.policy.cancel_checks
         rows = 0
         limit = policy.max_batch_size if policy.enabled else 0
         if policy.enabled and policy.max_queue_delay_s > 0:
@@ -236,6 +304,10 @@ class Batcher:
                 queue.popleft()
                 expired.append(item)
                 continue
+            if checks and item.future.done():  # cancelled by its caller (a racy read, rechecked on the loop)
+                queue.popleft()
+                cancelled += 1
+                continue
             if batch and (item.key != batch[0].key or item.key is None or rows + item.rows > limit):
                 break
             queue.popleft()
@@ -245,9 +317,11 @@ class Batcher:
                 break
         if policy.preferred_batch_sizes and len(batch) > 1:
             batch = self._trim_to_preferred(batch, rows)
-        if expired:
+        if expired or cancelled:
             with self._stats_lock:
                 self.stats.dropped_deadline += len(expired)
+                self.stats.dropped_cancelled += cancelled
+        if expired:
             self._loop.call_soon_threadsafe(_expire, expired, self.name)
         return batch
 
@@ -277,8 +351,13 @@ class Batcher:
             self._queue.appendleft(item)
         return keep
 
-    def _execute(self, run: RunFn, batch: list[WorkItem], inline: bool = False) -> None:
+    def _execute(self, run: Any, batch: list[WorkItem], inline: bool = False) -> None:
         """Run one batch and answer its requests (``inline``: on the event loop, answering directly)."""
+        running: _Running | None = None
+        if self._make_control is not None and not inline:
+            running = self._track(batch)
+            if running is None:
+                return  # everyone left between the take and now
         started = time.monotonic()
         waits = [started - item.enqueued for item in batch]
         rows = sum(item.rows for item in batch)
@@ -299,9 +378,19 @@ class Batcher:
                 else:
                     feeds = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
                 with tracer.start_as_current_span("inference.ort_run"):
-                    outputs = run(feeds)
+                    if running is not None:
+                        outputs = run(feeds, running.control)
+                    elif self._stoppable:
+                        outputs = run(feeds, None)
+                    else:
+                        outputs = run(feeds)
                 results = [outputs] if len(batch) == 1 else _split(outputs, [item.rows for item in batch])
             except Exception as exc:
+                if running is not None and running.control.terminate:
+                    self._count_waste(time.monotonic() - started, terminated=True)
+                    logger.info("%s: stopped a run of %d rows: every request in it had gone", self.name, rows)
+                    self._loop.call_soon_threadsafe(_expire, batch, self.name)  # the expired, not cancelled
+                    return
                 logger.exception("%s: run of %d rows failed", self.name, rows)
                 if inline:
                     _fail(batch, exc)
@@ -309,6 +398,8 @@ class Batcher:
                     self._loop.call_soon_threadsafe(_fail, batch, exc)
                 return
         elapsed = time.monotonic() - started
+        if self.policy.cancel_checks and all(item.future.done() for item in batch):
+            self._count_waste(elapsed, terminated=False)
         # Count the batch before answering: a caller that reads statistics right after its response
         # must see the execution that produced it.
         with self._stats_lock:
@@ -330,6 +421,31 @@ class Batcher:
             self._loop.call_soon_threadsafe(_deliver, batch, results)
         if self._observe is not None:
             self._observe(rows, elapsed, waits)
+
+    def _track(self, batch: list[WorkItem]) -> _Running | None:
+        """Mark the batch as running under a fresh control; None when all its requests have gone already.
+
+        The control is set on the items before they are checked, so a cancellation that lands in between
+        is seen either here or by ``infer`` on the loop, never by neither.
+        """
+        assert self._make_control is not None
+        running = _Running(batch, self._make_control())
+        for item in batch:
+            item.control = running
+        if running.abandoned(time.monotonic()):
+            with self._stats_lock:
+                self.stats.dropped_cancelled += len(batch)
+            self._loop.call_soon_threadsafe(_expire, batch, self.name)  # answers those that merely expired
+            return None
+        return running
+
+    def _count_waste(self, seconds: float, terminated: bool) -> None:
+        with self._stats_lock:
+            self.stats.wasted_ns += int(seconds * 1e9)
+            if terminated:
+                self.stats.terminated_runs += 1
+            else:
+                self.stats.wasted_runs += 1
 
 
 def _split(outputs: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:

@@ -27,9 +27,10 @@ from typing import Any
 from aiaas.wire import ONNX, READY, EventType
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.cachelock import cache_lock
+from aiaas_services.inference.loading import LoadFailure, describe_failure
 from aiaas_services.inference.model import LoadedModel, ModelSource, build_loaded_model
 from aiaas_services.inference.providers import CUDA, ProviderConfig, choose_variant
-from aiaas_services.runtime.errors import DomainError, InvalidArgument, NotFound, Unavailable
+from aiaas_services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,12 @@ class ModelManager:
     default_alias: str = "production"
     served: dict[str, ServedModel] = field(default_factory=dict)
     pending: dict[str, _Pending] = field(default_factory=dict)
+    failed: dict[tuple[str, str], LoadFailure] = field(default_factory=dict)  # (name, version) -> why
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _reloads: dict[str, str] = field(default_factory=dict)
     _watch_task: asyncio.Task[None] | None = None
+    _warmup_control: Any = None  # onnxruntime.RunOptions shared by warm-ups; close() terminates them
     _explicit: bool = True
     swaps: int = 0
 
@@ -160,6 +163,8 @@ class ModelManager:
             return model
         if version:
             found = served.versions.get(version)
+            if found is None and (name, version) in self.failed:
+                raise Unavailable(f"model {name}: version {version} failed to load: {self.failed[name, version]}")
             if found is None:
                 raise NotFound(
                     f"model {name}: version {version!r} is not loaded (loaded: {', '.join(sorted(served.versions))})"
@@ -191,9 +196,9 @@ class ModelManager:
             for name in scan_repository(self.repository):
                 try:
                     await self.load_local(name)
-                except Exception as exc:
-                    logger.exception("cannot load %s from %s", name, self.repository)
-                    self.pending[name] = _Pending(f"load failed: {type(exc).__name__}")
+                except Exception as exc:  # noqa: BLE001 - recorded with its reason and error id
+                    if name not in self.pending:  # load_local records its own failures
+                        self.pending[name] = _Pending(str(describe_failure(exc, None, f"model {name}")))
         if self.registry_factory is not None:
             self._explicit = bool(self.specs)
             self.registry = self.registry_factory()
@@ -204,7 +209,9 @@ class ModelManager:
                 await self.reload_from_registry(spec)
 
     async def close(self) -> None:
-        """Stop the watch and drain every loaded version."""
+        """Stop the watch and any warm-up still running, then drain every loaded version."""
+        if self._warmup_control is not None:
+            self._warmup_control.terminate = True
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -219,7 +226,11 @@ class ModelManager:
     # ---- local repository ---------------------------------------------------------------------------
 
     async def load_local(self, name: str) -> ServedModel:
-        """(Re)load every version of ``name`` from the local repository and swap it in."""
+        """(Re)load every version of ``name`` from the local repository and swap in those that load.
+
+        Versions load one by one: one that fails is recorded in ``failed`` (reason and error id, shown by
+        RepositoryIndex) and never keeps the others out. FAILED_PRECONDITION when none loads.
+        """
         if self.repository is None:
             raise NotFound(f"model {name!r}: no local model repository is configured")
         versions = scan_repository(self.repository).get(name)
@@ -228,13 +239,23 @@ class ModelManager:
         async with self._lock(name):
             current = self.served.get(name)
             loaded: dict[str, LoadedModel] = {}
+            for key in [key for key in self.failed if key[0] == name]:
+                del self.failed[key]
             try:
                 for version, path in versions.items():
                     source = ModelSource(name, version, path, variant=_read_variant(path))
-                    loaded[version] = await self._build(source)
+                    try:
+                        loaded[version] = await self._build(source)
+                    except Exception as exc:  # noqa: BLE001 - recorded; the other versions still load
+                        self.failed[name, version] = describe_failure(exc, path, f"{name} version {version}")
             except BaseException:
                 await self._drain(m for m in loaded.values())
                 raise
+            if not loaded:
+                message = f"model {name}: no version could be loaded: {self._failures(name)}"
+                if current is None:
+                    self.pending[name] = _Pending(message)
+                raise FailedPrecondition(message)
             snapshot = ServedModel(name, loaded, newest(loaded))
             self._install(snapshot, current)
             return snapshot
@@ -268,8 +289,20 @@ class ModelManager:
                 reason = self.pending[name].reason if name in self.pending else "unknown"
                 raise Unavailable(f"model {name}: could not load from the registry: {reason}")
             return
-        await self.load_local(name)
+        snapshot = await self.load_local(name)
         self.pending.pop(name, None)
+        if any(key[0] == name for key in self.failed):
+            raise FailedPrecondition(
+                f"model {name}: {self._failures(name)}; serving version(s) {', '.join(sorted(snapshot.versions))}"
+            )
+
+    def _failures(self, name: str) -> str:
+        """'version 2 failed to load: <reason> (error id …)' for each failed version of ``name``."""
+        return "; ".join(
+            f"version {version} failed to load: {failure}"
+            for (model, version), failure in sorted(self.failed.items())
+            if model == name
+        )
 
     # ---- registry -----------------------------------------------------------------------------------
 
@@ -328,6 +361,7 @@ class ModelManager:
                     loaded[label] = reuse
                     continue
                 path = await self._download(version, digest)
+                self.failed.pop((spec.name, label), None)
                 source = ModelSource(
                     spec.name,
                     label,
@@ -338,7 +372,14 @@ class ModelManager:
                     sha256=digest,
                     tags=dict(version.tags),
                 )
-                model = await self._build(source)
+                try:
+                    model = await self._build(source)
+                except Exception as exc:
+                    failure = describe_failure(exc, path, f"{spec.name} version {label}")
+                    self.failed[spec.name, label] = failure
+                    if version is head:
+                        raise FailedPrecondition(f"{spec.name} version {label} failed to load: {failure}") from exc
+                    continue  # a sibling variant that fails never keeps the head out
                 fresh.append(model)
                 loaded[label] = model
         except BaseException:
@@ -467,7 +508,15 @@ class ModelManager:
             opts.warmup_runs,
             opts.io_binding,
             observe,
+            self._warmup(),
         )
+
+    def _warmup(self) -> Any:
+        if self._warmup_control is None:
+            import onnxruntime as ort
+
+            self._warmup_control = ort.RunOptions()
+        return self._warmup_control
 
     def _install(self, snapshot: ServedModel, previous: ServedModel | None) -> None:
         """Swap the snapshot in (atomic on the loop) and drain versions that left it."""
@@ -512,8 +561,13 @@ class ModelManager:
         names |= set(local)
         for name in sorted(names):
             served = self.served.get(name)
+            failed = {v: str(f) for (model, v), f in self.failed.items() if model == name}
             if served is not None:
-                rows += [(name, v, "READY", "") for v in sorted(served.versions, key=int)]
+                states = {v: ("READY", "") for v in served.versions}
+                states.update({v: ("UNAVAILABLE", reason) for v, reason in failed.items() if v not in served.versions})
+                rows += [(name, v, *states[v]) for v in sorted(states, key=int)]
+            elif failed:
+                rows += [(name, v, "UNAVAILABLE", failed[v]) for v in sorted(failed, key=int)]
             elif name in self.pending:
                 rows.append((name, "", "UNAVAILABLE", self.pending[name].reason))
             else:
@@ -551,4 +605,4 @@ def _reason(exc: BaseException) -> str:
         return f"registry said {code}: {details()}"
     if isinstance(exc, DomainError):
         return str(exc)
-    return type(exc).__name__
+    return "unexpected error (the server log has the traceback)"

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from aiaas_services.inference.batcher import Batcher, BatchPolicy, RunFn
+from aiaas_services.inference.batcher import Batcher, BatchPolicy, StoppableRunFn
+from aiaas_services.inference.loading import check_external_data
 from aiaas_services.inference.providers import (
     CUDA,
     ProviderConfig,
@@ -83,6 +84,7 @@ def session_options(config: ProviderConfig) -> ort.SessionOptions:
 
 def open_sessions(path: Path, config: ProviderConfig, count: int) -> tuple[list[ort.InferenceSession], list[str]]:
     """``count`` sessions of one model file; returns them and the providers they really got."""
+    check_external_data(path)  # ours, before ONNX Runtime reads anything the file points to
     ort.set_default_logger_severity(4)  # ORT's CUDA-missing noise; our fallback line below says it
     probe = ort.InferenceSession(
         str(path), sess_options=custom_ops.register(ort.SessionOptions()), providers=["CPUExecutionProvider"]
@@ -102,17 +104,17 @@ def open_sessions(path: Path, config: ProviderConfig, count: int) -> tuple[list[
     return sessions, granted
 
 
-def plain_runner(session: ort.InferenceSession) -> RunFn:
-    """A run function for the CPU: ``session.run`` with all outputs."""
+def plain_runner(session: ort.InferenceSession) -> StoppableRunFn:
+    """A run function for the CPU: ``session.run`` with all outputs (``control``: RunOptions that may stop it)."""
     run = session.run
 
-    def runner(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return run(None, feeds)  # type: ignore[no-any-return]
+    def runner(feeds: dict[str, np.ndarray], control: Any = None) -> list[np.ndarray]:
+        return run(None, feeds, control)  # type: ignore[no-any-return]
 
     return runner
 
 
-def bound_runner(session: ort.InferenceSession, device: str = "cuda", device_id: int = 0) -> RunFn:
+def bound_runner(session: ort.InferenceSession, device: str = "cuda", device_id: int = 0) -> StoppableRunFn:
     """A run function with IO binding: inputs copied once to ``device``, outputs bound there and fetched.
 
     On CUDA this avoids ONNX Runtime's per-run host<->device staging of every tensor. With
@@ -120,7 +122,7 @@ def bound_runner(session: ort.InferenceSession, device: str = "cuda", device_id:
     """
     output_names = [arg.name for arg in session.get_outputs()]
 
-    def runner(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def runner(feeds: dict[str, np.ndarray], control: Any = None) -> list[np.ndarray]:
         binding = session.io_binding()
         for name, array in feeds.items():
             if device == "cpu" or array.dtype == object:
@@ -130,7 +132,7 @@ def bound_runner(session: ort.InferenceSession, device: str = "cuda", device_id:
                 binding.bind_ortvalue_input(name, value)
         for name in output_names:
             binding.bind_output(name, device, device_id)
-        session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding, control)
         return list(binding.copy_outputs_to_cpu())
 
     return runner
@@ -182,7 +184,12 @@ class LoadedModel:
         effective = (
             policy
             if self.batchable
-            else BatchPolicy(enabled=False, queue_limit=policy.queue_limit, inline_below_s=policy.inline_below_s)
+            else BatchPolicy(
+                enabled=False,
+                queue_limit=policy.queue_limit,
+                inline_below_s=policy.inline_below_s,
+                cancel_checks=policy.cancel_checks,
+            )
         )
         if providers and providers[0] == CUDA and io_binding:
             runners = [bound_runner(session, "cuda", cuda_device_id) for session in sessions]
@@ -191,7 +198,9 @@ class LoadedModel:
         self._runners = runners
         self.instance_count = len(sessions)
         self.policy = effective
-        self.batcher = Batcher(f"{source.name}:{source.version}", runners, effective, loop, observe)
+        self.batcher = Batcher(
+            f"{source.name}:{source.version}", runners, effective, loop, observe, make_control=ort.RunOptions
+        )
         self.loaded_at = time.time()
 
     @property
@@ -209,12 +218,15 @@ class LoadedModel:
         """The execution provider that runs this model."""
         return self.providers[0] if self.providers else "CPUExecutionProvider"
 
-    def warm_up(self, runs: int) -> None:
-        """Run every instance on zeros of batch size 1 (blocking; call in a thread)."""
+    def warm_up(self, runs: int, control: Any = None) -> None:
+        """Run every instance on zeros of batch size 1 (blocking; call in a thread).
+
+        ``control`` (RunOptions) lets a shutdown stop a warm-up run instead of waiting for it.
+        """
         feeds = {info.name: _zeros(info) for info in self.inputs}
         for runner in self._runners:
             for _ in range(max(0, runs)):
-                runner(feeds)
+                runner(feeds, control)
 
     def prepare(self, arrays: Mapping[str, np.ndarray]) -> PreparedRequest:
         """Validate decoded inputs against the signature; the result can be queued.
@@ -299,6 +311,7 @@ def build_loaded_model(
     warmup_runs: int,
     io_binding: bool = True,
     observe: Any = None,
+    warmup_control: Any = None,
 ) -> LoadedModel:
     """Open sessions, wrap them and warm them up (blocking: call it in a thread, never on the loop)."""
     sessions, granted = open_sessions(source.path, config, instances)
@@ -306,7 +319,7 @@ def build_loaded_model(
         source, sessions, granted, policy, loop, max_elements, io_binding, config.cuda_device_id, observe
     )
     try:
-        model.warm_up(warmup_runs)
+        model.warm_up(warmup_runs, warmup_control)
     except Exception:
         model.close(1.0)
         raise

@@ -9,8 +9,8 @@ the two protocols cannot drift apart. No gRPC or HTTP here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,9 @@ class InferResult:
     model: LoadedModel
     outputs: list[np.ndarray]
     selected: Sequence[int] | None
+    inputs: Mapping[str, np.ndarray] = field(default_factory=dict)  # as run (usage metering, drift)
+    rows: int = 0
+    elapsed_ns: int = 0
 
 
 def check_batch(model: LoadedModel, rows: int) -> None:
@@ -59,9 +62,10 @@ async def infer(
         arrays, selected = decode(model)
         prepared = model.prepare(arrays)
         check_batch(model, prepared.rows)
-        outputs = await model.batcher.submit(prepared.inputs, prepared.rows, prepared.key, deadline)
+        outputs = await model.batcher.infer(prepared.inputs, prepared.rows, prepared.key, deadline)
     except BaseException:
         counts.record(model.name, model.version, False, time.perf_counter_ns() - started)
         raise
-    counts.record(model.name, model.version, True, time.perf_counter_ns() - started)
-    return InferResult(model, outputs, selected)
+    elapsed = time.perf_counter_ns() - started
+    counts.record(model.name, model.version, True, elapsed)
+    return InferResult(model, outputs, selected, prepared.inputs, prepared.rows, elapsed)

@@ -23,6 +23,9 @@ from aiaas_services.inference.codec import decode_inputs, encode_response, outpu
 from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import REQUEST_COUNTS
 from aiaas_services.inference.model import LoadedModel
+from aiaas_services.inference.monitor import DriftMonitor
+from aiaas_services.inference.usage import UsageMeter
+from aiaas_services.runtime.auth import current_principal
 from aiaas_services.runtime.errors import INTERNAL_MESSAGE, DomainError, InvalidArgument, NotFound, status_for
 
 logger = logging.getLogger(__name__)
@@ -56,10 +59,20 @@ def _duration(count: int, ns: int) -> pb.StatisticDuration:
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """GRPCInferenceService over a ModelManager."""
 
-    def __init__(self, manager: ModelManager, ready: asyncio.Event) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        ready: asyncio.Event,
+        stream_max_in_flight: int = 16,
+        usage: UsageMeter | None = None,
+        monitor: DriftMonitor | None = None,
+    ) -> None:
         self.manager = manager
         self.ready = ready
+        self.stream_max_in_flight = max(1, stream_max_in_flight)
         self.counts = REQUEST_COUNTS
+        self.usage = usage
+        self.monitor = monitor
 
     # ---- health-like ----------------------------------------------------------------------------------
 
@@ -155,17 +168,31 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         variant = request_variant(request)
         result = await plane.infer(self.manager, request.model_name, request.model_version, variant, decode, deadline)
+        if self.usage is not None:
+            self.usage.add(current_principal.get(), result.model.name, result.rows, result.elapsed_ns)
+        if self.monitor is not None:
+            self.monitor.observe(result.model, result.inputs, result.outputs, request.id)
         return encode_response(request, result.model, result.outputs, result.selected)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests run concurrently; answers come back in request order; a failure answers in-stream."""
+        """Requests run concurrently; answers come back in request order; a failure answers in-stream.
+
+        At most ``stream_max_in_flight`` requests of a stream are in work or wait for their reply to be
+        sent; at that bound the stream stops reading, so HTTP/2 flow control holds the client's writes
+        back (a client that sends without reading cannot grow the server's memory).
+        """
         pending: asyncio.Queue[asyncio.Task[pb.ModelInferResponse] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.stream_max_in_flight)
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
+                while True:
+                    await slots.acquire()
+                    request = await anext(request_iterator, None)  # type: ignore[call-overload]
+                    if request is None:
+                        return
                     remaining = context.time_remaining()
                     deadline = None if remaining is None else time.monotonic() + remaining
                     pending.put_nowait(asyncio.ensure_future(self._infer(request, deadline)))
@@ -183,9 +210,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     code, message = status_for(exc)
                     text = message if code != grpc.StatusCode.INTERNAL else INTERNAL_MESSAGE
                     yield pb.ModelStreamInferResponse(error_message=f"{code.name}: {text}")
+                finally:
+                    slots.release()  # after the reply was handed to grpc (or failed)
             await reader
         finally:
             reader.cancel()
+            while not pending.empty():  # the client went away: its queued requests need not run
+                left = pending.get_nowait()
+                if left is not None:
+                    left.cancel()
 
     # ---- statistics and repository --------------------------------------------------------------------
 

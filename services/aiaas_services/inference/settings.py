@@ -77,6 +77,14 @@ class InferenceSettings(ServiceSettings):
         "Run a model's batches on the event loop, skipping the instance threads, while a run takes less than "
         "this many microseconds (measured); 0 = always use the instance threads.",
     )
+    cancel_checks: bool = setting(
+        True,
+        "Skip queued requests whose caller cancelled, and stop (RunOptions.terminate) runs whose requests all "
+        "went away or expired; off = run every queued request.",
+    )
+    stream_max_in_flight: int = setting(
+        16, "Requests of one ModelStreamInfer stream being worked on or awaiting their reply; reading pauses there."
+    )
     max_elements: int = setting(64 * 1024 * 1024, "Most tensor elements one request may carry.")
     gil_switch_interval_us: int = setting(
         1000,
@@ -84,6 +92,16 @@ class InferenceSettings(ServiceSettings):
         "get the GIL back from a busy event loop sooner after each ONNX Runtime run; 0 keeps Python's default.",
     )
     drain_seconds: float = setting(30.0, "How long a replaced version may take to finish its queued requests.")
+    usage_metering: bool = setting(
+        True, "Count requests, rows and compute seconds per caller and model (Prometheus; the registry's usage)."
+    )
+    usage_flush_seconds: float = setting(10.0, "How often counted usage is sent to the registry (in the background).")
+    monitoring: bool = setting(
+        True, "Score input and prediction drift (PSI) of sampled requests against the training reference."
+    )
+    monitoring_sample_every: int = setting(8, "Keep one request in this many for the drift window.")
+    monitoring_window: int = setting(2048, "Rows in each served version's rolling drift window.")
+    monitoring_interval_seconds: float = setting(5.0, "How often the drift windows are scored (Prometheus, history).")
 
     # Worker processes (inference/supervisor.py).
     workers: str = setting(

@@ -25,6 +25,7 @@ class BlobWriter(Protocol):
     """A blob being written: feed chunks, then commit under its digest or abort."""
 
     size: int
+    address: str  # when set, commit stores the blob under this digest instead of its own (encrypted blobs)
 
     def write(self, chunk: bytes) -> None:
         """Hash and store the next chunk."""
@@ -101,6 +102,7 @@ class LocalWriter:
         self._store = store
         self._hash = hashlib.sha256()
         self.size = 0
+        self.address = ""
         self._synced = 0
         self._path = store.tmp_dir / f"{uuid.uuid4().hex}.part"
         self._file: Any = self._path.open("wb")
@@ -120,7 +122,7 @@ class LocalWriter:
         return self._hash.hexdigest()
 
     def commit(self) -> bool:
-        final = self._store.path_of(self.hexdigest())
+        final = self._store.path_of(self.address or self.hexdigest())
         if final.exists():
             self.abort()
             return True
@@ -191,6 +193,7 @@ class S3Writer:
         self._s3 = store.client
         self._hash = hashlib.sha256()
         self.size = 0
+        self.address = ""
         self._key = f"{store.prefix}tmp/{uuid.uuid4().hex}"
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
@@ -220,8 +223,9 @@ class S3Writer:
 
     def commit(self) -> bool:
         store = self._store
-        final = store.key_of(self.hexdigest())
-        if store.exists(self.hexdigest()):
+        digest = self.address or self.hexdigest()
+        final = store.key_of(digest)
+        if store.exists(digest):
             self.abort()
             return True
         if self._buffer or not self._parts:

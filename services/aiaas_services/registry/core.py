@@ -69,7 +69,7 @@ class RegistryCore:
         blobs: BlobStore,
         threads: int = 8,
         watch_poll_seconds: float = 1.0,
-        verify_reads: bool = False,
+        verify_reads: bool = True,
         max_artifact_bytes: int = 0,
     ) -> None:
         self.store = store

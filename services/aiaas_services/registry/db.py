@@ -116,6 +116,16 @@ events = sa.Table(
     sa.Column("time", sa.DateTime(timezone=True), nullable=False),
 )
 
+request_keys = sa.Table(
+    "request_keys",
+    metadata,
+    sa.Column("method", sa.String(64), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("response", sa.LargeBinary, nullable=True),  # NULL while the first call runs
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

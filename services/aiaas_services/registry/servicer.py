@@ -3,7 +3,9 @@ Errors are mapped by the runtime."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -11,6 +13,7 @@ from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 from aiaas.wire import ACTOR_METADATA, UPLOAD_ACCEPTED_METADATA
 from aiaas_services.registry import codec
 from aiaas_services.registry.catalog import Registry
+from aiaas_services.registry.idempotency import RequestKeys, fingerprint, run_once
 
 
 def actor_of(context: grpc.aio.ServicerContext, explicit: str = "") -> str:
@@ -23,12 +26,43 @@ def actor_of(context: grpc.aio.ServicerContext, explicit: str = "") -> str:
     return str(context.peer() or "unknown")[:256]
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def idempotent(handler: Handler) -> Handler:
+    """A mutating call honouring its request's ``request_id`` (see ``registry.idempotency``)."""
+    method = handler.__name__
+    response_type = getattr(registry_pb2, f"{method}Response")
+
+    @functools.wraps(handler)
+    async def call(self: RegistryServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        key = request.request_id
+        if not key:
+            return await handler(self, request, context)
+        bare = type(request)()
+        bare.CopyFrom(request)
+        bare.request_id = ""
+
+        async def work() -> bytes:
+            response = await handler(self, request, context)
+            return bytes(response.SerializeToString())
+
+        stored = await run_once(
+            self.keys, self.registry.run, method, key, fingerprint(bare.SerializeToString(deterministic=True)), work
+        )
+        return response_type.FromString(stored)
+
+    return call  # type: ignore[return-value]
+
+
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Thin gRPC layer over ``Registry``."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self.keys = RequestKeys(registry.store.engine)
 
+    @idempotent
     async def CreateModel(
         self, request: registry_pb2.CreateModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.CreateModelResponse:
@@ -53,6 +87,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         models, token = await self.registry.list_models(request.page_size, request.page_token, request.name_prefix)
         return registry_pb2.ListModelsResponse(models=[codec.model_to_proto(m) for m in models], next_page_token=token)
 
+    @idempotent
     async def UpdateModel(
         self, request: registry_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UpdateModelResponse:
@@ -65,12 +100,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return registry_pb2.UpdateModelResponse(model=codec.model_to_proto(model))
 
+    @idempotent
     async def DeleteModel(
         self, request: registry_pb2.DeleteModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.DeleteModelResponse:
         count = await self.registry.delete_model(request.name, request.force, actor_of(context))
         return registry_pb2.DeleteModelResponse(deleted_versions=count)
 
+    @idempotent
     async def CreateVersion(
         self, request: registry_pb2.CreateVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.CreateVersionResponse:
@@ -105,6 +142,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             versions=[codec.version_to_proto(v) for v in versions], next_page_token=token
         )
 
+    @idempotent
     async def UpdateVersion(
         self, request: registry_pb2.UpdateVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UpdateVersionResponse:
@@ -120,6 +158,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return registry_pb2.UpdateVersionResponse(version=codec.version_to_proto(version))
 
+    @idempotent
     async def SetVersionStatus(
         self, request: registry_pb2.SetVersionStatusRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.SetVersionStatusResponse:
@@ -160,6 +199,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         async for chunk in chunks:
             yield registry_pb2.DownloadArtifactResponse(chunk=chunk)
 
+    @idempotent
     async def SetAlias(
         self, request: registry_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.SetAliasResponse:
@@ -172,12 +212,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return registry_pb2.SetAliasResponse(move=codec.move_to_proto(move))
 
+    @idempotent
     async def DeleteAlias(
         self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.DeleteAliasResponse:
         move = await self.registry.delete_alias(request.model_name, request.alias, actor_of(context, request.actor))
         return registry_pb2.DeleteAliasResponse(move=codec.move_to_proto(move))
 
+    @idempotent
     async def RollbackAlias(
         self, request: registry_pb2.RollbackAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.RollbackAliasResponse:

@@ -33,5 +33,13 @@ class RegistrySettings(ServiceSettings):
         1.0, "How often an idle watcher re-reads the event table (catches writes of other replicas)."
     )
     verify_reads: bool = setting(
-        False, "Re-hash blobs while serving full downloads (DATA_LOSS on rot); clients verify every download anyway."
+        True,
+        "Hash the whole stored blob while serving a download, resumed ones too (the stream ends with DATA_LOSS "
+        "on rot); off saves reading the skipped prefix of a resumed download.",
     )
+    encryption_key_file: str = setting(
+        "",
+        "File of AES-256 key-encryption keys (base64, one a line; the first wraps new blobs' keys, the others only "
+        "unwrap, during a rotation). Set = blobs encrypted at rest. Empty = encryption_keys, else off.",
+    )
+    encryption_keys: str = setting("", "The same keys inline, comma-separated (prefer the key file).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import hashlib
 import logging
 import re
@@ -12,7 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from aiaas_services.registry.blobs import BlobWriter
 from aiaas_services.registry.core import GarbageReport, RegistryCore, UploadResult
 from aiaas_services.registry.domain import Artifact, InlineArtifact, NewVersion, Version, check_complete
-from aiaas_services.runtime.errors import DigestMismatch, DomainError, InvalidArgument, ResourceExhausted
+from aiaas_services.runtime.errors import (
+    DigestMismatch,
+    DomainError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from aiaas_services.runtime.names import check_name
 
 logger = logging.getLogger(__name__)
@@ -20,6 +27,14 @@ logger = logging.getLogger(__name__)
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
+
+
+def storage_error(exc: OSError) -> DomainError:
+    """A blob-store write that failed (disk full, I/O error) as a status the client can act on."""
+    logger.error("blob store write failed: %s", exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted("the registry's blob store is out of space; nothing was stored. Retry later")
+    return Unavailable("the registry could not write to its blob store (I/O error); nothing was stored. Retry later")
 
 
 class ArtifactTransfers(RegistryCore):
@@ -57,7 +72,10 @@ class ArtifactTransfers(RegistryCore):
                 raise InvalidArgument(f"sha256 of {item.name!r} must be 64 lowercase hex characters")
         # Shielded: a caller that goes away must not stop the blob and database steps half-way (their
         # threads would run on while the cleanup below ran beside them).
-        return await asyncio.shield(self._create_with_blobs(model_name, spec, create_model, actor, inline, ready))
+        try:
+            return await asyncio.shield(self._create_with_blobs(model_name, spec, create_model, actor, inline, ready))
+        except OSError as exc:
+            raise storage_error(exc) from exc
 
     async def _create_with_blobs(
         self,
@@ -177,11 +195,13 @@ class ArtifactTransfers(RegistryCore):
                 deduplicated = await self.run(writer.commit)
                 await self.mutate(self.store.add_artifact, model_name, version, artifact, actor)
             return UploadResult(artifact, deduplicated)
-        except BaseException:
+        except BaseException as exc:
             # Synchronous on purpose: must run even while this task is being cancelled.
             if pending is not None:
                 concurrent.futures.wait([pending])
             writer.abort()
+            if isinstance(exc, OSError):
+                raise storage_error(exc) from exc
             raise
 
     async def download(
@@ -189,8 +209,10 @@ class ArtifactTransfers(RegistryCore):
     ) -> tuple[Artifact, int, AsyncIterator[bytes]]:
         """An artifact's description, the resolved version number and its bytes from ``offset`` on.
 
-        With ``verify_reads``, a download from offset 0 is hashed as it is read and fails with DATA_LOSS if
-        the stored blob no longer matches its digest. Clients verify every download in any case.
+        With ``verify_reads`` (the default) the whole stored blob is hashed as it is read, from 0 even when
+        ``offset`` > 0, and the stream ends with DATA_LOSS if it no longer matches its digest. Clients
+        verify every full download in any case; a client that reads only a range must wait for the
+        stream's OK status before trusting the bytes.
         """
         check_name(artifact_name, "artifact name")
         if chunk_size < 0:
@@ -204,15 +226,24 @@ class ArtifactTransfers(RegistryCore):
     async def _chunks(self, artifact: Artifact, offset: int, chunk_size: int) -> AsyncIterator[bytes]:
         if offset == artifact.size_bytes:
             return
-        verify = self.verify_reads and offset == 0
+        # With verify_reads the whole blob is hashed as it is read, also for a download that starts at an
+        # offset (a resumed one): the prefix is read and hashed but not sent, so DATA_LOSS at the end of the
+        # stream covers every byte of the blob, not only those sent.
+        verify = self.verify_reads
         digest = hashlib.sha256()
-        reader: Iterator[bytes] = await self.run(self.blobs.read, artifact.sha256, offset, chunk_size)
+        position = 0 if verify else offset
+        reader: Iterator[bytes] = await self.run(self.blobs.read, artifact.sha256, position, chunk_size)
 
         def next_chunk() -> bytes | None:
-            chunk = next(reader, None)
-            if chunk is not None and verify:
-                digest.update(chunk)
-            return chunk
+            nonlocal position
+            while (chunk := next(reader, None)) is not None:
+                if verify:
+                    digest.update(chunk)
+                begin, position = position, position + len(chunk)
+                if position <= offset:
+                    continue  # before the requested offset: hashed only
+                return chunk[offset - begin :] if begin < offset else chunk
+            return None
 
         # Read the next chunk while the current one is being sent.
         upcoming = self.executor.submit(next_chunk)
@@ -225,9 +256,12 @@ class ArtifactTransfers(RegistryCore):
             close = getattr(reader, "close", None)
             if close is not None:
                 close()  # synchronous: also runs when the client went away and this task is cancelled
-        if verify and digest.hexdigest() != artifact.sha256:
+        if verify and (digest.hexdigest() != artifact.sha256 or position != artifact.size_bytes):
             logger.error("stored blob %s does not match its digest", artifact.sha256)
-            raise DigestMismatch(f"stored bytes of {artifact.name!r} do not match sha256 {artifact.sha256}")
+            raise DigestMismatch(
+                f"stored bytes of {artifact.name!r} do not match sha256 {artifact.sha256}; do not use what was "
+                "received (the stored copy is damaged)"
+            )
 
     async def collect_garbage(self, dry_run: bool = False) -> GarbageReport:
         """Delete blobs no artifact references: recorded ones, and stray files a crash left unrecorded."""

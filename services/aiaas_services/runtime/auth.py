@@ -4,6 +4,9 @@ Tokens come from a JSON file (setting ``auth_tokens_file``)::
 
     {"<token>": {"principal": "ci-bot", "scopes": ["read", "write"]}}
 
+Scopes may name models (``read:digits-*``) and a token may carry a rate limit and a quota: see
+``aiaas_services.runtime.access``, which holds those rules for every door (gRPC here, REST beside it).
+
 When no file is configured, auth is off and every caller is ``anonymous``. Health and reflection stay
 open so probes and ``ghz``/``grpcurl`` discovery work. A method is a *read* when its name starts with one
 of ``READ_PREFIXES`` (inference calls included), otherwise a *write* (registry mutations, training,
@@ -20,13 +23,14 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
 
 from aiaas.wire import AUTHORIZATION_METADATA, READ_PREFIXES
+from aiaas_services.runtime.access import Grant, RateLimited, model_of, parse_grant
+from aiaas_services.runtime.errors import DomainError, PermissionDenied, Unauthenticated
 from aiaas_services.runtime.interceptors import HandlerInterceptor, wrap_handler
 
 logger = logging.getLogger(__name__)
@@ -36,12 +40,15 @@ OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflect
 current_principal: contextvars.ContextVar[str] = contextvars.ContextVar("current_principal", default="anonymous")
 
 
-@dataclass(frozen=True)
-class Grant:
-    """Who a token belongs to and what it may do."""
-
-    principal: str
-    scopes: frozenset[str]
+# Services whose requests name the model they are about (checked against model-limited scopes), and the
+# methods of theirs that are about the server, not a model (open to any token with the scope).
+MODEL_SERVICES = (
+    "aiaas.registry.v1.RegistryService",
+    "inference.GRPCInferenceService",
+    "aiaas.monitoring.v1.MonitoringService",
+    "aiaas.explain.v1.ExplanationService",
+)
+SERVER_METHODS = ("ServerLive", "ServerReady", "ServerMetadata")
 
 
 def load_tokens(path: str) -> dict[str, Grant]:
@@ -49,14 +56,31 @@ def load_tokens(path: str) -> dict[str, Grant]:
     raw = json.loads(Path(path).read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected an object mapping tokens to grants")
-    grants: dict[str, Grant] = {}
-    for token, grant in raw.items():
-        scopes = frozenset(grant.get("scopes", []))
-        unknown = scopes - {"read", "write"}
-        if unknown:
-            raise ValueError(f"{path}: unknown scopes {sorted(unknown)} (use read, write)")
-        grants[token] = Grant(principal=str(grant.get("principal", "unknown")), scopes=scopes)
-    return grants
+    return {
+        token: parse_grant(
+            entry, f"{path}: token of {entry.get('principal', '?') if isinstance(entry, dict) else '?'!r}"
+        )
+        for token, entry in raw.items()
+    }
+
+
+def authorize(tokens: Mapping[str, Grant], presented: str, method: str, scope: str) -> Grant:
+    """The grant of the presented token if it may call ``method`` now (rate and quota counted).
+
+    Raises Unauthenticated, PermissionDenied or RateLimited (``retry_after``), for any door to map.
+    A model-limited grant still needs ``check_model`` once the request's model is known.
+    """
+    if not presented:
+        raise Unauthenticated("missing bearer token: send metadata 'authorization: Bearer <token>'")
+    grant = _find_grant(tokens, presented)
+    if grant is None:
+        raise Unauthenticated("unknown bearer token")
+    if not grant.has(scope):
+        raise PermissionDenied(f"{grant.principal} lacks the '{scope}' scope needed for {method}")
+    if grant.restricted(scope) and method.lstrip("/").partition("/")[0] not in MODEL_SERVICES:
+        grant.check_model(scope, "", method)
+    grant.admit()
+    return grant
 
 
 def required_scope(method: str) -> str | None:
@@ -102,15 +126,77 @@ def _find_grant(tokens: Mapping[str, Grant], presented: str) -> Grant | None:
     return None
 
 
-def _denied(code: grpc.StatusCode, message: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _denied(
+    code: grpc.StatusCode, message: str, handler: grpc.RpcMethodHandler, trailing: tuple[tuple[str, str], ...] = ()
+) -> grpc.RpcMethodHandler:
     async def abort_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing)
 
     async def abort_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing)
         yield  # pragma: no cover - makes this an async generator
 
     return wrap_handler(handler, unary=lambda _: abort_unary, stream=lambda _: abort_stream)
+
+
+def _refused(exc: DomainError, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    trailing: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, RateLimited):
+        # HTTP's Retry-After in whole seconds, and gRPC's own pushback hint in milliseconds.
+        trailing = (
+            ("retry-after", exc.retry_after_header),
+            ("grpc-retry-pushback-ms", str(int(exc.retry_after * 1000))),
+        )
+    return _denied(exc.code, str(exc), handler, trailing)
+
+
+def _model_checked(handler: grpc.RpcMethodHandler, grant: Grant, scope: str, method: str) -> grpc.RpcMethodHandler:
+    """Check each request's model against a model-limited scope before the servicer sees it."""
+
+    def check(request: Any) -> None:
+        grant.check_model(scope, model_of(request), method)
+
+    async def check_or_abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        # Outside the error-mapping interceptor's wrapper, so the refusal is turned into a status here.
+        try:
+            check(request)
+        except DomainError as exc:
+            await context.abort(exc.code, str(exc))
+
+    async def checked_stream(requests: Any) -> Any:
+        # The first message must name an allowed model; later ones are checked when they name one (an
+        # upload's chunks follow its header and name none).
+        first = True
+        async for request in requests:
+            model = model_of(request)
+            if model or first:
+                grant.check_model(scope, model, method)
+            first = False
+            yield request
+
+    streaming_requests = bool(handler.stream_unary or handler.stream_stream)
+
+    def wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if streaming_requests:
+                return await fn(checked_stream(request), context)
+            await check_or_abort(request, context)
+            return await fn(request, context)
+
+        return call
+
+    def wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if streaming_requests:
+                request = checked_stream(request)
+            else:
+                await check_or_abort(request, context)
+            async for item in fn(request, context):
+                yield item
+
+        return call
+
+    return wrap_handler(handler, unary=wrap_unary, stream=wrap_stream)
 
 
 def _audited(handler: grpc.RpcMethodHandler, audit: AuditLog, principal: str, method: str) -> grpc.RpcMethodHandler:
@@ -169,22 +255,15 @@ class AuthInterceptor(HandlerInterceptor):
         principal = "anonymous"
         if self.tokens is not None:
             presented = _bearer(details.invocation_metadata)
-            if not presented:
-                return _denied(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing bearer token: send metadata 'authorization: Bearer <token>'",
-                    handler,
-                )
-            grant = _find_grant(self.tokens, presented)
-            if grant is None:
-                return _denied(grpc.StatusCode.UNAUTHENTICATED, "unknown bearer token", handler)
-            if scope not in grant.scopes:
-                return _denied(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"{grant.principal} lacks the '{scope}' scope needed for {method}",
-                    handler,
-                )
+            try:
+                grant = authorize(self.tokens, presented, method, scope)
+            except DomainError as exc:
+                return _refused(exc, handler)
             principal = grant.principal
+            # Task-local: the RPC runs in this task, so domain code (usage metering) sees who calls.
+            current_principal.set(principal)
+            if grant.restricted(scope) and method.rpartition("/")[2] not in SERVER_METHODS:
+                handler = _model_checked(handler, grant, scope, method)
         if scope == "write" and self.audit is not None:
             return _audited(handler, self.audit, principal, method)
         return handler

@@ -1,4 +1,5 @@
-"""Client channels for service-to-service calls: one place for limits, TLS, keepalive and tracing."""
+"""Client channels for service-to-service calls: one place for limits, TLS, keepalive, tracing and the
+caller's deadline (an outgoing call never outlives the incoming one it serves: ``runtime.deadlines``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import grpc
 
 from aiaas.client import channels
 from aiaas.wire import AUTHORIZATION_METADATA
-from aiaas_services.runtime import tracing
+from aiaas_services.runtime import deadlines, tracing
 from aiaas_services.runtime.settings import ServiceSettings
 
 
@@ -74,7 +75,7 @@ def open_channel(target: str, settings: ServiceSettings | None = None) -> grpc.a
     ``tls_client_ca`` is trusted as the root for the peer.
     """
     max_bytes = settings.max_message_bytes if settings else 64 * 1024 * 1024
-    interceptors: list[Any] = list(tracing.client_interceptors())
+    interceptors: list[Any] = [*tracing.client_interceptors(), *deadlines.carry_interceptors()]
     if settings and settings.service_token:
         interceptors.extend(token_interceptors(settings.service_token))
     options = channel_options(max_bytes, channels.balanced(target))

@@ -9,9 +9,56 @@ from typing import Any
 
 import grpc
 
-from aiaas_services.runtime.errors import DomainError, status_for
+from aiaas_services.runtime import deadlines
+from aiaas_services.runtime.errors import DomainError, InvalidArgument, status_for
 
 logger = logging.getLogger(__name__)
+
+UNPARSEABLE_MESSAGE = (
+    "the request message could not be parsed (not valid protobuf for this method, or nested too deeply); "
+    "check that the client uses this service's .proto definitions"
+)
+
+
+class _Unparseable:
+    """Stands in for a request whose bytes did not parse, so the handler can answer INVALID_ARGUMENT.
+
+    grpc's own handling of a deserializer that raises is UNKNOWN with the exception's class in the
+    message; returning this marker instead lets the error interceptor answer with a clean status.
+    """
+
+    __slots__ = ()
+
+
+UNPARSEABLE = _Unparseable()
+
+
+def tolerant_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserialize`` that returns ``UNPARSEABLE`` instead of raising on bytes that do not parse."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # noqa: BLE001 - DecodeError, RecursionError, anything: the bytes are the client's
+            logger.info("unparseable request message (%d bytes)", len(data))
+            return UNPARSEABLE
+
+    return parse
+
+
+async def _checked_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that raises InvalidArgument at the first message that did not parse."""
+    async for request in requests:
+        if request is UNPARSEABLE:
+            raise InvalidArgument(UNPARSEABLE_MESSAGE)
+        yield request
+
+
+def _is_message(request: Any) -> bool:
+    """A single request message, as opposed to the async iterator of a client stream."""
+    return not hasattr(request, "__aiter__")
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
@@ -26,19 +73,31 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, meth
 
 def _wrap_unary_response(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = deadlines.enter(context)
         try:
+            if request_or_iterator is UNPARSEABLE:
+                raise InvalidArgument(UNPARSEABLE_MESSAGE)
+            if not _is_message(request_or_iterator):
+                request_or_iterator = _checked_requests(request_or_iterator)
             return await fn(request_or_iterator, context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
             await abort_with(context, exc, method)
+        finally:
+            deadlines.leave(call)
 
     return handler
 
 
 def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = deadlines.enter(context)
         try:
+            if request_or_iterator is UNPARSEABLE:
+                raise InvalidArgument(UNPARSEABLE_MESSAGE)
+            if not _is_message(request_or_iterator):
+                request_or_iterator = _checked_requests(request_or_iterator)
             result = fn(request_or_iterator, context)
             if inspect.isasyncgen(result):
                 async for item in result:
@@ -49,6 +108,8 @@ def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., 
             raise
         except Exception as exc:  # noqa: BLE001
             await abort_with(context, exc, method)
+        finally:
+            deadlines.leave(call)
 
     return handler
 
@@ -60,15 +121,18 @@ def wrap_handler(
     handler: grpc.RpcMethodHandler,
     unary: Callable[[Behaviour], Behaviour],
     stream: Callable[[Behaviour], Behaviour],
+    tolerant: bool = False,
 ) -> grpc.RpcMethodHandler:
     """The same kind of handler, same serializers, with its behaviour wrapped.
 
     ``unary`` wraps behaviours that return one response (unary-unary, stream-unary); ``stream`` wraps
     those that yield responses (unary-stream, stream-stream). Interceptors use this instead of spelling
-    out the four handler kinds each time.
+    out the four handler kinds each time. ``tolerant`` swaps in a deserializer that never raises (see
+    ``tolerant_deserializer``); the wrapped behaviours must then check for ``UNPARSEABLE``.
     """
+    deserializer = handler.request_deserializer
     kwargs = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": tolerant_deserializer(deserializer) if tolerant else deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
@@ -107,6 +171,9 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
 class ErrorMappingInterceptor(HandlerInterceptor):
     """Maps DomainError subclasses to their status and anything else to a generic INTERNAL.
 
+    Request bytes that do not parse become INVALID_ARGUMENT with a generic message (never grpc's UNKNOWN
+    naming the parser's exception class).
+
     The wrapped handler of each method is built once and reused (the registered handler of a method is
     the same object on every call), rather than rebuilt for every RPC.
     """
@@ -124,6 +191,7 @@ class ErrorMappingInterceptor(HandlerInterceptor):
             handler,
             unary=lambda fn: _wrap_unary_response(fn, method),
             stream=lambda fn: _wrap_stream_response(fn, method),
+            tolerant=True,
         )
         self._wrapped[method] = (handler, wrapped)
         return wrapped

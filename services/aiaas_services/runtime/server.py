@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from aiaas_services.runtime.auth import auth_interceptor
+from aiaas_services.runtime.health import DrainingHealthServicer
 from aiaas_services.runtime.interceptors import ErrorMappingInterceptor
 from aiaas_services.runtime.logs import configure_logging
 from aiaas_services.runtime.reflection import enable_reflection
@@ -99,7 +100,7 @@ async def build_server(
         interceptors=[*interceptors, ErrorMappingInterceptor()],
         options=server_options(settings),
     )
-    health = HealthServicer()
+    health = DrainingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = list(app.register(server))
     enable_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
@@ -141,22 +142,36 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_event: asyncio.
     ]
     running = await build_server(settings, app, interceptors=interceptors)
     logger.info("%s listening on %s:%d", settings.service_name, settings.host, running.port)
+    started = False
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await app.start()
-        # Optional hook: an app whose readiness depends on more than itself (a worker of several) sets
-        # health through ``serving_gate(set_serving)`` and keeps it in step until it closes.
-        gate = getattr(app, "serving_gate", None)
-        await (gate(running.set_serving) if gate is not None else running.set_serving(True))
-        if settings.port_file:
-            _write_port_file(settings.port_file, running.port)
-        logger.info("%s serving", settings.service_name)
-        await stop.wait()
+        # A stop during start-up (model loading, warm-up) ends start-up instead of waiting for it.
+        starting = asyncio.ensure_future(app.start())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            logger.info("%s stopping during start-up", settings.service_name)
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        else:
+            starting.result()
+            started = True
+            # Optional hook: an app whose readiness depends on more than itself (a worker of several) sets
+            # health through ``serving_gate(set_serving)`` and keeps it in step until it closes.
+            gate = getattr(app, "serving_gate", None)
+            await (gate(running.set_serving) if gate is not None else running.set_serving(True))
+            if settings.port_file:
+                _write_port_file(settings.port_file, running.port)
+            logger.info("%s serving", settings.service_name)
+            await stopping
         logger.info("%s draining (grace %.1fs)", settings.service_name, settings.grace_seconds)
     finally:
+        stopping.cancel()
         # Health flips first; requests keep being served for the drain delay (balancers and health-aware
-        # clients move away), then new calls are refused and in-flight ones get the grace period.
+        # clients move away), then new calls are refused and in-flight ones get the grace period. Health
+        # Watch streams end once they have said NOT_SERVING.
         await running.health.enter_graceful_shutdown()
-        if stop.is_set() and settings.drain_delay_seconds > 0:
+        if started and stop.is_set() and settings.drain_delay_seconds > 0:
             await asyncio.sleep(settings.drain_delay_seconds)
         # Optional hook: end open-ended streams (watchers resume elsewhere) so stop() need not wait out
         # the whole grace period for calls that never finish on their own.

@@ -2,8 +2,9 @@
 
 ``run_job`` loads the data, builds the model, trains it (resuming from the epoch checkpoint when asked),
 evaluates it on the test split, and writes what the registry will receive into ``<job dir>/result``:
-``weights.safetensors``, ``spec.json``, ``curves.png`` and ``result.json`` (test metrics, confusion
-matrix, dataset digest). With world_size > 1 it runs once per DDP rank; only rank 0 writes and reports.
+``weights.safetensors``, ``spec.json``, ``curves.png``, ``reference.json`` (reference statistics for drift
+monitoring) and ``result.json`` (test metrics, confusion matrix, dataset digest). With world_size > 1 it
+runs once per DDP rank; only rank 0 writes and reports.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from opentelemetry import trace
 
 from aiaas_services.datasets import Splits, fit_standardization, load_splits
 from aiaas_services.modelzoo import build_module, checkpoint_spec
+from aiaas_services.monitoring.drift import reference_stats
 from aiaas_services.training.curves import plot_curves
 from aiaas_services.training.evaluation import evaluate
 from aiaas_services.training.paths import DATASET_FILE, RESULT_DIR, JobRequest
@@ -93,6 +96,9 @@ def run_job(request: JobRequest, hooks: Hooks, dist: Distributed | None = None) 
     result_dir.mkdir(parents=True, exist_ok=True)
     write_safetensors(result_dir / "weights.safetensors", model.state_dict())
     (result_dir / "spec.json").write_text(json.dumps(model_spec, indent=2))
+    with tracer.start_as_current_span("training.reference_stats"):
+        reference = training_reference(model, splits.x_train, task, model_spec["num_classes"])
+    (result_dir / "reference.json").write_text(json.dumps(reference))
     plot_curves(
         progress.history, result_dir / "curves.png", f"{spec.model_name} ({model_spec['architecture']['kind']})"
     )
@@ -112,6 +118,17 @@ def run_job(request: JobRequest, hooks: Hooks, dist: Distributed | None = None) 
     tmp.write_text(json.dumps(result))
     os.replace(tmp, result_dir / "result.json")
     return result
+
+
+def training_reference(model: torch.nn.Module, x_train: np.ndarray, task: str, num_classes: int) -> dict[str, Any]:
+    """Reference statistics for drift monitoring: the training inputs and the model's predicted classes."""
+    predicted = None
+    if task == "classification" and len(x_train):
+        model.eval()
+        with torch.no_grad():
+            outputs = [model(torch.from_numpy(x_train[i : i + 4096])) for i in range(0, len(x_train), 4096)]
+        predicted = torch.cat(outputs).argmax(1).numpy()
+    return reference_stats(x_train.reshape(len(x_train), -1), predicted, num_classes if predicted is not None else 0)
 
 
 def _resume(trainer: Trainer) -> bool:

@@ -27,6 +27,7 @@ ARTIFACTS = (
     ("weights.safetensors", "application/vnd.safetensors"),
     ("spec.json", "application/json"),
     ("curves.png", "image/png"),
+    ("reference.json", "application/json"),  # reference statistics for drift monitoring
 )
 
 

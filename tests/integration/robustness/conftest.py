@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,5 +70,83 @@ def registry_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servic
     """A registry of its own for hostile requests."""
     home = tmp_path_factory.mktemp("robust-registry")
     service = start_service("registry", home)
+    yield service
+    service.terminate()
+
+
+@pytest.fixture(scope="session")
+def training_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A training service of its own (no registry: nothing is started by the requests sent to it)."""
+    service = start_service("training", tmp_path_factory.mktemp("robust-training"))
+    yield service
+    service.terminate()
+
+
+@pytest.fixture(scope="session")
+def serialization_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A serialization service of its own."""
+    service = start_service("serialization", tmp_path_factory.mktemp("robust-serialization"))
+    yield service
+    service.terminate()
+
+
+def save_external_model(folder: Path, location: str = "weights.bin") -> Path:
+    """``model.onnx`` (input [-1, 4] -> output [-1, 2], one MatMul) with its weight in ``folder/location``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(4, 2), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["output"])],
+        "external",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 2])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    if location != "weights.bin":
+        stored = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        for entry in stored.graph.initializer[0].external_data:
+            if entry.key == "location":
+                entry.value = location
+        onnx.save(stored, str(folder / "model.onnx"))
+    return folder / "model.onnx"
+
+
+def build_broken_repository(repo: Path, outside: Path) -> None:
+    """A model repository with a bad version beside a good one, and external data that breaks the rules."""
+    export_digits_mlp(repo / "digits" / "1" / "model.onnx")
+    good = (repo / "digits" / "1" / "model.onnx").read_bytes()
+    (repo / "digits" / "2").mkdir(parents=True)
+    (repo / "digits" / "2" / "model.onnx").write_bytes(good[: len(good) // 3])  # truncated
+    save_external_model(repo / "external" / "1")  # fine: weights.bin is a plain file beside it
+    outside.mkdir(parents=True, exist_ok=True)
+    save_external_model(outside / "src")
+    hard = save_external_model(repo / "hardlink" / "1").parent
+    (hard / "weights.bin").unlink()
+    os.link(outside / "src" / "weights.bin", hard / "weights.bin")
+    soft = save_external_model(repo / "symlink" / "1").parent
+    (soft / "weights.bin").unlink()
+    (soft / "weights.bin").symlink_to(outside / "src" / "weights.bin")
+    save_external_model(repo / "dotdot" / "1", location="../../../outside/src/weights.bin")
+    save_external_model(repo / "absolute" / "1", location=str(outside / "src" / "weights.bin"))
+
+
+@pytest.fixture(scope="session")
+def broken_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """Inference over ``build_broken_repository``."""
+    home = tmp_path_factory.mktemp("robust-broken")
+    build_broken_repository(home / "models", home / "outside")
+    service = start_service("inference", home, env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(home / "models")})
     yield service
     service.terminate()

@@ -4,15 +4,18 @@ UNKNOWN/INTERNAL status, no crash, no leak of the server's paths or stack; the s
 from __future__ import annotations
 
 import grpc
+from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiaas.common.v1 import common_pb2
+from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2 as oip
 from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
 from aiaas.registry.v1 import registry_pb2 as reg
 from aiaas.registry.v1 import registry_pb2_grpc as reg_grpc
+from aiaas.usage.v1 import usage_pb2, usage_pb2_grpc
 from tests.integration.robustness.conftest import assert_clean_details
 from tests.support.processes import ServiceProcess
 
@@ -57,6 +60,33 @@ def infer_requests(draw: st.DrawFn) -> oip.ModelInferRequest:
     for _ in range(draw(st.integers(0, 2))):
         request.outputs.add(name=draw(st.sampled_from(["output", "nope", ""])))
     return request
+
+
+def test_fuzz_monitoring(inference_standalone: ServiceProcess) -> None:
+    channel = grpc.insecure_channel(inference_standalone.address)
+    stub = monitoring_pb2_grpc.MonitoringServiceStub(channel)
+
+    @settings(FUZZ, max_examples=300)
+    @given(
+        names,
+        st.one_of(st.sampled_from(["", "1", "-1"]), st.text(max_size=80)),
+        st.booleans(),
+        st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50),
+    )
+    def check(name: str, text: str, feedback: bool, labels: list[int]) -> None:
+        try:
+            if feedback:
+                request = monitoring_pb2.RecordFeedbackRequest(model_name=name, request_id=text, labels=labels)
+                stub.RecordFeedback(request, timeout=10)
+            else:
+                stub.GetDrift(monitoring_pb2.GetDriftRequest(model_name=name, version=text), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() not in BAD_CODES, (exc.code(), exc.details(), name, text)
+            assert_clean_details(exc.details(), inference_standalone.home)
+
+    check()
+    channel.close()
+    assert _healthy(inference_standalone.address)
 
 
 def _healthy(address: str) -> bool:
@@ -122,6 +152,50 @@ def test_fuzz_registry(registry_robust: ServiceProcess) -> None:
 
     @FUZZ
     @given(registry_calls())
+    def check(call: tuple[str, object]) -> None:
+        method, request = call
+        try:
+            getattr(stub, method)(request, timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() not in BAD_CODES, (method, exc.code(), exc.details(), request)
+            assert_clean_details(exc.details(), registry_robust.home)
+
+    check()
+    channel.close()
+    assert registry_robust.process.poll() is None
+    assert _healthy(registry_robust.address)
+
+
+@st.composite
+def usage_calls(draw: st.DrawFn) -> tuple[str, object]:
+    stamp = timestamp_pb2.Timestamp(
+        seconds=draw(st.integers(-(2**40), 2**40)), nanos=draw(st.integers(-(2**31), 2**31 - 1))
+    )
+    if draw(st.booleans()):
+        request = usage_pb2.ListUsageRequest(principal=draw(names), model=draw(names))
+        if draw(st.booleans()):
+            request.since.CopyFrom(stamp)
+        return "ListUsage", request
+    report = usage_pb2.RecordUsageRequest(source=draw(st.text(max_size=20)))
+    for _ in range(draw(st.integers(0, 4))):
+        entry = report.entries.add(
+            principal=draw(names),
+            model=draw(names),
+            requests=draw(st.integers(-(2**63), 2**63 - 1)),
+            rows=draw(st.integers(-(2**63), 2**63 - 1)),
+            compute_seconds=draw(st.floats()),
+        )
+        if draw(st.booleans()):
+            entry.period_start.CopyFrom(stamp)
+    return "RecordUsage", report
+
+
+def test_fuzz_usage(registry_robust: ServiceProcess) -> None:
+    channel = grpc.insecure_channel(registry_robust.address)
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+
+    @settings(FUZZ, max_examples=300)
+    @given(usage_calls())
     def check(call: tuple[str, object]) -> None:
         method, request = call
         try:

@@ -10,9 +10,14 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiaas.common.v1 import common_pb2 as c
+from aiaas.explain.v1 import explain_pb2 as e
+from aiaas.explain.v1 import explain_pb2_grpc as eg
+from aiaas.monitoring.v1 import monitoring_pb2 as m
+from aiaas.monitoring.v1 import monitoring_pb2_grpc as mg
 from aiaas.oip.v2 import grpc_service_pb2 as o
 from aiaas.oip.v2 import grpc_service_pb2_grpc as og
 from aiaas.registry.v1 import registry_pb2 as r
@@ -21,12 +26,20 @@ from aiaas.serialization.v1 import serialization_pb2 as s
 from aiaas.serialization.v1 import serialization_pb2_grpc as sg
 from aiaas.training.v1 import training_pb2 as t
 from aiaas.training.v1 import training_pb2_grpc as tg
+from aiaas.usage.v1 import usage_pb2 as u
+from aiaas.usage.v1 import usage_pb2_grpc as ug
 from aiaas_services.suite import DEFAULT_PORTS, Suite
 from tests.integration.robustness.conftest import assert_clean_details
+from tests.integration.robustness.raw_bytes import deep_nesting, unary_raw
+from tests.support.processes import ServiceProcess
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 DATA_LOSS = grpc.StatusCode.DATA_LOSS
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+UNPARSEABLE = "could not be parsed"
+GARBAGE = bytes(range(256)) * 3  # not a protobuf message: wire types 6 and 7 do not exist
 
 MLP = t.Architecture(mlp=t.MlpSpec(hidden_sizes=[8]))
 DIGITS = t.DataSpec(sklearn="digits")
@@ -41,6 +54,11 @@ def spec(**overrides: Any) -> t.StartTrainingJobRequest:
 
 def arch(**kind: Any) -> t.Architecture:
     return t.Architecture(**kind)
+
+
+def usage_of(**fields: Any) -> u.RecordUsageRequest:
+    """A usage report of one entry."""
+    return u.RecordUsageRequest(entries=[u.UsageEntry(**fields)])
 
 
 # (service, method, request, expected code, a fragment the message must contain)
@@ -133,13 +151,134 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
     ("inference", "ModelMetadata", o.ModelMetadataRequest(name="nope"), NOT_FOUND, "nope"),
     ("inference", "RepositoryModelUnload", o.RepositoryModelUnloadRequest(model_name="nope"), NOT_FOUND, "nope"),
     ("inference", "ModelStatistics", o.ModelStatisticsRequest(name="nope"), NOT_FOUND, "nope"),
+    # unparseable bytes (bytes are sent as they are): INVALID_ARGUMENT, never UNKNOWN naming a parser class
+    ("inference", "ModelInfer", GARBAGE, INVALID, UNPARSEABLE),
+    ("inference", "ModelInfer", deep_nesting(), INVALID, UNPARSEABLE),
+    ("inference", "ModelMetadata", b"\x0a\xff\xff\xff\xff\x0f", INVALID, UNPARSEABLE),  # length past the end
+    ("registry", "CreateVersion", GARBAGE, INVALID, UNPARSEABLE),
+    ("registry", "CreateVersion", deep_nesting(), INVALID, UNPARSEABLE),
+    ("registry", "GetVersion", b"\x08\x80\x80\x80", INVALID, UNPARSEABLE),  # truncated varint
+    ("training", "StartTrainingJob", GARBAGE, INVALID, UNPARSEABLE),
+    ("training", "StartTrainingJob", deep_nesting(), INVALID, UNPARSEABLE),
+    ("serialization", "StartExportJob", GARBAGE, INVALID, UNPARSEABLE),
+    ("serialization", "GetExportJob", deep_nesting(), INVALID, UNPARSEABLE),
+    ("health", "Check", GARBAGE, INVALID, UNPARSEABLE),
+    # idempotency keys
+    ("registry", "CreateModel", r.CreateModelRequest(name="idem", request_id="k" * 129), INVALID, "request_id"),
+    (
+        "registry",
+        "CreateModel",
+        r.CreateModelRequest(name="idem-second", exist_ok=True, request_id="idem-key-1"),
+        PRECONDITION,
+        "different",
+    ),
+    # load failures and external data (an inference server over a repository with broken models)
+    (
+        "inference-repo",
+        "ModelInfer",
+        o.ModelInferRequest(model_name="digits", model_version="2"),
+        UNAVAILABLE,
+        "error id",
+    ),
+    (
+        "inference-repo",
+        "RepositoryModelLoad",
+        o.RepositoryModelLoadRequest(model_name="digits"),
+        PRECONDITION,
+        "version 2 failed to load",
+    ),
+    (
+        "inference-repo",
+        "RepositoryModelLoad",
+        o.RepositoryModelLoadRequest(model_name="hardlink"),
+        PRECONDITION,
+        "hard link",
+    ),
+    (
+        "inference-repo",
+        "RepositoryModelLoad",
+        o.RepositoryModelLoadRequest(model_name="symlink"),
+        PRECONDITION,
+        "symbolic link",
+    ),
+    (
+        "inference-repo",
+        "RepositoryModelLoad",
+        o.RepositoryModelLoadRequest(model_name="dotdot"),
+        PRECONDITION,
+        "inside the model's folder",
+    ),
+    (
+        "inference-repo",
+        "RepositoryModelLoad",
+        o.RepositoryModelLoadRequest(model_name="absolute"),
+        PRECONDITION,
+        "relative path",
+    ),
+    ("inference-repo", "ModelInfer", o.ModelInferRequest(model_name="hardlink"), UNAVAILABLE, "hard link"),
+    # usage metering (served by the registry)
+    ("usage", "RecordUsage", usage_of(principal="", model="m", requests=1), INVALID, "principal"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", requests=-5), INVALID, ">= 0"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", compute_seconds=float("nan")), INVALID, ">= 0"),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m", rows=2**62), INVALID, "<="),
+    ("usage", "RecordUsage", usage_of(principal="p", model="m\n", requests=1), INVALID, "model"),
+    ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=-(10**12))), INVALID, "since"),
+    ("usage", "ListUsage", u.ListUsageRequest(since=Timestamp(seconds=5, nanos=-1)), INVALID, "nanos"),
+    # drift monitoring (served by inference)
+    ("monitoring", "GetDrift", m.GetDriftRequest(), INVALID, "model_name"),
+    ("monitoring", "GetDrift", m.GetDriftRequest(model_name="x" * 300), INVALID, "model_name"),
+    ("monitoring", "GetDrift", m.GetDriftRequest(model_name="nope"), NOT_FOUND, "nope"),
+    ("monitoring", "RecordFeedback", m.RecordFeedbackRequest(model_name="mlp", labels=[1]), INVALID, "request_id"),
+    ("monitoring", "RecordFeedback", m.RecordFeedbackRequest(model_name="mlp", request_id="r"), INVALID, "labels"),
+    (
+        "monitoring",
+        "RecordFeedback",
+        m.RecordFeedbackRequest(model_name="mlp", request_id="never-sent", labels=[1]),
+        NOT_FOUND,
+        "never-sent",
+    ),
+    # explanations (served by serialization)
+    ("explain", "Explain", e.ExplainRequest(inputs=[1.0]), INVALID, "model_name"),
+    ("explain", "Explain", e.ExplainRequest(ref=c.VersionRef(model_name="m")), INVALID, "inputs"),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="m"), inputs=[1], method="magic"),
+        INVALID,
+        "method",
+    ),
+    ("explain", "Explain", e.ExplainRequest(ref=c.VersionRef(model_name="m"), inputs=[1], steps=-2), INVALID, "steps"),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="nope", version=1), inputs=[1]),
+        NOT_FOUND,
+        "nope",
+    ),
+    (
+        "explain",
+        "Explain",
+        e.ExplainRequest(ref=c.VersionRef(model_name="../x", version=1), inputs=[1]),
+        INVALID,
+        "name",
+    ),
+]
+
+# Calls made once before the table, whose state some cases need.
+SETUP: list[tuple[str, str, Any]] = [
+    ("registry", "CreateModel", r.CreateModelRequest(name="idem-first", request_id="idem-key-1")),
 ]
 
 STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "registry": rg.RegistryServiceStub,
+    "inference-repo": og.GRPCInferenceServiceStub,
+    "health": health_pb2_grpc.HealthStub,
     "training": tg.TrainingServiceStub,
     "serialization": sg.SerializationServiceStub,
     "inference": og.GRPCInferenceServiceStub,
+    "usage": ug.UsageServiceStub,
+    "monitoring": mg.MonitoringServiceStub,
+    "explain": eg.ExplanationServiceStub,
 }
 
 
@@ -148,15 +287,25 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     """The four services as real processes on ephemeral ports."""
     running = Suite(tmp_path_factory.mktemp("hostile"), ports=dict.fromkeys(DEFAULT_PORTS, 0))
     running.start()
+    for service, method, request in SETUP:
+        with grpc.insecure_channel(running.target(service)) as channel:
+            getattr(STUBS[service](channel), method)(request, timeout=30)
     yield running
     codes = running.stop()
     assert set(codes.values()) == {0}, codes
 
 
-def _call(suite: Suite, service: str, method: str, request: Any) -> grpc.RpcError | None:
-    with grpc.insecure_channel(suite.target(service)) as channel:
+HOSTS = {"health": "registry", "usage": "registry", "monitoring": "inference", "explain": "serialization"}
+"""The suite service that answers each table entry's calls."""
+
+
+def _call(target: str, service: str, method: str, request: Any) -> grpc.RpcError | None:
+    with grpc.insecure_channel(target) as channel:
         try:
-            getattr(STUBS[service](channel), method)(request, timeout=30)
+            if isinstance(request, bytes):
+                unary_raw(channel, service.removesuffix("-repo"), method)(request, timeout=30)
+            else:
+                getattr(STUBS[service](channel), method)(request, timeout=30)
         except grpc.RpcError as exc:
             return exc
     return None
@@ -168,13 +317,26 @@ def _call(suite: Suite, service: str, method: str, request: Any) -> grpc.RpcErro
     ids=[f"{case[0]}.{case[1]}-{i}" for i, case in enumerate(CASES)],
 )
 def test_hostile_request(
-    suite: Suite, service: str, method: str, request_message: Any, code: grpc.StatusCode, fragment: str
+    suite: Suite,
+    request: pytest.FixtureRequest,
+    service: str,
+    method: str,
+    request_message: Any,
+    code: grpc.StatusCode,
+    fragment: str,
 ) -> None:
-    error = _call(suite, service, method, request_message)
-    assert error is not None, f"{service}.{method} accepted a hostile request: {request_message}"
+    if service == "inference-repo":
+        repo: ServiceProcess = request.getfixturevalue("broken_repository")
+        target, home = repo.address, repo.home
+    else:
+        target, home = suite.target(HOSTS.get(service, service)), Path(suite.home)
+    error = _call(target, service, method, request_message)
+    assert error is not None, f"{service}.{method} accepted a hostile request: {request_message!r:.200}"
     assert error.code() == code, (error.code(), error.details())
     assert fragment.lower() in (error.details() or "").lower(), error.details()
-    assert_clean_details(error.details(), Path(suite.home))
+    assert_clean_details(error.details(), home)
+    for marker in ("<class", "DecodeError", "Exception", "onnxruntime"):
+        assert marker not in (error.details() or ""), f"leaked {marker!r} in {error.details()!r}"
 
 
 def _import(suite: Suite, parts: list[s.ImportModelRequest]) -> grpc.RpcError:
@@ -212,6 +374,28 @@ def test_every_service_still_healthy(suite: Suite) -> None:
         with grpc.insecure_channel(service.target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+def test_a_bad_version_never_blocks_a_good_one(request: pytest.FixtureRequest) -> None:
+    """Truncated version 2 beside a good version 1: 1 serves, 2 is UNAVAILABLE with reason + error id."""
+    repo: ServiceProcess = request.getfixturevalue("broken_repository")
+    with grpc.insecure_channel(repo.address) as channel:
+        stub = og.GRPCInferenceServiceStub(channel)
+        rows = {(m.name, m.version): m for m in stub.RepositoryIndex(o.RepositoryIndexRequest(), timeout=10).models}
+        infer = o.ModelInferRequest(model_name="digits")
+        infer.inputs.add(name="input", datatype="FP32", shape=[1, 64]).contents.fp32_contents.extend([1.0] * 64)
+        reply = stub.ModelInfer(infer, timeout=10)
+    assert reply.model_version == "1"
+    assert rows["digits", "1"].state == "READY"
+    bad = rows["digits", "2"]
+    assert bad.state == "UNAVAILABLE" and "error id" in bad.reason, bad
+    assert "ONNX" in bad.reason or "protobuf" in bad.reason.lower(), bad.reason
+    error_id = bad.reason.rsplit("error id ", 1)[1].rstrip(")")
+    assert error_id in repo.log(), "the error id must lead to the log entry"
+    assert_clean_details(bad.reason, repo.home)
+    assert rows["external", "1"].state == "READY"  # external data that follows the rules loads
+    for name in ("hardlink", "symlink", "dotdot", "absolute"):
+        assert rows[name, "1"].state == "UNAVAILABLE", rows[name, "1"]
 
 
 # REST twin of the inference rows: (method, path, body, headers, HTTP status, fragment)

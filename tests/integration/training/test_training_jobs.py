@@ -46,7 +46,7 @@ def test_mlp_on_digits_reaches_95_percent_and_is_registered(
     version = registry.get_version(job.registered)
     assert version.status == registry_pb2.VERSION_STATUS_READY
     assert version.format == registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT
-    assert {a.name for a in version.artifacts} == {"weights.safetensors", "spec.json", "curves.png"}
+    assert {a.name for a in version.artifacts} == {"weights.safetensors", "spec.json", "curves.png", "reference.json"}
     assert version.lineage.training_job_id == job.job_id
     assert version.lineage.dataset_digest == job.dataset_digest
     assert version.lineage.hyperparameters["seed"] == "1"
@@ -99,7 +99,12 @@ def test_a_checkpoint_registers_in_one_call_or_streams_when_too_big(
         assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.failure_reason
         version = registry.get_version(job.registered)
         assert version.status == registry_pb2.VERSION_STATUS_READY
-        assert sorted(a.name for a in version.artifacts) == ["curves.png", "spec.json", "weights.safetensors"]
+        assert sorted(a.name for a in version.artifacts) == [
+            "curves.png",
+            "reference.json",
+            "spec.json",
+            "weights.safetensors",
+        ]
         assert (sum(a.size_bytes for a in version.artifacts) > INLINE_BYTES) == streamed
         events = registry.watch(after_sequence=0, model_names=[spec.model_name])
         kinds = [next(events).type for _ in range(3 + 3 * streamed)]  # model, version, [3 uploads,] status

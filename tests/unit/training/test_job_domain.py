@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,10 @@ def test_sgd_step_schedule_l1_and_clipping_train(tmp_path: Path) -> None:
     assert [r["learning_rate"] for r in history] == pytest.approx([0.2, 0.2, 0.1, 0.1])
     assert result["test_metrics"]["accuracy"] > 0.6
     assert (tmp_path / "result" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    reference = json.loads((tmp_path / "result" / "reference.json").read_text())
+    assert len(reference["features"]) == result["num_features"]
+    assert len(reference["classes"]) == result["num_classes"]
+    assert sum(reference["classes"]) == pytest.approx(1.0)
 
 
 def test_the_worker_warm_up_trains_a_real_epoch_and_leaves_nothing_behind(

@@ -20,6 +20,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inference_commands",
     "training_commands",
     "serialization_commands",
+    "usage_commands",
+    "monitor_commands",
+    "explain_commands",
 )
 
 

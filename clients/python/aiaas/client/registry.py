@@ -244,6 +244,11 @@ class RegistryClient(RegistryCalls):
                     done += len(chunk)
                     if progress:
                         progress(done, total)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DATA_LOSS:  # the registry found its stored copy damaged
+                    partial.unlink(missing_ok=True)
+                    raise _rotten(artifact_name, description.artifact.sha256, exc) from exc
+                raise
             finally:
                 if pending is not None:
                     await asyncio.wait([pending])
@@ -262,8 +267,13 @@ class RegistryClient(RegistryCalls):
         """An artifact's content in memory, verified (for small artifacts such as spec.json)."""
         description, chunks = await self.download_chunks(ref, artifact_name)
         buffer = bytearray()
-        async for chunk in chunks:
-            buffer += chunk
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DATA_LOSS:
+                raise _rotten(artifact_name, description.artifact.sha256, exc) from exc
+            raise
         if hashlib.sha256(buffer).hexdigest() != description.artifact.sha256:
             raise ArtifactCorrupted(f"{artifact_name}: content does not match sha256 {description.artifact.sha256}")
         return bytes(buffer)
@@ -398,3 +408,11 @@ class SyncRegistryClient:
                     return
         finally:
             self._run(stream.aclose())
+
+
+def _rotten(artifact_name: str, sha256: str, exc: grpc.aio.AioRpcError) -> ArtifactCorrupted:
+    """DATA_LOSS from the registry (it checks its stored copy while serving it) as ArtifactCorrupted."""
+    return ArtifactCorrupted(
+        f"{artifact_name}: the registry's stored copy no longer hashes to the expected sha256 {sha256} "
+        f"({exc.details()}); nothing was kept"
+    )

@@ -98,11 +98,14 @@ class RegistryCalls:
         required_artifacts: Sequence[str] = (),
         artifacts: Sequence[registry_pb2.InlineArtifact] = (),
         ready: bool = False,
+        request_id: str = "",
     ) -> registry_pb2.ModelVersion:
         """Create the next (PENDING) version of a model, creating the model too by default.
 
         ``artifacts`` (see ``inline_artifact``) are stored in the same call; with ``ready`` as well, the
-        version comes back READY, or nothing is created."""
+        version comes back READY, or nothing is created. Pass the same ``request_id`` when retrying a
+        call whose outcome is unknown (a deadline, a dropped connection): the registry answers it with
+        the first call's version instead of creating another."""
         request = registry_pb2.CreateVersionRequest(
             model_name=model_name,
             format=format,  # type: ignore[arg-type]
@@ -116,6 +119,7 @@ class RegistryCalls:
             required_artifacts=list(required_artifacts),
             artifacts=list(artifacts),
             ready=ready,
+            request_id=request_id,
         )
         return (await self._call(self.stub.CreateVersion, request)).version
 
@@ -181,11 +185,16 @@ class RegistryCalls:
     # -- aliases ----------------------------------------------------------------------------------
 
     async def set_alias(
-        self, model_name: str, alias: str, version: int, actor: str = "", reason: str = ""
+        self, model_name: str, alias: str, version: int, actor: str = "", reason: str = "", request_id: str = ""
     ) -> registry_pb2.AliasMove:
-        """Point an alias at a READY version (a deploy)."""
+        """Point an alias at a READY version (a deploy); ``request_id`` makes a retry return the first move."""
         request = registry_pb2.SetAliasRequest(
-            model_name=model_name, alias=alias, version=version, actor=actor or self.actor, reason=reason
+            model_name=model_name,
+            alias=alias,
+            version=version,
+            actor=actor or self.actor,
+            reason=reason,
+            request_id=request_id,
         )
         return (await self._call(self.stub.SetAlias, request)).move
 

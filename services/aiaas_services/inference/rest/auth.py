@@ -10,7 +10,8 @@ import hmac
 from collections.abc import Mapping
 from pathlib import Path
 
-from aiaas_services.runtime.auth import AuditLog, Grant, load_tokens
+from aiaas_services.runtime.access import Grant
+from aiaas_services.runtime.auth import AuditLog, load_tokens
 from aiaas_services.runtime.errors import PermissionDenied, Unauthenticated
 
 

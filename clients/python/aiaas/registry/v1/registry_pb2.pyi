@@ -198,7 +198,7 @@ class ModelVersion(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., variant: _Optional[str] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., status_reason: _Optional[str] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., description: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., required_artifacts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateModelRequest(_message.Message):
-    __slots__ = ("name", "description", "tags", "exist_ok")
+    __slots__ = ("name", "description", "tags", "exist_ok", "request_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,11 +210,13 @@ class CreateModelRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     tags: _containers.ScalarMap[str, str]
     exist_ok: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., exist_ok: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -253,7 +255,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[RegisteredModel, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateModelRequest(_message.Message):
-    __slots__ = ("name", "description", "tags", "remove_tags", "update_description")
+    __slots__ = ("name", "description", "tags", "remove_tags", "update_description", "request_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -266,12 +268,14 @@ class UpdateModelRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_TAGS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     tags: _containers.ScalarMap[str, str]
     remove_tags: _containers.RepeatedScalarFieldContainer[str]
     update_description: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., remove_tags: _Optional[_Iterable[str]] = ..., update_description: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., remove_tags: _Optional[_Iterable[str]] = ..., update_description: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -280,12 +284,14 @@ class UpdateModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[RegisteredModel, _Mapping]] = ...) -> None: ...
 
 class DeleteModelRequest(_message.Message):
-    __slots__ = ("name", "force")
+    __slots__ = ("name", "force", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteModelResponse(_message.Message):
     __slots__ = ("deleted_versions",)
@@ -294,7 +300,7 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, deleted_versions: _Optional[int] = ...) -> None: ...
 
 class CreateVersionRequest(_message.Message):
-    __slots__ = ("model_name", "format", "variant", "signature", "metrics", "tags", "lineage", "description", "create_model", "required_artifacts", "artifacts", "ready")
+    __slots__ = ("model_name", "format", "variant", "signature", "metrics", "tags", "lineage", "description", "create_model", "required_artifacts", "artifacts", "ready", "request_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +327,7 @@ class CreateVersionRequest(_message.Message):
     REQUIRED_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     format: ModelFormat
     variant: str
@@ -333,7 +340,8 @@ class CreateVersionRequest(_message.Message):
     required_artifacts: _containers.RepeatedScalarFieldContainer[str]
     artifacts: _containers.RepeatedCompositeFieldContainer[InlineArtifact]
     ready: bool
-    def __init__(self, model_name: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., variant: _Optional[str] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., description: _Optional[str] = ..., create_model: _Optional[bool] = ..., required_artifacts: _Optional[_Iterable[str]] = ..., artifacts: _Optional[_Iterable[_Union[InlineArtifact, _Mapping]]] = ..., ready: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model_name: _Optional[str] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., variant: _Optional[str] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., description: _Optional[str] = ..., create_model: _Optional[bool] = ..., required_artifacts: _Optional[_Iterable[str]] = ..., artifacts: _Optional[_Iterable[_Union[InlineArtifact, _Mapping]]] = ..., ready: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class InlineArtifact(_message.Message):
     __slots__ = ("name", "media_type", "content", "sha256")
@@ -390,7 +398,7 @@ class ListVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateVersionRequest(_message.Message):
-    __slots__ = ("ref", "metrics", "tags", "description", "update_description")
+    __slots__ = ("ref", "metrics", "tags", "description", "update_description", "request_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -410,12 +418,14 @@ class UpdateVersionRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ref: _common_pb2.VersionRef
     metrics: _containers.ScalarMap[str, float]
     tags: _containers.ScalarMap[str, str]
     description: str
     update_description: bool
-    def __init__(self, ref: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., update_description: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, ref: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., update_description: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateVersionResponse(_message.Message):
     __slots__ = ("version",)
@@ -424,14 +434,16 @@ class UpdateVersionResponse(_message.Message):
     def __init__(self, version: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
 
 class SetVersionStatusRequest(_message.Message):
-    __slots__ = ("ref", "status", "reason")
+    __slots__ = ("ref", "status", "reason", "request_id")
     REF_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ref: _common_pb2.VersionRef
     status: VersionStatus
     reason: str
-    def __init__(self, ref: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, ref: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SetVersionStatusResponse(_message.Message):
     __slots__ = ("version",)
@@ -520,18 +532,20 @@ class AliasMove(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., from_version: _Optional[int] = ..., to_version: _Optional[int] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., moved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SetAliasRequest(_message.Message):
-    __slots__ = ("model_name", "alias", "version", "actor", "reason")
+    __slots__ = ("model_name", "alias", "version", "actor", "reason", "request_id")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     alias: str
     version: int
     actor: str
     reason: str
-    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SetAliasResponse(_message.Message):
     __slots__ = ("move",)
@@ -540,14 +554,16 @@ class SetAliasResponse(_message.Message):
     def __init__(self, move: _Optional[_Union[AliasMove, _Mapping]] = ...) -> None: ...
 
 class DeleteAliasRequest(_message.Message):
-    __slots__ = ("model_name", "alias", "actor")
+    __slots__ = ("model_name", "alias", "actor", "request_id")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     alias: str
     actor: str
-    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteAliasResponse(_message.Message):
     __slots__ = ("move",)
@@ -556,16 +572,18 @@ class DeleteAliasResponse(_message.Message):
     def __init__(self, move: _Optional[_Union[AliasMove, _Mapping]] = ...) -> None: ...
 
 class RollbackAliasRequest(_message.Message):
-    __slots__ = ("model_name", "alias", "actor", "reason")
+    __slots__ = ("model_name", "alias", "actor", "reason", "request_id")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     alias: str
     actor: str
     reason: str
-    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RollbackAliasResponse(_message.Message):
     __slots__ = ("move",)

@@ -1,0 +1,292 @@
+"""Drift monitoring of served versions: sampled requests into a rolling window, scored off the hot path.
+
+The hot path (``DriftMonitor.observe``) counts requests and, for one in ``sample_every``, copies the first
+input's rows and the predicted classes into the version's ring buffer. A background task scores every
+window each ``interval`` seconds against the version's reference statistics (``reference.json`` beside a
+repository model, or the registry version's own / its ``source`` version's artifact), keeps a short
+history of the largest feature PSI, and Prometheus reads the last scores when it scrapes
+(``aiaas_drift_*``). ``GetDrift`` scores the window afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import REGISTRY, Metric
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from aiaas_services.inference.model import LoadedModel
+from aiaas_services.monitoring.drift import MIN_ROWS, PSI_THRESHOLD, Reference
+from aiaas_services.runtime.errors import InvalidArgument, NotFound
+
+logger = logging.getLogger(__name__)
+
+ReferenceLoader = Callable[[LoadedModel], Awaitable[tuple[dict[str, Any], str] | None]]
+HISTORY = 60
+REMEMBERED = 10_000  # predictions of requests with an id kept for feedback
+
+
+class Window:
+    """The last ``capacity`` sampled rows of one version (inputs flattened to features, predicted classes)."""
+
+    def __init__(self, capacity: int, features: int) -> None:
+        self.x = np.zeros((capacity, features), dtype=np.float32)
+        self.predicted = np.zeros(capacity, dtype=np.int64)
+        self.has_predictions = False
+        self.next = 0
+        self.rows = 0
+
+    def add(self, x: np.ndarray, predicted: np.ndarray | None) -> None:
+        capacity = len(self.x)
+        x = x[-capacity:]
+        n = len(x)
+        end = self.next + n
+        first = min(n, capacity - self.next)
+        self.x[self.next : self.next + first] = x[:first]
+        self.x[: n - first] = x[first:]
+        if predicted is not None:
+            predicted = predicted[-capacity:]
+            self.predicted[self.next : self.next + first] = predicted[:first]
+            self.predicted[: n - first] = predicted[first:]
+            self.has_predictions = True
+        self.next = end % capacity
+        self.rows = min(capacity, self.rows + n)
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[: self.rows].copy(), self.predicted[: self.rows].copy()
+
+
+@dataclass
+class Scores:
+    """Drift of one window against its reference."""
+
+    rows: int
+    features: list[float]
+    prediction: float | None
+
+    @property
+    def max_psi(self) -> float:
+        return max(self.features, default=0.0)
+
+    @property
+    def drifted(self) -> bool:
+        worst = max(self.max_psi, self.prediction or 0.0)
+        return self.rows >= MIN_ROWS and worst > PSI_THRESHOLD
+
+
+@dataclass
+class Tracked:
+    """A served version under watch."""
+
+    model: LoadedModel
+    window: Window
+    reference: Reference | None = None
+    reference_source: str = ""
+    last: Scores | None = None
+    history: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
+
+
+class DriftMonitor:
+    """Per-version windows, reference loading and scoring."""
+
+    def __init__(self, load_reference: ReferenceLoader, sample_every: int = 8, capacity: int = 2048) -> None:
+        self.load_reference = load_reference
+        self.sample_every = max(1, sample_every)
+        self.capacity = max(MIN_ROWS, capacity)
+        self.tracked: dict[tuple[str, str], Tracked] = {}
+        self.predictions: collections.OrderedDict[tuple[str, str], tuple[str, np.ndarray]] = collections.OrderedDict()
+        self.feedback: dict[tuple[str, str], list[int]] = {}  # (model, version) -> [correct, total]
+        self._count = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def observe(
+        self,
+        model: LoadedModel,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[np.ndarray],
+        request_id: str = "",
+    ) -> None:
+        """On the hot path: count, and keep one request in ``sample_every`` (a copy of its rows); remember
+        the predicted classes of a request that carries an id, for later feedback."""
+        if request_id and outputs and np.ndim(outputs[0]) == 2:
+            self.predictions[(model.name, request_id)] = (model.version, np.asarray(outputs[0]).argmax(axis=1))
+            if len(self.predictions) > REMEMBERED:
+                self.predictions.popitem(last=False)
+        self._count += 1
+        if self._count % self.sample_every or not inputs:
+            return
+        x = np.asarray(next(iter(inputs.values())))
+        if x.ndim == 0 or x.dtype.kind not in "fiub":
+            return
+        x = x.reshape(len(x), -1)
+        key = (model.name, model.version)
+        tracked = self.tracked.get(key)
+        if tracked is None:
+            tracked = self.tracked[key] = Tracked(model, Window(self.capacity, x.shape[1]))
+            self._spawn(self._attach_reference(tracked))
+        if x.shape[1] != tracked.window.x.shape[1]:
+            return
+        predicted = None
+        if outputs and np.ndim(outputs[0]) == 2 and np.shape(outputs[0])[1] > 1:
+            predicted = np.asarray(outputs[0]).argmax(axis=1)
+        tracked.window.add(x, predicted)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attach_reference(self, tracked: Tracked) -> None:
+        try:
+            found = await self.load_reference(tracked.model)
+            if found is not None:
+                stats, source = found
+                tracked.reference = Reference(stats)
+                tracked.reference_source = source
+        except Exception as exc:  # noqa: BLE001 - no reference: no scores, the model still serves
+            logger.warning("no drift reference for %s:%s: %s", tracked.model.name, tracked.model.version, exc)
+
+    def score(self, tracked: Tracked) -> Scores | None:
+        """Fresh scores of a version's window (None without a reference or rows)."""
+        reference = tracked.reference
+        if reference is None or tracked.window.rows == 0:
+            return None
+        x, predicted = tracked.window.view()
+        if x.shape[1] != reference.num_features:
+            return None
+        prediction = reference.prediction_psi(predicted) if tracked.window.has_predictions else None
+        return Scores(len(x), reference.feature_psi(x), prediction)
+
+    def record_feedback(self, name: str, request_id: str, labels: Sequence[int]) -> tuple[str, int, list[int]]:
+        """Score the remembered prediction of a request against its labels: (version, correct rows, totals)."""
+        remembered = self.predictions.pop((name, request_id), None)
+        if remembered is None:
+            raise NotFound(
+                f"no prediction of model {name!r} remembered for request id {request_id!r} (only the last "
+                f"{REMEMBERED} requests that carried an id are kept)"
+            )
+        version, predicted = remembered
+        if len(labels) != len(predicted):
+            self.predictions[(name, request_id)] = remembered
+            raise InvalidArgument(f"request {request_id!r} had {len(predicted)} rows but {len(labels)} labels came")
+        correct = int(np.sum(predicted == np.asarray(labels, dtype=np.int64)))
+        totals = self.feedback.setdefault((name, version), [0, 0])
+        totals[0] += correct
+        totals[1] += len(labels)
+        return version, correct, totals
+
+    def find(self, name: str, version: str = "") -> Tracked:
+        """The tracked version (newest observed when ``version`` is empty)."""
+        if version:
+            found = self.tracked.get((name, version))
+        else:
+            candidates = [t for (n, _), t in self.tracked.items() if n == name]
+            found = candidates[-1] if candidates else None
+        if found is None:
+            raise NotFound(
+                f"no sampled traffic for model {name!r}{' version ' + version if version else ''} yet; "
+                "drift is scored once requests have been served"
+            )
+        return found
+
+    def start(self, interval: float) -> None:
+        """Score every window each ``interval`` seconds in the background."""
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop(interval))
+
+    async def _loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for tracked in list(self.tracked.values()):
+                scores = await asyncio.to_thread(self.score, tracked)
+                if scores is not None:
+                    tracked.last = scores
+                    tracked.history.append(scores.max_psi)
+
+    async def close(self) -> None:
+        """Stop the background work."""
+        for task in [*self._tasks, *([self._loop_task] if self._loop_task else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._loop_task] if self._loop_task else []), return_exceptions=True)
+
+
+def repository_or_registry_loader(registry: Callable[[], Any] | None) -> ReferenceLoader:
+    """``reference.json`` beside a repository model; for a registry model, the version's own artifact or
+    that of the version its ``source`` tag names (the training checkpoint an export came from)."""
+    client: Any = None
+
+    async def load(model: LoadedModel) -> tuple[dict[str, Any], str] | None:
+        nonlocal client
+        source = model.source
+        if source.origin != "registry":
+            path = source.path.parent / "reference.json"
+            return (json.loads(path.read_text()), str(path)) if path.is_file() else None
+        if registry is None:
+            return None
+        if client is None:
+            client = registry()
+        import grpc
+
+        candidates = [(source.name, int(source.version))]
+        parent = source.tags.get("source", "")
+        parent_name, _, parent_number = parent.rpartition(":")
+        if parent_name and parent_number.isdigit():
+            candidates.append((parent_name, int(parent_number)))
+        for name, number in candidates:
+            try:
+                data = await client.download_bytes((name, number), "reference.json")
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    continue
+                raise
+            return json.loads(data), f"registry {name}:{number}/reference.json"
+        return None
+
+    return load
+
+
+class _DriftCollector(Collector):
+    def __init__(self, monitors: list[DriftMonitor]) -> None:
+        self.monitors = monitors
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["model", "version"]
+        feature = GaugeMetricFamily(
+            "aiaas_drift_feature_psi", "PSI of an input feature against training.", labels=[*labels, "feature"]
+        )
+        worst = GaugeMetricFamily("aiaas_drift_max_psi", "Largest feature PSI of a served version.", labels=labels)
+        prediction = GaugeMetricFamily(
+            "aiaas_drift_prediction_psi", "PSI of the predicted-class distribution against training.", labels=labels
+        )
+        rows = GaugeMetricFamily("aiaas_drift_window_rows", "Sampled rows in the drift window.", labels=labels)
+        for monitor in self.monitors:
+            for (name, version), tracked in list(monitor.tracked.items()):
+                rows.add_metric([name, version], tracked.window.rows)
+                scores = tracked.last
+                if scores is None:
+                    continue
+                worst.add_metric([name, version], scores.max_psi)
+                for index, value in enumerate(scores.features):
+                    feature.add_metric([name, version, str(index)], value)
+                if scores.prediction is not None:
+                    prediction.add_metric([name, version], scores.prediction)
+        yield from (feature, worst, prediction, rows)
+
+
+_MONITORS: list[DriftMonitor] = []
+REGISTRY.register(_DriftCollector(_MONITORS))
+
+
+def new_monitor(load_reference: ReferenceLoader, sample_every: int, capacity: int) -> DriftMonitor:
+    """A monitor whose scores Prometheus exports."""
+    monitor = DriftMonitor(load_reference, sample_every, capacity)
+    _MONITORS.append(monitor)
+    return monitor

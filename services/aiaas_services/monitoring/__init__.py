@@ -1,0 +1,1 @@
+"""Model monitoring: reference statistics of training data and drift scores of live traffic."""

@@ -1,0 +1,88 @@
+"""Drift scores: how far live inputs and predictions have moved from the training data.
+
+Training records *reference statistics* with each checkpoint (``reference.json``): per input feature, the
+interior quantile edges of its training values (10 bins) and the share of training rows in each bin, and
+the share of each predicted class. A live window is binned on the same edges and compared with the
+Population Stability Index, PSI = sum((live - ref) * ln(live / ref)) over bins.
+
+Reading PSI (the usual rule of thumb): below 0.1 no real shift, 0.1-0.2 a moderate one, above
+``PSI_THRESHOLD`` = 0.2 the feature has drifted. A window needs ``MIN_ROWS`` rows before its scores mean
+much (sampling noise alone: held-out digits rows score at most ~0.06 with 360 rows, ~0.18 with 100).
+Numpy only; no gRPC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+BINS = 10
+PSI_THRESHOLD = 0.2
+MIN_ROWS = 200
+EPSILON = 1e-4
+FORMAT = 1
+
+
+def _edges(column: np.ndarray, bins: int) -> np.ndarray:
+    edges = np.quantile(column.astype(np.float64), np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    return np.unique(edges)
+
+
+def shares(column: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The share of values in each bin that ``edges`` (sorted interior edges) delimit."""
+    counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1)
+    total = counts.sum()
+    return counts / total if total else counts.astype(np.float64)
+
+
+def psi(reference: np.ndarray, live: np.ndarray) -> float:
+    """Population Stability Index of two share vectors (empty bins count as ``EPSILON``)."""
+    ref = np.clip(np.asarray(reference, dtype=np.float64), EPSILON, None)
+    now = np.clip(np.asarray(live, dtype=np.float64), EPSILON, None)
+    return float(np.sum((now - ref) * np.log(now / ref)))
+
+
+def reference_stats(
+    inputs: np.ndarray, predicted: np.ndarray | None, num_classes: int, bins: int = BINS
+) -> dict[str, Any]:
+    """Reference statistics of a training set's inputs (rows x features) and predicted classes."""
+    x = np.asarray(inputs).reshape(len(inputs), -1)
+    features = []
+    for j in range(x.shape[1]):
+        edges = _edges(x[:, j], bins)
+        features.append({"edges": edges.tolist(), "shares": shares(x[:, j], edges).tolist()})
+    stats: dict[str, Any] = {"format": FORMAT, "rows": int(x.shape[0]), "features": features, "bins": bins}
+    if predicted is not None and num_classes > 0:
+        counts = np.bincount(np.asarray(predicted, dtype=np.int64), minlength=num_classes)[:num_classes]
+        stats["classes"] = (counts / max(1, counts.sum())).tolist()
+    return stats
+
+
+class Reference:
+    """Parsed reference statistics, ready to score windows."""
+
+    def __init__(self, stats: dict[str, Any]) -> None:
+        if stats.get("format") != FORMAT or not isinstance(stats.get("features"), list):
+            raise ValueError("not a reference.json of format 1")
+        self.edges = [np.asarray(f["edges"], dtype=np.float64) for f in stats["features"]]
+        self.shares = [np.asarray(f["shares"], dtype=np.float64) for f in stats["features"]]
+        if any(len(s) != len(e) + 1 for s, e in zip(self.shares, self.edges, strict=True)):
+            raise ValueError("reference.json: each feature needs one more share than edges")
+        classes = stats.get("classes")
+        self.classes = np.asarray(classes, dtype=np.float64) if classes else None
+
+    @property
+    def num_features(self) -> int:
+        return len(self.edges)
+
+    def feature_psi(self, window: np.ndarray) -> list[float]:
+        """PSI of each feature of a window (rows x features)."""
+        return [psi(self.shares[j], shares(window[:, j], self.edges[j])) for j in range(self.num_features)]
+
+    def prediction_psi(self, predicted: np.ndarray) -> float | None:
+        """PSI of the predicted-class distribution (None without reference classes or predictions)."""
+        if self.classes is None or len(predicted) == 0:
+            return None
+        counts = np.bincount(np.clip(predicted, 0, len(self.classes) - 1), minlength=len(self.classes))
+        return psi(self.classes, counts / counts.sum())

@@ -1,0 +1,500 @@
+"""Encryption at rest for registry blobs: AES-256-GCM envelope encryption around any blob store.
+
+Each blob gets its own random data key (DEK). Its bytes are cut into fixed-size segments, each sealed
+with AES-GCM under the DEK (nonce = segment number + a last-segment flag, the STREAM construction, so
+segments cannot be reordered, dropped or truncated unnoticed); a download from any offset decrypts
+from the segment that holds it, so streaming and resumed downloads keep working. The DEK is wrapped by
+a key-encryption key (KEK) and stored apart from the blob in a small *envelope*; rotating the KEK
+re-wraps envelopes and never touches the blobs. The address stays the plaintext's sha256, so dedup and
+digest checks are unchanged.
+
+Stored blob: ``MAGIC (8) | blob id (16) | segment 0 | segment 1 | ...`` (each segment = ciphertext +
+16-byte tag). Envelope (JSON) at ``keys/<ab>/<digest>.<blob id>`` beside ``sha256/`` (folder or S3 prefix).
+The blob id names the envelope, so two writers of the same content never mix one's key with the other's bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from aiaas_services.registry.blobs import BlobStore, BlobWriter, LocalBlobStore, S3BlobStore
+from aiaas_services.runtime.errors import DigestMismatch, FailedPrecondition
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"AIAASE\x01\x00"  # format 1
+BLOB_ID_BYTES = 16
+HEADER_BYTES = len(MAGIC) + BLOB_ID_BYTES
+TAG_BYTES = 16
+SEGMENT_BYTES = 1024 * 1024
+KEY_BYTES = 32
+
+
+class EncryptionConfigError(ValueError):
+    """The encryption settings cannot work (no keys in the file, a key that is not 32 bytes, ...)."""
+
+
+class KeyUnavailable(FailedPrecondition):
+    """A blob's data key cannot be unwrapped: its KEK is not in this registry's keyring."""
+
+
+def generate_key() -> str:
+    """A fresh KEK, base64 (what a key file line or AIAAS_REGISTRY_ENCRYPTION_KEYS holds)."""
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+
+
+def key_id(key: bytes) -> str:
+    """A KEK's public fingerprint, stored in envelopes so the right key is picked (never the key itself)."""
+    return hashlib.sha256(b"aiaas-kek-id\0" + key).hexdigest()[:16]
+
+
+class Keyring:
+    """Key-encryption keys: the first wraps new data keys, all of them unwrap (old ones during a rotation)."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise EncryptionConfigError("the encryption keyring is empty")
+        for key in keys:
+            if len(key) != KEY_BYTES:
+                raise EncryptionConfigError(f"a key-encryption key must be {KEY_BYTES} bytes, got {len(key)}")
+        self._keys = {key_id(key): AESGCM(key) for key in keys}
+        self.primary = key_id(keys[0])
+
+    @property
+    def ids(self) -> list[str]:
+        """Fingerprints of the keys, the primary first."""
+        return list(self._keys)
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> Keyring:
+        """Keys as base64, one per line or comma-separated; ``#`` starts a comment."""
+        keys = []
+        for line in text.replace(",", "\n").splitlines():
+            item = line.split("#", 1)[0].strip()
+            if not item:
+                continue
+            try:
+                keys.append(base64.b64decode(item, validate=True))
+            except (binascii.Error, ValueError):
+                raise EncryptionConfigError(f"{source}: a key is not valid base64") from None
+        if not keys:
+            raise EncryptionConfigError(f"{source} holds no keys (generate one: aiaas-registry generate-key)")
+        try:
+            return cls(keys)
+        except EncryptionConfigError as exc:
+            raise EncryptionConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_settings(cls, key_file: str, keys: str) -> Keyring | None:
+        """The keyring the settings name, or None when encryption is off (both empty)."""
+        if key_file:
+            path = Path(key_file).expanduser()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise EncryptionConfigError(f"cannot read the encryption key file {path}: {exc.strerror}") from None
+            return cls.parse(text, f"encryption key file {path}")
+        if keys:
+            return cls.parse(keys, "AIAAS_REGISTRY_ENCRYPTION_KEYS")
+        return None
+
+    def wrap(self, dek: bytes, aad: bytes) -> tuple[str, bytes, bytes]:
+        """(KEK id, nonce, wrapped DEK) under the primary key."""
+        nonce = os.urandom(12)
+        return self.primary, nonce, self._keys[self.primary].encrypt(nonce, dek, aad)
+
+    def unwrap(self, kek: str, nonce: bytes, wrapped: bytes, aad: bytes, what: str) -> bytes:
+        """The DEK, or KeyUnavailable when its KEK is not here / DigestMismatch when the envelope was altered."""
+        cipher = self._keys.get(kek)
+        if cipher is None:
+            raise KeyUnavailable(
+                f"{what} is encrypted with key {kek}, which this registry's keyring does not hold (it has "
+                f"{', '.join(self.ids)}); configure that key in encryption_key_file. Nothing was served."
+            )
+        try:
+            return cipher.decrypt(nonce, wrapped, aad)
+        except InvalidTag:
+            raise DigestMismatch(f"the key envelope of {what} fails authentication (altered or corrupt)") from None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A blob's wrapped data key and the layout needed to decrypt it."""
+
+    blob_id: str
+    kek: str
+    nonce: bytes
+    wrapped: bytes
+    segment_bytes: int
+    size: int
+
+    def aad(self, digest: str) -> bytes:
+        """What the wrapped key is bound to: this blob, its id and layout (a swapped envelope fails)."""
+        return f"aiaas-dek-v1|{digest}|{self.blob_id}|{self.segment_bytes}|{self.size}".encode()
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "format": 1,
+                "blob_id": self.blob_id,
+                "kek": self.kek,
+                "nonce": base64.b64encode(self.nonce).decode(),
+                "wrapped_dek": base64.b64encode(self.wrapped).decode(),
+                "segment_bytes": self.segment_bytes,
+                "size": self.size,
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str) -> Envelope:
+        try:
+            doc = json.loads(data)
+            return cls(
+                doc["blob_id"],
+                doc["kek"],
+                base64.b64decode(doc["nonce"]),
+                base64.b64decode(doc["wrapped_dek"]),
+                int(doc["segment_bytes"]),
+                int(doc["size"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            raise DigestMismatch(f"the key envelope of {what} is unreadable (corrupt)") from None
+
+    def rewrapped(self, keyring: Keyring, digest: str) -> Envelope:
+        """The same data key wrapped by the keyring's primary KEK."""
+        dek = keyring.unwrap(self.kek, self.nonce, self.wrapped, self.aad(digest), f"blob {digest}")
+        kek, nonce, wrapped = keyring.wrap(dek, self.aad(digest))
+        return Envelope(self.blob_id, kek, nonce, wrapped, self.segment_bytes, self.size)
+
+
+def _nonce(index: int, last: bool) -> bytes:
+    return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+class Shelf(Protocol):
+    """Where envelopes live: small named objects beside the blobs."""
+
+    def put(self, name: str, data: bytes) -> None: ...
+    def get(self, name: str) -> bytes | None: ...
+    def delete(self, name: str) -> None: ...
+    def names(self, digest: str = "") -> Iterator[str]: ...
+
+
+class LocalShelf:
+    """Envelopes as files under ``<root>/keys/ab/``, replaced atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "keys"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.dir / name[:2] / name
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def names(self, digest: str = "") -> Iterator[str]:
+        """Every envelope's name, or those of one blob."""
+        for path in self.dir.glob(f"{digest[:2]}/{digest}.*" if digest else "*/*"):
+            if not path.name.startswith("."):
+                yield path.name
+            elif path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)  # a put a crash interrupted
+
+
+class S3Shelf:
+    """Envelopes as objects under ``<prefix>keys/ab/`` (a PUT replaces an object atomically)."""
+
+    def __init__(self, store: S3BlobStore) -> None:
+        self._s3 = store.client
+        self._bucket = store.bucket
+        self._prefix = f"{store.prefix}keys/"
+
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}{name[:2]}/{name}"
+
+    def put(self, name: str, data: bytes) -> None:
+        self._s3.put_object(Bucket=self._bucket, Key=self._key(name), Body=data)
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            response = self._s3.get_object(Bucket=self._bucket, Key=self._key(name))
+        except self._s3.exceptions.NoSuchKey:
+            return None
+        body: bytes = response["Body"].read()
+        return body
+
+    def delete(self, name: str) -> None:
+        self._s3.delete_object(Bucket=self._bucket, Key=self._key(name))
+
+    def names(self, digest: str = "") -> Iterator[str]:
+        """Every envelope's name, or those of one blob."""
+        prefix = f"{self._prefix}{digest[:2]}/{digest}." if digest else self._prefix
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"].rsplit("/", 1)[-1]
+
+
+def shelf_for(store: BlobStore) -> Shelf:
+    """The envelope shelf beside a blob store."""
+    if isinstance(store, LocalBlobStore):
+        return LocalShelf(store.root)
+    if isinstance(store, S3BlobStore):
+        return S3Shelf(store)
+    raise EncryptionConfigError(f"encryption at rest does not support {type(store).__name__}")
+
+
+class EncryptedWriter:
+    """Hashes the plaintext, seals full segments as they fill, and hands ciphertext to the inner writer."""
+
+    def __init__(self, store: EncryptedBlobStore) -> None:
+        self._store = store
+        self._inner = store.inner.writer()
+        self._hash = hashlib.sha256()
+        self._dek = AESGCM.generate_key(bit_length=256)
+        self._cipher = AESGCM(self._dek)
+        self._blob_id = os.urandom(BLOB_ID_BYTES)
+        self._buffer = bytearray()
+        self._index = 0
+        self.size = 0
+        self.address = ""
+        self._inner.write(MAGIC + self._blob_id)
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        self._buffer += chunk
+        segment = self._store.segment_bytes
+        # Keep at least one byte back: only the final segment may be sealed as the last one.
+        if len(self._buffer) > segment:
+            view = memoryview(self._buffer)
+            done = 0
+            while len(self._buffer) - done > segment:
+                self._seal(view[done : done + segment], last=False)
+                done += segment
+            view.release()
+            del self._buffer[:done]
+
+    def _seal(self, plain: Any, last: bool) -> None:
+        self._inner.write(self._cipher.encrypt(_nonce(self._index, last), plain, MAGIC))
+        self._index += 1
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def commit(self) -> bool:
+        digest = self.address or self.hexdigest()
+        store = self._store
+        with store.commit_lock:
+            if store.inner.exists(digest):
+                self.abort()
+                return True
+            self._seal(bytes(self._buffer), last=True)
+            self._buffer = bytearray()
+            envelope = Envelope(self._blob_id.hex(), "", b"", b"", store.segment_bytes, self.size)
+            kek, nonce, wrapped = store.keyring.wrap(self._dek, envelope.aad(digest))
+            envelope = Envelope(envelope.blob_id, kek, nonce, wrapped, envelope.segment_bytes, self.size)
+            # The envelope first: a crash between the two leaves an envelope without a blob (removed at
+            # start-up), never a blob no key opens.
+            store.shelf.put(f"{digest}.{envelope.blob_id}", envelope.to_bytes())
+            self._inner.address = digest
+            return bool(self._inner.commit())
+
+    def abort(self) -> None:
+        self._inner.abort()
+        self._buffer = bytearray()
+
+
+class EncryptedBlobStore:
+    """A BlobStore that keeps only ciphertext in ``inner`` (a local folder or an S3 bucket)."""
+
+    path_of: Callable[[str], Path]
+
+    def __init__(self, inner: BlobStore, keyring: Keyring, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.inner = inner
+        self.keyring = keyring
+        self.segment_bytes = segment_bytes
+        self.shelf = shelf_for(inner)
+        self.commit_lock = threading.Lock()
+        self._warned_plain = False
+        if isinstance(inner, LocalBlobStore):
+            # Where the (encrypted) blob lies on disk, for the GC's size report; absent for S3, as there.
+            self.path_of = inner.path_of
+
+    def writer(self) -> BlobWriter:
+        return EncryptedWriter(self)
+
+    def exists(self, digest: str) -> bool:
+        return self.inner.exists(digest)
+
+    def _header(self, digest: str) -> bytes:
+        reader = self.inner.read(digest, 0, HEADER_BYTES)
+        try:
+            head = b""
+            for chunk in reader:
+                head += chunk
+                if len(head) >= HEADER_BYTES:
+                    break
+            return head[:HEADER_BYTES]
+        finally:
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
+
+    def read(self, digest: str, offset: int, chunk_size: int) -> Iterator[bytes]:
+        """Plaintext from ``offset`` on; the key is checked before the first byte is returned."""
+        head = self._header(digest)
+        if not head.startswith(MAGIC):
+            # Stored before encryption was switched on: served as it is (the digest checks still hold).
+            if not self._warned_plain:
+                logger.warning("serving blob %s stored in clear (written before encryption was enabled)", digest)
+                self._warned_plain = True
+            return self.inner.read(digest, offset, chunk_size)
+        what = f"blob {digest}"
+        blob_id = head[len(MAGIC) :].hex()
+        data = self.shelf.get(f"{digest}.{blob_id}")
+        if data is None:
+            raise KeyUnavailable(f"the key envelope of {what} is missing; its bytes cannot be decrypted")
+        envelope = Envelope.from_bytes(data, what)
+        if envelope.blob_id != blob_id:
+            raise DigestMismatch(f"the key envelope of {what} belongs to another copy of it")
+        dek = self.keyring.unwrap(envelope.kek, envelope.nonce, envelope.wrapped, envelope.aad(digest), what)
+        return self._plaintext(digest, envelope, AESGCM(dek), offset, max(1, chunk_size))
+
+    def _plaintext(
+        self, digest: str, envelope: Envelope, cipher: AESGCM, offset: int, chunk_size: int
+    ) -> Iterator[bytes]:
+        size, segment = envelope.size, envelope.segment_bytes
+        if offset >= size and size > 0:
+            return
+        count = max(1, -(-size // segment))
+        index = offset // segment
+        skip = offset - index * segment
+        sealed = segment + TAG_BYTES
+        reader = self.inner.read(digest, HEADER_BYTES + index * sealed, sealed)
+        pending = bytearray()
+        try:
+            for chunk in reader:
+                pending += chunk
+                while index < count:
+                    need = (size - index * segment if index == count - 1 else segment) + TAG_BYTES
+                    if len(pending) < need:
+                        break
+                    sealed_bytes = bytes(pending) if len(pending) == need else bytes(pending[:need])
+                    del pending[:need]
+                    try:
+                        plain = cipher.decrypt(_nonce(index, index == count - 1), sealed_bytes, MAGIC)
+                    except InvalidTag:
+                        raise DigestMismatch(
+                            f"stored bytes of blob {digest} fail authentication at segment {index} (altered or "
+                            "corrupt); nothing more was served"
+                        ) from None
+                    index += 1
+                    for start in range(skip, len(plain), chunk_size):
+                        yield plain[start : start + chunk_size]
+                    skip = 0
+        finally:
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
+        if index < count or pending:
+            raise DigestMismatch(f"stored bytes of blob {digest} are truncated or padded; nothing more was served")
+
+    def delete(self, digest: str) -> None:
+        self.inner.delete(digest)
+        for name in list(self.shelf.names(digest)):
+            self.shelf.delete(name)
+
+    def digests(self) -> Iterator[str]:
+        return self.inner.digests()
+
+    def clean_temp(self) -> int:
+        """Partial writes, and envelopes whose blob is gone or belongs to another copy (a crash or a race)."""
+        removed = self.inner.clean_temp()
+        stored = set(self.inner.digests())
+        by_digest: dict[str, list[str]] = {}
+        for name in self.shelf.names():
+            by_digest.setdefault(name.partition(".")[0], []).append(name)
+        for digest, names in by_digest.items():
+            if digest in stored and len(names) > 1:  # only then read the blob's header to see whose it is
+                own = f"{digest}.{self._header(digest)[len(MAGIC) :].hex()}"
+                names = [name for name in names if name != own]
+            elif digest in stored:
+                continue
+            for name in names:
+                self.shelf.delete(name)
+                removed += 1
+        return removed
+
+    def rotate(self) -> RotationReport:
+        """Re-wrap every data key not under the primary KEK with it; blobs are not touched."""
+        report = RotationReport(0, 0)
+        for name in list(self.shelf.names()):
+            digest = name.partition(".")[0]
+            data = self.shelf.get(name)
+            if data is None:
+                continue
+            envelope = Envelope.from_bytes(data, f"blob {digest}")
+            if envelope.kek == self.keyring.primary:
+                report.already += 1
+                continue
+            self.shelf.put(name, envelope.rewrapped(self.keyring, digest).to_bytes())
+            report.rewrapped += 1
+        return report
+
+
+@dataclass
+class RotationReport:
+    """What a key rotation did."""
+
+    rewrapped: int
+    already: int
+
+
+def check_unencrypted_store(store: BlobStore) -> None:
+    """Refuse to serve a store that holds encrypted blobs when no key is configured (they would go out sealed)."""
+    if not isinstance(store, (LocalBlobStore, S3BlobStore)):
+        return
+    if next(iter(shelf_for(store).names()), None) is not None:
+        raise EncryptionConfigError(
+            "the blob store holds encrypted blobs but no encryption key is configured; set "
+            "AIAAS_REGISTRY_ENCRYPTION_KEY_FILE (or AIAAS_REGISTRY_ENCRYPTION_KEYS) to the keyring they were "
+            "written with"
+        )

@@ -1,0 +1,101 @@
+"""The caller's deadline, carried on to the calls a handler makes to other services.
+
+gRPC Python does not propagate deadlines by itself: a request that arrives with 2 s left would otherwise
+call the registry with that client's own (longer) timeout, and keep the registry busy after the caller
+gave up. The error interceptor records the remaining time of each incoming call (``enter``); the client
+interceptors of ``runtime.channels`` shorten every outgoing call made from that handler's task to it.
+
+A deadline binds only while its call is being handled: a background task started by the handler (and
+so inheriting its context) is free of it once the call has been answered.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from typing import Any
+
+import grpc
+
+
+class _Call:
+    """An incoming call's deadline, valid while the call is being handled."""
+
+    __slots__ = ("active", "deadline")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.active = True
+
+
+_CURRENT: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("aiaas_deadline", default=None)
+
+
+def enter(context: grpc.aio.ServicerContext) -> _Call | None:
+    """Remember the incoming call's deadline for the calls made while handling it; ``leave`` it after."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    call = _Call(time.monotonic() + remaining)
+    _CURRENT.set(call)
+    return call
+
+
+def leave(call: _Call | None) -> None:
+    """The call was answered: tasks it started (and that inherited its context) are no longer bound."""
+    if call is not None:
+        call.active = False
+
+
+def remaining() -> float | None:
+    """Seconds left of the incoming call being handled, or None (no deadline, or the call has ended)."""
+    call = _CURRENT.get()
+    if call is None or not call.active:
+        return None
+    return max(0.0, call.deadline - time.monotonic())
+
+
+def bounded(timeout: float | None) -> float | None:
+    """``timeout`` shortened to what the incoming call has left."""
+    left = remaining()
+    if left is None:
+        return timeout
+    return left if timeout is None else min(timeout, left)
+
+
+class _Carry:
+    """Client interceptor base: the outgoing call's timeout never exceeds the incoming call's remainder."""
+
+    @staticmethod
+    def _details(details: Any) -> Any:
+        timeout = bounded(details.timeout)
+        if timeout == details.timeout:
+            return details
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, details.metadata, details.credentials, details.wait_for_ready
+        )
+
+
+class _CarryUnaryUnary(_Carry, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _CarryUnaryStream(_Carry, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _CarryStreamUnary(_Carry, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
+class _CarryStreamStream(_Carry, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
+def carry_interceptors() -> list[Any]:
+    """One client interceptor per call type (grpc.aio files each under the first type it implements)."""
+    return [kind() for kind in (_CarryUnaryUnary, _CarryUnaryStream, _CarryStreamUnary, _CarryStreamStream)]
