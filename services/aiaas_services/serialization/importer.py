@@ -14,43 +14,41 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiaas.client.registry import RegistryClient
-from aiaas.common.v1 import common_pb2
-from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.wire import FAILED, ONNX, READY
 from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.variants import PREFERRED_PROVIDER
+from aiaas_services.serialization.records import Imported, ImportHeader, ImportPart, Ref
+from aiaas_services.serialization.registration import MODEL_ARTIFACT, ONNX_MEDIA_TYPE, signature_from
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.text import hf_import
-from aiaas_services.serialization.worker import MODEL_ARTIFACT, ONNX_MEDIA_TYPE
 
 TASKS = ("", "classification", "regression", "vae")
 FORMATS = ("", "onnx", "hf")
 
 
 class Importer:
-    """Validates and registers uploaded ONNX models."""
+    """Validates and registers uploaded ONNX models and Hugging Face folders."""
 
     def __init__(self, settings: SerializationSettings, registry: RegistryClient) -> None:
         self.settings = settings
         self.registry = registry
         self.limits = validate.Limits(settings.import_min_opset, settings.import_max_opset, settings.max_tensor_bytes)
 
-    async def receive(
-        self, requests: AsyncIterator[pb.ImportModelRequest], folder: Path
-    ) -> tuple[pb.ImportHeader, Path]:
-        """Write the stream to ``folder/model.onnx``; checks order, size limit and digest."""
-        header: pb.ImportHeader | None = None
+    async def receive(self, parts: AsyncIterator[ImportPart], folder: Path) -> tuple[ImportHeader, Path]:
+        """Write the stream to ``folder/upload`` (an ONNX file or an HF folder's tar); checks order, size
+        limit and digest."""
+        header: ImportHeader | None = None
         path = folder / "upload"
         digest = hashlib.sha256()
         received = 0
         sent_digest = ""
         with path.open("wb") as handle:
-            async for message in requests:
-                part = message.WhichOneof("part")
+            async for message in parts:
+                part = message.kind
                 if header is None:
-                    if part != "header":
+                    if part != "header" or message.header is None:
                         raise InvalidArgument("the first ImportModel message must be the header")
                     header = message.header
                     self._check_header(header)
@@ -82,7 +80,7 @@ class Importer:
             raise InvalidArgument("the uploaded model is empty")
         return header, path
 
-    def _check_header(self, header: pb.ImportHeader) -> None:
+    def _check_header(self, header: ImportHeader) -> None:
         if not header.model_name:
             raise InvalidArgument("header.model_name is required")
         if header.size_bytes < 0 or header.size_bytes > self.settings.max_import_bytes:
@@ -99,29 +97,23 @@ class Importer:
         elif header.task not in TASKS:
             raise InvalidArgument(f"header.task must be one of classification, regression, vae, got {header.task!r}")
 
-    async def import_model(self, requests: AsyncIterator[pb.ImportModelRequest]) -> pb.ImportModelResponse:
+    async def import_model(self, parts: AsyncIterator[ImportPart]) -> Imported:
         folder = self.settings.data_dir / "imports" / uuid.uuid4().hex
         folder.mkdir(parents=True)
         try:
-            header, path = await self.receive(requests, folder)
+            header, path = await self.receive(parts, folder)
             if header.format == "hf":
                 return await hf_import.import_folder(self.registry, self.settings, header, path, folder / "hf")
             try:
                 info = await asyncio.to_thread(validate.validate_file, path, self.limits)
             except validate.InvalidModel as exc:
                 raise InvalidArgument(f"model refused: {exc}") from exc
-            signature = common_pb2.Signature(
-                inputs=[common_pb2.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in info.inputs],
-                outputs=[common_pb2.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in info.outputs],
-            )
-            ref = await self._register(header, path, signature, info.opset)
-            return pb.ImportModelResponse(registered=ref, signature=signature, opset=info.opset)
+            ref = await self._register(header, path, info)
+            return Imported(ref, info.opset, info.inputs, info.outputs)
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
-    async def _register(
-        self, header: pb.ImportHeader, path: Path, signature: common_pb2.Signature, opset: int
-    ) -> common_pb2.VersionRef:
+    async def _register(self, header: ImportHeader, path: Path, info: validate.ModelInfo) -> Ref:
         tags = dict(header.tags) | {"preferred_provider": PREFERRED_PROVIDER["fp32"], "imported": "true"}
         if header.task:
             tags["task"] = header.task
@@ -130,9 +122,9 @@ class Importer:
                 header.model_name,
                 format=ONNX,
                 variant="fp32",
-                signature=signature,
+                signature=signature_from(info),
                 tags=tags,
-                description=header.description or f"imported ONNX model (opset {opset})",
+                description=header.description or f"imported ONNX model (opset {info.opset})",
                 required_artifacts=[MODEL_ARTIFACT],
             )
             try:
@@ -143,4 +135,4 @@ class Importer:
                 await self.registry.set_status((header.model_name, version.version), FAILED, "import upload failed")
                 raise
             await self.registry.set_status((header.model_name, version.version), READY)
-        return common_pb2.VersionRef(model_name=header.model_name, version=version.version)
+        return Ref(header.model_name, int(version.version))

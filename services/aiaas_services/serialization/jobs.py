@@ -9,30 +9,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
+import time
 from collections.abc import AsyncIterator
 from multiprocessing.process import BaseProcess
 
+import numpy as np
 from opentelemetry import propagate, trace
 
 from aiaas.client.registry import RegistryClient
-from aiaas.common.v1 import common_pb2
-from aiaas.serialization.v1 import serialization_pb2 as pb
-from aiaas.wire import FAILED, HF, ONNX, PENDING, PYTORCH_CHECKPOINT
+from aiaas.wire import FAILED as VERSION_FAILED
+from aiaas.wire import HF, ONNX, PENDING, PYTORCH_CHECKPOINT
+from aiaas_services.modelzoo import SpecError, validate_spec
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aiaas_services.serialization import options as request_options
+from aiaas_services.serialization.pipeline import inputs
+from aiaas_services.serialization.records import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Calibration,
+    EventRecord,
+    ExportRequest,
+    JobRecord,
+    Ref,
+)
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
-from aiaas_services.serialization.store import TERMINAL, JobStore
+from aiaas_services.serialization.store import JobStore
 from aiaas_services.serialization.text import TEXT_VARIANTS
 from aiaas_services.serialization.worker import serve_jobs
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-RUNNING = common_pb2.JOB_STATE_RUNNING
-QUEUED = common_pb2.JOB_STATE_QUEUED
 WATCH_POLL_SECONDS = 0.2
 
 
@@ -107,7 +122,7 @@ class ExportJobs:
             await asyncio.to_thread(
                 self._finish,
                 job_id,
-                common_pb2.JOB_STATE_FAILED,
+                FAILED,
                 "the serialization service stopped while this job ran",
             )
             self._spawn_cleanup(job_id, "the serialization service stopped during the export")
@@ -122,9 +137,7 @@ class ExportJobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
         for job_id, worker in list(self._busy.items()):
-            await asyncio.to_thread(
-                self._finish, job_id, common_pb2.JOB_STATE_FAILED, "the serialization service shut down"
-            )
+            await asyncio.to_thread(self._finish, job_id, FAILED, "the serialization service shut down")
             worker.stop(kill=True)
         for task in list(self._supervisors):
             with contextlib.suppress(Exception):
@@ -136,75 +149,86 @@ class ExportJobs:
 
     # -- requests --------------------------------------------------------------------------------
 
-    async def start_job(self, request: pb.StartExportJobRequest) -> pb.ExportJob:
+    async def start_job(self, request: ExportRequest) -> JobRecord:
         """Validate the request against the registry and queue it."""
         if not request.source.model_name:
             raise InvalidArgument("source.model_name is required (the checkpoint or ONNX model to export)")
-        if not request.source.HasField("version") and not request.source.HasField("alias"):
+        if not request.source.version and not request.source.alias:
             raise InvalidArgument("source needs a version number or an alias")
-        options = request_options.pipeline_options(request.options, self.settings)
+        options = request_options.pipeline_options(request.spec, self.settings)  # refuses bad options up front
         queued = await asyncio.to_thread(self.store.ids_in_state, QUEUED)
         if len(queued) >= self.settings.max_queued_jobs:
             raise ResourceExhausted(
                 f"{len(queued)} export jobs are queued (limit {self.settings.max_queued_jobs}); retry later"
             )
         with translate("reading the source version"):
-            source = await self.registry.get_version(request.source)
+            source = await self.registry.get_version((request.source.model_name, request.source.selector()))
         if source.format == PYTORCH_CHECKPOINT:
-            await self._check_spec(source.model_name, source.version)
+            num_features = await self._check_spec(source.model_name, source.version)
+            specs = [inputs.InputSpec("input", np.float32, ("batch", num_features))]
         elif source.format == HF:
             unsupported = [v for v in options.variants if v not in TEXT_VARIANTS]
             if unsupported:
                 raise InvalidArgument(
                     f"{', '.join(unsupported)} not offered for text models; choose from {', '.join(TEXT_VARIANTS)}"
                 )
-            if request.options.pruning_sparsity:
+            if request.spec.pruning_sparsity:
                 raise InvalidArgument("pruning is not offered for text models (HF checkpoints); leave it 0")
+            specs = []  # proven on built-in sentences against transformers, not on uploaded arrays
         elif source.format == ONNX:
-            if "int8-static" in options.variants and not request.options.calibration.calibration_data.model_name:
-                raise FailedPrecondition(
-                    "int8-static of an ONNX model needs calibration data: upload an .npz (array 'x') to the "
-                    "registry and set options.calibration.calibration_data"
-                )
+            specs = [inputs.spec_of(t.name, t.datatype, list(t.shape)) for t in source.signature.inputs]
         else:
             raise FailedPrecondition(
                 f"{source.model_name}:{source.version} is neither a PyTorch checkpoint, an HF checkpoint nor ONNX"
             )
+        await self._check_upload(request.spec.calibration, specs)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         span_context = trace.get_current_span().get_span_context()
-        job = pb.ExportJob(
-            source=request.source,
-            options=request.options,
+        job = JobRecord(
+            job_id="",
+            state=QUEUED,
+            source=Ref(request.source.model_name, int(source.version)),  # pin an alias to what it meant now
+            spec=request.spec,
             training_job_id=request.training_job_id,
             target_model_name=request.target_model_name or f"{source.model_name}-onnx",
             trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
         )
-        job.source.version = source.version  # pin an alias to what it meant now
         job, created = await asyncio.to_thread(self.store.create, job, request, carrier)
         if created:
             self._wake.set()
         return job
 
-    async def _check_spec(self, model: str, version: int) -> None:
-        import json
-
-        from aiaas_services.modelzoo import SpecError, validate_spec
-
+    async def _check_spec(self, model: str, version: int) -> int:
+        """The checkpoint's number of input features, once its spec.json is known to build."""
         with translate("reading spec.json of the checkpoint"):
             raw = await self.registry.download_bytes((model, version), "spec.json")
         try:
-            validate_spec(json.loads(raw))
+            return int(validate_spec(json.loads(raw))["num_features"])
         except (SpecError, ValueError) as exc:
             raise InvalidArgument(f"{model}:{version} spec.json cannot be built: {exc}") from exc
 
-    async def get(self, job_id: str) -> pb.ExportJob:
+    async def _check_upload(self, calibration: Calibration, specs: list[inputs.InputSpec]) -> None:
+        """An uploaded .npz must hold one array per model input (INVALID_ARGUMENT naming the input)."""
+        if not calibration.data.model_name or not specs:
+            return
+        name = calibration.artifact or "calibration.npz"
+        with translate(f"reading the calibration data {name}"):
+            payload = await self.registry.download_bytes(
+                (calibration.data.model_name, calibration.data.selector()), name
+            )
+        try:
+            inputs.match(inputs.read_npz(payload, name), specs, name)
+        except inputs.DataMismatch as exc:
+            raise InvalidArgument(str(exc)) from exc
+
+    async def get(self, job_id: str) -> JobRecord:
         job = await asyncio.to_thread(self.store.get, job_id)
         if job is None:
             raise NotFound(f"export job {job_id!r} not found")
         return job
 
-    async def list(self, state: int, page_size: int, page_token: str) -> tuple[list[pb.ExportJob], str]:
+    async def list(self, state: str, page_size: int, page_token: str) -> tuple[list[JobRecord], str]:
         size = page_size or 50
         if not 0 < size <= 1000:
             raise InvalidArgument("page_size must be between 1 and 1000")
@@ -216,18 +240,18 @@ class ExportJobs:
         token = str(offset + size) if len(jobs) > size else ""
         return jobs[:size], token
 
-    async def cancel(self, job_id: str) -> pb.ExportJob:
+    async def cancel(self, job_id: str) -> JobRecord:
         """QUEUED or RUNNING -> CANCELLED (a running worker is terminated); a finished job is returned as is."""
         job = await self.get(job_id)
         if job.state in TERMINAL:
             return job
-        await asyncio.to_thread(self._finish, job_id, common_pb2.JOB_STATE_CANCELLED, "cancelled by a client")
+        await asyncio.to_thread(self._finish, job_id, CANCELLED, "cancelled by a client")
         worker = self._busy.get(job_id)
         if worker is not None:
             worker.stop(kill=True)  # the supervisor fails its PENDING versions and replaces the worker
         return await self.get(job_id)
 
-    async def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[pb.WatchExportJobResponse]:
+    async def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
         """History after ``after_sequence`` first, then live events, until the job has ended."""
         await self.get(job_id)
         last = after_sequence
@@ -244,15 +268,14 @@ class ExportJobs:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _finish(self, job_id: str, state: int, reason: str) -> pb.ExportJob | None:
-        def change(job: pb.ExportJob) -> None:
-            job.state = state  # type: ignore[assignment]
-            if state == common_pb2.JOB_STATE_FAILED:
+    def _finish(self, job_id: str, state: str, reason: str) -> JobRecord | None:
+        def change(job: JobRecord) -> None:
+            job.state = state
+            if state == FAILED:
                 job.failure_reason = reason
-            job.finished_at.GetCurrentTime()
+            job.finished_at = time.time()
 
-        event = pb.WatchExportJobResponse(state_changed=reason)
-        return self.store.update(job_id, change, event, only_if=(QUEUED, RUNNING))
+        return self.store.update(job_id, change, ("state_changed", reason), only_if=(QUEUED, RUNNING))
 
     async def _schedule_forever(self) -> None:
         while not self._closing:
@@ -271,13 +294,11 @@ class ExportJobs:
                 return
             job_id = queued[0]
 
-            def claim(job: pb.ExportJob) -> None:
+            def claim(job: JobRecord) -> None:
                 job.state = RUNNING
-                job.started_at.GetCurrentTime()
+                job.started_at = time.time()
 
-            claimed = await asyncio.to_thread(
-                self.store.update, job_id, claim, pb.WatchExportJobResponse(state_changed="running"), (QUEUED,)
-            )
+            claimed = await asyncio.to_thread(self.store.update, job_id, claim, ("state_changed", "running"), (QUEUED,))
             if claimed is None:
                 continue
             worker = self._idle.pop()
@@ -291,11 +312,10 @@ class ExportJobs:
         try:
             alive = await worker.run(job_id)
             reason = "the worker stopped before finishing the job" if alive else "the worker process died"
-            job = await asyncio.to_thread(self._finish, job_id, common_pb2.JOB_STATE_FAILED, reason)
+            job = await asyncio.to_thread(self._finish, job_id, FAILED, reason)
             final = job or await asyncio.to_thread(self.store.get, job_id)
-            if final is not None and final.state != common_pb2.JOB_STATE_SUCCEEDED:
-                state = common_pb2.JobState.Name(final.state)
-                await self._fail_pending_versions(job_id, f"export job {job_id} ended {state}")
+            if final is not None and final.state != SUCCEEDED:
+                await self._fail_pending_versions(job_id, f"export job {job_id} ended JOB_STATE_{final.state}")
         finally:
             self._busy.pop(job_id, None)
             if alive and not self._closing:
@@ -317,6 +337,6 @@ class ExportJobs:
             try:
                 current = await self.registry.get_version((model, version))
                 if current.status == PENDING:
-                    await self.registry.set_status((model, version), FAILED, reason)
+                    await self.registry.set_status((model, version), VERSION_FAILED, reason)
             except Exception as exc:  # noqa: BLE001 - logged, not raised: cleanup must not break the service
                 log.warning("could not fail %s:%s after job %s: %s", model, version, job_id, type(exc).__name__)

@@ -35,3 +35,12 @@ def translate(step: str) -> Iterator[None]:
         details = exc.details() if hasattr(exc, "details") else ""
         error = _BY_CODE.get(code, Unavailable)
         raise error(f"registry {code.name} while {step}: {details}") from exc
+
+
+def rpc_failure(exc: BaseException) -> str | None:
+    """ "CODE: details" when ``exc`` is a failed registry call, else None."""
+    if not isinstance(exc, grpc.RpcError):
+        return None
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else ""
+    return f"{getattr(code, 'name', 'UNKNOWN')}: {details}"

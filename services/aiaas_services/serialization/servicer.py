@@ -1,4 +1,5 @@
-"""The gRPC face of the serialization service: thin translations to ExportJobs and Importer."""
+"""The gRPC face of the serialization service: messages in, records via ``codec`` to ExportJobs and
+Importer, messages out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.serialization.v1 import serialization_pb2_grpc
 from aiaas_services.runtime.errors import Unavailable
+from aiaas_services.serialization import codec
 from aiaas_services.serialization.importer import Importer
 from aiaas_services.serialization.jobs import ExportJobs
 
@@ -39,31 +41,31 @@ class SerializationServicer(serialization_pb2_grpc.SerializationServiceServicer)
     async def StartExportJob(
         self, request: pb.StartExportJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartExportJobResponse:
-        return pb.StartExportJobResponse(job=await self.jobs.start_job(request))
+        return pb.StartExportJobResponse(job=codec.job_to(await self.jobs.start_job(codec.request_from(request))))
 
     async def GetExportJob(
         self, request: pb.GetExportJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetExportJobResponse:
-        return pb.GetExportJobResponse(job=await self.jobs.get(request.job_id))
+        return pb.GetExportJobResponse(job=codec.job_to(await self.jobs.get(request.job_id)))
 
     async def ListExportJobs(
         self, request: pb.ListExportJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListExportJobsResponse:
-        jobs, token = await self.jobs.list(request.state, request.page_size, request.page_token)
-        return pb.ListExportJobsResponse(jobs=jobs, next_page_token=token)
+        jobs, token = await self.jobs.list(codec.state_name(request.state), request.page_size, request.page_token)
+        return pb.ListExportJobsResponse(jobs=[codec.job_to(j) for j in jobs], next_page_token=token)
 
     async def CancelExportJob(
         self, request: pb.CancelExportJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelExportJobResponse:
-        return pb.CancelExportJobResponse(job=await self.jobs.cancel(request.job_id))
+        return pb.CancelExportJobResponse(job=codec.job_to(await self.jobs.cancel(request.job_id)))
 
     async def WatchExportJob(
         self, request: pb.WatchExportJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchExportJobResponse]:
         async for event in self.jobs.watch(request.job_id, request.after_sequence):
-            yield event
+            yield codec.event_to(event)
 
     async def ImportModel(
         self, request_iterator: AsyncIterator[pb.ImportModelRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportModelResponse:
-        return await self.importer.import_model(request_iterator)
+        return codec.imported_to(await self.importer.import_model(codec.import_parts(request_iterator)))

@@ -27,7 +27,9 @@ class SerializationSettings(ServiceSettings):
     )
     ort_optimization: str = setting("basic", "ORT optimization level baked into saved graphs: basic or extended.")
     reduce_range_without_vnni: bool = setting(
-        True, "Quantize with 7-bit weights (reduce_range) when the CPU lacks VNNI, even if the request did not ask."
+        False,
+        "With fixed_quantization: 7-bit weights (reduce_range) when the CPU lacks VNNI even if the request did not "
+        "ask. The INT8 search tries both on such CPUs and keeps what the proof passes.",
     )
     calibration_samples: int = setting(256, "Calibration samples for int8-static when the request leaves it 0.")
     proof_threads: int = setting(1, "ONNX Runtime intra-op threads for the proof and its latency numbers.")

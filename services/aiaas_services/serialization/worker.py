@@ -9,28 +9,41 @@ reason). A crash at any point therefore leaves PENDING versions, which the servi
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
+import os
 import shutil
+import tempfile
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
+import safetensors.torch
+import torch
 from opentelemetry import propagate, trace
 
 from aiaas.client.registry import RegistryClient, version_ref
-from aiaas.common.v1 import common_pb2
-from aiaas.registry.v1 import registry_pb2
-from aiaas.serialization.v1 import serialization_pb2 as pb
-from aiaas.wire import HF, ONNX, PYTORCH_CHECKPOINT, READY, REJECTED
+from aiaas.wire import HF, ONNX, PYTORCH_CHECKPOINT
+from aiaas_services.datasets import DataError, load_splits
+from aiaas_services.modelzoo import SpecError, build_module, validate_spec
 from aiaas_services.runtime.channels import open_channel
 from aiaas_services.serialization import options as request_options
+from aiaas_services.serialization import proofdata, registration
+from aiaas_services.serialization.pipeline import export, inputs
 from aiaas_services.serialization.pipeline import run as pipeline
-from aiaas_services.serialization.pipeline import validate
+from aiaas_services.serialization.records import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    ExportRequest,
+    JobRecord,
+    Ref,
+    VariantRecord,
+)
+from aiaas_services.serialization.registry_errors import rpc_failure
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 from aiaas_services.serialization.text import job as text_job
@@ -38,9 +51,7 @@ from aiaas_services.serialization.text import job as text_job
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-MODEL_ARTIFACT = "model.onnx"
-ONNX_MEDIA_TYPE = "application/onnx"
-RANDOM_PROOF_ROWS = 256
+MODEL_ARTIFACT = registration.MODEL_ARTIFACT
 
 
 class JobFailure(Exception):
@@ -50,8 +61,6 @@ class JobFailure(Exception):
 def serve_jobs(settings: SerializationSettings, connection: Connection) -> None:
     """Warm worker process entry point (picklable for ``spawn``): import and warm up once, then run the
     job ids the service sends, answering "done" after each; exits when the pipe closes."""
-    import torch
-
     torch.set_num_threads(max(1, settings.torch_threads))
     logging.basicConfig(level=settings.log_level)
     from aiaas_services.runtime import tracing
@@ -79,9 +88,6 @@ def serve_jobs(settings: SerializationSettings, connection: Connection) -> None:
 def _exit_with_parent() -> None:
     """Die when the service process dies (even by SIGKILL): an orphaned worker must not go on
     registering versions for a job the restarted service has already failed."""
-    import os
-    import threading
-
     parent = os.getppid()
 
     def watch() -> None:
@@ -95,28 +101,15 @@ def _exit_with_parent() -> None:
 def warm_up() -> None:
     """Pay the import and first-export costs before a job waits for them (torch.onnx, the dynamo
     exporter, quantization tools, scikit-learn's datasets)."""
-    import tempfile
-
-    import torch
-    from onnxruntime import quantization  # noqa: F401 - imported for its import cost
-    from sklearn import datasets  # noqa: F401 - imported for its import cost
-
-    from aiaas_services.serialization.pipeline import export
+    # imported here, in the worker only, for their import cost (the service process never needs them)
+    from onnxruntime import quantization  # noqa: F401
+    from sklearn import datasets  # noqa: F401
 
     with tempfile.TemporaryDirectory() as folder:
         try:
             export.export_fp32(torch.nn.Linear(2, 2), 2, Path(folder))
         except export.ExportError:
             log.warning("warm-up export failed; the first job will pay the exporter's start-up")
-
-
-def signature_of(path: Path) -> common_pb2.Signature:
-    """The model's inputs and outputs in registry terms."""
-    info = validate.describe(onnx.load(str(path), load_external_data=False))
-    return common_pb2.Signature(
-        inputs=[common_pb2.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in info.inputs],
-        outputs=[common_pb2.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in info.outputs],
-    )
 
 
 class ExportJobRunner:
@@ -143,8 +136,9 @@ class ExportJobRunner:
             except JobFailure as exc:
                 self._fail(str(exc))
             except Exception as exc:
-                if _is_rpc_error(exc):
-                    self._fail(f"registry call failed while {self.step}: {_rpc_text(exc)}")
+                failure = rpc_failure(exc)
+                if failure is not None:
+                    self._fail(f"registry call failed while {self.step}: {failure}")
                 else:
                     log.exception("export job %s failed while %s", self.job_id, self.step)
                     self._fail(f"internal error ({type(exc).__name__}) while {self.step}; see the serialization log")
@@ -152,36 +146,33 @@ class ExportJobRunner:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _fail(self, reason: str) -> None:
-        def change(job: pb.ExportJob) -> None:
-            job.state = common_pb2.JOB_STATE_FAILED
+        def change(job: JobRecord) -> None:
+            job.state = FAILED
             job.failure_reason = reason
-            job.finished_at.GetCurrentTime()
+            job.finished_at = time.time()
 
-        self.store.update(
-            self.job_id,
-            change,
-            pb.WatchExportJobResponse(state_changed=reason),
-            only_if=(common_pb2.JOB_STATE_RUNNING,),
-        )
+        self.store.update(self.job_id, change, ("state_changed", reason), only_if=(RUNNING,))
 
     def _say(self, message: str) -> None:
         self.step = message
         self.store.note(self.job_id, message)
 
-    async def _export(self, client: RegistryClient, request: pb.StartExportJobRequest) -> None:
-        options = request_options.pipeline_options(request.options, self.settings)
+    async def _export(self, client: RegistryClient, request: ExportRequest) -> None:
+        options = request_options.pipeline_options(request.spec, self.settings)
         self.step = "reading the source version"
-        source = await client.get_version(request.source)
-        if source.status != registry_pb2.VERSION_STATUS_READY:
+        source = registration.Source.of(
+            await client.get_version((request.source.model_name, request.source.selector()))
+        )
+        if not source.ready:
             raise JobFailure(f"source {source.model_name}:{source.version} is not READY")
         pinned = (source.model_name, source.version)
 
-        def resolve(job: pb.ExportJob) -> None:
-            job.source.version = source.version
+        def resolve(job: JobRecord) -> None:
+            job.source = Ref(source.model_name, source.version)
 
         self.store.update(self.job_id, resolve)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        text: tuple[Any, Any] | None = None
+        text: tuple[text_job.TextModel, text_job.TextProof] | None = None
         if source.format == PYTORCH_CHECKPOINT:
             prepared, data, digest = await self._from_checkpoint(client, pinned, request, options)
         elif source.format == HF:
@@ -192,14 +183,21 @@ class ExportJobRunner:
             raise JobFailure(f"source {pinned[0]}:{pinned[1]} is neither a PyTorch checkpoint nor an ONNX model")
         job = self.store.get(self.job_id)
         assert job is not None
-        target = job.target_model_name
         metadata = {
             "aiaas.source": f"{pinned[0]}:{pinned[1]}",
             "aiaas.export_job_id": self.job_id,
             "aiaas.trace_id": job.trace_id,
             "aiaas.task": data.task,
         }
-        accepted: list[pb.VariantReport] = []
+        lineage = registration.Lineage(
+            source,
+            self.job_id,
+            request.training_job_id or source.training_job_id,
+            digest,
+            prepared.export_settings,
+            job.trace_id,
+        )
+        accepted: list[VariantRecord] = []
         results = (
             pipeline.make_and_prove(prepared, data, options, self.workdir, metadata, self._say)
             if text is None
@@ -207,47 +205,35 @@ class ExportJobRunner:
         )
         for result in results:
             self.step = f"registering {result.variant}"
-            message = request_options.report_message(result.report)
-            if result.path.stat().st_size:  # an empty file: the variant could not be made, nothing to register
-                message.registered.CopyFrom(
-                    await self._register(
-                        client, target, source, request, result, prepared, data.task, digest, job.trace_id
-                    )
-                )
+            variant = VariantRecord(result.report)
+            if result.path is not None:
+                variant.registered = await self._register(client, job.target_model_name, result, lineage, data.task)
 
-            def add(job: pb.ExportJob, message: pb.VariantReport = message) -> None:
-                job.reports.append(message)
+            def add(job: JobRecord, variant: VariantRecord = variant) -> None:
+                job.reports.append(variant)
 
-            self.store.update(self.job_id, add, pb.WatchExportJobResponse(variant=message))
-            if message.accepted:
-                accepted.append(message)
-        if request.options.set_alias:
-            await self._set_alias(client, target, request.options.set_alias, accepted)
+            self.store.update(self.job_id, add, variant)
+            if result.report.accepted:
+                accepted.append(variant)
+        if request.spec.set_alias:
+            await self._set_alias(client, job.target_model_name, request.spec.set_alias, accepted)
 
-        def succeed(job: pb.ExportJob) -> None:
-            job.state = common_pb2.JOB_STATE_SUCCEEDED
-            job.finished_at.GetCurrentTime()
+        def succeed(job: JobRecord) -> None:
+            job.state = SUCCEEDED
+            job.finished_at = time.time()
 
         summary = f"{len(accepted)} of {len(options.variants)} variant(s) accepted"
-        self.store.update(
-            self.job_id,
-            succeed,
-            pb.WatchExportJobResponse(state_changed=summary),
-            only_if=(common_pb2.JOB_STATE_RUNNING,),
-        )
+        if len(accepted) < len(options.variants):
+            summary += " (see each variant's reason)"
+        self.store.update(self.job_id, succeed, ("state_changed", summary), only_if=(RUNNING,))
 
     async def _from_checkpoint(
         self,
         client: RegistryClient,
         pinned: tuple[str, int],
-        request: pb.StartExportJobRequest,
+        request: ExportRequest,
         options: pipeline.PipelineOptions,
     ) -> tuple[pipeline.Prepared, pipeline.ProofData, str]:
-        import safetensors.torch
-
-        from aiaas_services.datasets import DataError, load_splits
-        from aiaas_services.modelzoo import SpecError, build_module, validate_spec
-
         self._say("rebuilding the module from spec.json and weights.safetensors")
         try:
             spec = validate_spec(json.loads(await client.download_bytes(pinned, "spec.json")))
@@ -273,11 +259,19 @@ class ExportJobRunner:
             splits = load_splits(data_spec, int(spec.get("seed") or 0), payload)
         except DataError as exc:
             raise JobFailure(f"the checkpoint's data cannot be loaded: {exc}") from exc
-        calibration = splits.x_train
-        override = await self._calibration_arrays(client, request)
-        if override is not None:
-            calibration = override[0]
-        data = pipeline.ProofData(calibration, splits.x_test, splits.y_test, str(spec["task"]))
+        upload = await self._uploaded_arrays(client, request)
+        try:
+            data = proofdata.from_split(
+                splits.x_train,
+                splits.x_test,
+                splits.y_test,
+                str(spec["task"]),
+                upload[1] if upload else None,
+                int(spec["num_features"]),
+                upload[0] if upload else "",
+            )
+        except inputs.DataMismatch as exc:
+            raise JobFailure(str(exc)) from exc
         self._say(f"exporting to ONNX (opset {options.opset})")
         prepared = await asyncio.to_thread(
             pipeline.from_module, module, int(spec["num_features"]), data, options, self.workdir
@@ -288,46 +282,37 @@ class ExportJobRunner:
     async def _from_onnx(
         self,
         client: RegistryClient,
-        source: registry_pb2.ModelVersion,
-        request: pb.StartExportJobRequest,
+        source: registration.Source,
+        request: ExportRequest,
         options: pipeline.PipelineOptions,
     ) -> tuple[pipeline.Prepared, pipeline.ProofData, str]:
         self._say("downloading model.onnx")
         path = self.workdir / "source.onnx"
         await client.download_to((source.model_name, source.version), MODEL_ARTIFACT, path)
-        info = validate.describe(onnx.load(str(path), load_external_data=False))
-        if len(info.inputs) != 1 or info.inputs[0].datatype != "FP32" or len(info.inputs[0].shape) != 2:
-            raise JobFailure("only models with one FP32 input of shape [batch, features] can be quantized and proven")
-        num_features = info.inputs[0].shape[1]
-        task = source.tags.get("task", "")
-        arrays = await self._calibration_arrays(client, request)
-        if arrays is not None:
-            x, y = arrays
-            proof_source = "calibration npz"
-        elif "int8-static" in options.variants:
-            raise JobFailure("int8-static of an imported model needs options.calibration.calibration_data (an .npz)")
-        else:
-            if num_features <= 0:
-                raise JobFailure("the model's feature dimension is dynamic; upload calibration data to prove it")
-            x, y = np.random.default_rng(0).standard_normal((RANDOM_PROOF_ROWS, num_features)).astype(np.float32), None
-            proof_source = "random normal inputs (no data uploaded)"
-        if y is None and task in ("classification", "regression"):
-            task = ""  # no labels: errors and agreement only
-        data = pipeline.ProofData(x, x, y, task)
+        specs = inputs.signature_of(path)
+        task = source.task
+        upload = await self._uploaded_arrays(client, request)
+        try:
+            if upload is None:
+                data = proofdata.generated(specs, task)
+            else:
+                data = proofdata.from_upload(upload[1], specs, task, options.quantization.num_samples, upload[0])
+        except inputs.DataMismatch as exc:
+            raise JobFailure(str(exc)) from exc
+        self._say(f"proof data: {data.source}")
         prepared = await asyncio.to_thread(pipeline.from_onnx, path, data, options, self.workdir / "variants")
-        prepared.export_settings["proof_data"] = proof_source
-        return prepared, data, source.lineage.dataset_digest
+        return prepared, data, source.dataset_digest
 
     async def _from_hf(
-        self, client: RegistryClient, source: registry_pb2.ModelVersion
-    ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[Any, Any]]:
+        self, client: RegistryClient, source: registration.Source
+    ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[text_job.TextModel, text_job.TextProof]]:
         """Download the HF folder, export it with the tokenizer in the graph, compute the reference."""
         from aiaas_services.serialization.text.folder import FolderRefused
 
-        task = source.tags.get("task", "embedding")
+        task = source.task or "embedding"
         folder = self.workdir / "hf"
         folder.mkdir()
-        names = text_job.artifact_names(source)
+        names = list(source.artifacts)
         self._say(f"downloading the Hugging Face folder ({len(names)} files)")
         for name in names:
             await client.download_to((source.model_name, source.version), name, folder / name)
@@ -336,111 +321,65 @@ class ExportJobRunner:
             model, proof_data = await asyncio.to_thread(text_job.prepare, checked, task, self.workdir, self._say)
         except FolderRefused as exc:
             raise JobFailure(f"{source.model_name}:{source.version} cannot be exported: {exc}") from exc
-        prepared = pipeline.Prepared(model.path, proof_data.reference, model.settings())
-        empty = np.zeros((0, 1), np.float32)
-        data = pipeline.ProofData(empty, empty, None, task)
-        return prepared, data, source.lineage.dataset_digest, (model, proof_data)
+        prepared = pipeline.Prepared(model.path, {text_job.output_of(task): proof_data.reference}, model.settings())
+        data = pipeline.ProofData({}, {}, None, task, True, text_job.PROOF_SOURCE)
+        return prepared, data, source.dataset_digest, (model, proof_data)
 
-    async def _calibration_arrays(
-        self, client: RegistryClient, request: pb.StartExportJobRequest
-    ) -> tuple[np.ndarray, np.ndarray | None] | None:
-        calibration = request.options.calibration
-        if not calibration.calibration_data.model_name:
+    async def _uploaded_arrays(
+        self, client: RegistryClient, request: ExportRequest
+    ) -> tuple[str, dict[str, np.ndarray]] | None:
+        """(what, arrays) of the request's calibration .npz, or None when it names none."""
+        calibration = request.spec.calibration
+        if not calibration.data.model_name:
             return None
-        name = calibration.calibration_artifact or "calibration.npz"
-        self._say(f"downloading calibration data {calibration.calibration_data.model_name}/{name}")
-        payload = await client.download_bytes(calibration.calibration_data, name)
+        name = calibration.artifact or "calibration.npz"
+        self._say(f"downloading calibration data {calibration.data.model_name}/{name}")
+        payload = await client.download_bytes((calibration.data.model_name, calibration.data.selector()), name)
         try:
-            with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-                key = next((k for k in ("x", "input") if k in archive.files), None)
-                if key is None:
-                    raise JobFailure(
-                        f"{name} must hold an array named 'x' (or 'input'); it has {sorted(archive.files)}"
-                    )
-                x = np.asarray(archive[key], dtype=np.float32)
-                y = np.asarray(archive["y"]) if "y" in archive.files else None
-        except JobFailure:
-            raise
-        except Exception as exc:
-            raise JobFailure(f"{name} is not a readable .npz of arrays ({type(exc).__name__})") from exc
-        if x.ndim != 2 or len(x) == 0:
-            raise JobFailure(f"{name}: 'x' must be a non-empty [samples, features] array, got shape {x.shape}")
-        return x, y
+            return name, inputs.read_npz(payload, name)
+        except inputs.DataMismatch as exc:
+            raise JobFailure(str(exc)) from exc
 
     async def _register(
         self,
         client: RegistryClient,
         target: str,
-        source: registry_pb2.ModelVersion,
-        request: pb.StartExportJobRequest,
         result: pipeline.VariantResult,
-        prepared: pipeline.Prepared,
+        lineage: registration.Lineage,
         task: str,
-        digest: str,
-        trace_id: str,
-    ) -> common_pb2.VersionRef:
-        report = result.report
-        quantization = {k: v for k, v in report.settings.items() if k not in prepared.export_settings}
-        lineage = registry_pb2.Lineage(
-            parent_version=source.version,
-            parent_model_name=source.model_name,
-            training_job_id=request.training_job_id or source.lineage.training_job_id,
-            export_job_id=self.job_id,
-            dataset_digest=digest,
-            export_settings=prepared.export_settings,
-            quantization_settings=quantization,
-            trace_id=trace_id,
-        )
-        tags = {"preferred_provider": report.preferred_provider, "source": f"{source.model_name}:{source.version}"}
-        if task:
-            tags["task"] = task
-        version = await client.create_version(
-            target,
-            format=ONNX,
-            variant=result.variant,
-            signature=signature_of(result.path),
-            metrics=report.metrics(),
-            tags=tags,
-            lineage=lineage,
-            description=f"{result.variant} export of {source.model_name}:{source.version}",
-            required_artifacts=[MODEL_ARTIFACT],
-        )
-        self.store.record_version(self.job_id, target, version.version)
-        await client.upload_file(target, version.version, MODEL_ARTIFACT, result.path, media_type=ONNX_MEDIA_TYPE)
-        current = self.store.get(self.job_id)
-        if current is None or current.state != common_pb2.JOB_STATE_RUNNING:
-            raise JobFailure("the job was stopped before this variant was registered")
-        if report.accepted:
-            await client.set_status((target, version.version), READY)
-        else:
-            await client.set_status((target, version.version), REJECTED, report.reason[:1000])
-        return common_pb2.VersionRef(model_name=target, version=version.version)
+    ) -> Ref:
+        assert result.path is not None
 
-    async def _set_alias(
-        self, client: RegistryClient, target: str, alias: str, accepted: list[pb.VariantReport]
-    ) -> None:
-        cpu = [r for r in accepted if r.preferred_provider == "CPUExecutionProvider"]
+        def running() -> bool:
+            current = self.store.get(self.job_id)
+            return current is not None and current.state == RUNNING
+
+        try:
+            return await registration.register_variant(
+                client,
+                target,
+                result.path,
+                result.report,
+                lineage,
+                task,
+                lambda version: self.store.record_version(self.job_id, target, version),
+                running,
+            )
+        except registration.StoppedMeanwhile as exc:
+            raise JobFailure(str(exc)) from exc
+
+    async def _set_alias(self, client: RegistryClient, target: str, alias: str, accepted: list[VariantRecord]) -> None:
+        cpu = [v for v in accepted if v.report.preferred_provider == "CPUExecutionProvider"]
         if not cpu:
             self._say(f"no accepted CPU variant; alias {alias!r} left where it was")
             return
-        best = min(cpu, key=lambda r: (r.latency_ms_batch32, r.variant != "fp32"))
+        chosen = min(cpu, key=lambda v: (v.report.latency_ms_batch32, v.report.variant != "fp32"))
+        best = chosen.report
         await client.set_alias(
             target,
             alias,
-            best.registered.version,
+            chosen.registered.version,
             actor="serialization",
             reason=f"export job {self.job_id}: fastest accepted CPU variant ({best.variant})",
         )
-        self._say(f"alias {alias!r} -> {target}:{best.registered.version} ({best.variant})")
-
-
-def _is_rpc_error(exc: BaseException) -> bool:
-    import grpc
-
-    return isinstance(exc, grpc.RpcError)
-
-
-def _rpc_text(exc: Any) -> str:
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else ""
-    return f"{getattr(code, 'name', 'UNKNOWN')}: {details}"
+        self._say(f"alias {alias!r} -> {target}:{chosen.registered.version} ({best.variant})")

@@ -11,6 +11,7 @@ import pytest
 from aiaas.client.registry import PYTORCH_CHECKPOINT, SyncRegistryClient
 from aiaas.serialization.v1 import serialization_pb2_grpc
 from tests.integration.serialization.checkpoints import train_checkpoint
+from tests.support import minilm as minilm_support
 from tests.support.processes import ServiceProcess, start_service
 
 
@@ -56,3 +57,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory, registry: SyncRegistry
         )
         refs[kind] = (version.model_name, version.version)
     return refs
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory: pytest.TempPathFactory) -> minilm_support.ExportedMiniLM:
+    """The packaged pretrained MiniLM exported to ONNX with token-id inputs, once per session."""
+    return minilm_support.export(tmp_path_factory.mktemp("minilm"))

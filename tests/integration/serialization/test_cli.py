@@ -35,13 +35,15 @@ def test_export_prints_the_proof_table(
         "--target",
         serialization_process.address,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # a requested variant was REJECTED
     lines = result.stdout.splitlines()
     assert lines[0].startswith("job ") and "SUCCEEDED" in lines[0]
     assert lines[1].split()[:4] == ["variant", "status", "version", "metric"]
     assert lines[3].split()[:3] == ["fp32", "READY", "cli-linear:1"]
     assert lines[4].split()[:3] == ["int8-dynamic", "REJECTED", "cli-linear:2"]
-    assert "int8-dynamic rejected: max abs error" in result.stdout
+    assert "int8-dynamic rejected: no INT8 setting passed the proof" in result.stdout
+    assert "int8-dynamic search (" in result.stdout  # the search's table
+    assert "error: int8-dynamic REJECTED: no INT8 setting passed the proof" in result.stderr
     assert "exported with the" in result.stderr  # progress lines (no TTY: one per event)
 
     listed = aiaas("exports", "ls", "--json", "--target", serialization_process.address)

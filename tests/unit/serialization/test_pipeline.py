@@ -44,7 +44,7 @@ def trained() -> tuple[torch.nn.Module, run.ProofData]:
         torch.nn.functional.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(y)).backward()
         optimizer.step()
     x_test, y_test = blobs(200, 2)
-    return module.eval(), run.ProofData(x, x_test, y_test, "classification")
+    return module.eval(), run.ProofData({"input": x}, {"input": x_test}, y_test, "classification")
 
 
 def test_export_names_batch_axis_and_folds_standardization(
@@ -58,8 +58,8 @@ def test_export_names_batch_axis_and_folds_standardization(
     assert model.opset_import[0].version == export.DEFAULT_OPSET
     session = proof.cpu_session(result.path)
     with torch.no_grad():
-        want = module(torch.from_numpy(data.x_test)).numpy()
-    got = session.run(None, {"input": data.x_test})[0]  # RAW features in: the graph standardizes
+        want = module(torch.from_numpy(data.proof["input"])).numpy()
+    got = session.run(None, {"input": data.proof["input"]})[0]  # RAW features in: the graph standardizes
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
@@ -111,36 +111,34 @@ def test_opset_outside_range_is_refused(trained: tuple[torch.nn.Module, run.Proo
         export.export_fp32(trained[0], FEATURES, tmp_path, opset=9)
 
 
-def test_judge_names_each_broken_limit() -> None:
-    reference = np.array([[5.0, -2.0]])
-    report = proof.Report(
-        variant="int8-static",
-        max_abs_error=0.5,
-        metric_name="accuracy",
-        metric_value=0.95,
-        reference_metric_value=0.97,
-        top1_agreement=0.9,
-    )
-    assert proof.judge(report, reference, proof.Tolerance(max_metric_drop=0.03)) == ""
-    reason = proof.judge(
-        report, reference, proof.Tolerance(max_abs_error=0.01, max_metric_drop=0.01, min_top1_agreement=0.95)
-    )
-    assert "max abs error 0.5 > 0.01 x output scale 5" in reason
-    assert "2.00 points below" in reason and "top-1 agreement" in reason
-    mse = proof.Report(variant="int8-dynamic", metric_name="mse", metric_value=1.2, reference_metric_value=1.0)
-    assert "20.00% above" in proof.judge(mse, reference, proof.Tolerance(max_metric_drop=0.1))
-    nan = proof.Report(variant="fp16", max_abs_error=float("nan"))
-    assert "NaN" in proof.judge(nan, reference, proof.Tolerance())
+def test_an_error_fails_that_variant_alone(
+    trained: tuple[torch.nn.Module, run.ProofData], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, data = trained
+
+    def broken(_fp32: Path, _destination: Path) -> None:
+        raise RuntimeError("converter exploded\nsecond line")
+
+    monkeypatch.setattr(variants, "make_fp16", broken)
+    options = run.PipelineOptions(variants=("fp16", "fp32"), exporter="torchscript", latency_repeats=1)
+    prepared = run.from_module(module, FEATURES, data, options, tmp_path)
+    fp16, fp32 = run.make_and_prove(prepared, data, options, tmp_path)
+    assert fp16.path is None and fp16.report.failed and not fp16.report.accepted
+    assert fp16.report.reason == "fp16 failed: RuntimeError: converter exploded"
+    assert fp32.report.accepted, fp32.report.reason
 
 
-def test_tolerance_defaults_and_overrides() -> None:
-    assert proof.default_tolerance("fp16", "classification").max_abs_error == 1e-2
-    assert proof.default_tolerance("int8-static", "classification").max_metric_drop == 0.01
-    assert proof.default_tolerance("int8-static", "regression").max_metric_drop == 0.10
-    merged = proof.merge_tolerance(
-        proof.default_tolerance("fp32", "classification"), proof.Tolerance(max_abs_error=1.0)
-    )
-    assert merged.max_abs_error == 1.0 and merged.max_metric_drop == 0.001
+def test_int8_without_representative_data_is_rejected_unproven(
+    trained: tuple[torch.nn.Module, run.ProofData], tmp_path: Path
+) -> None:
+    module, data = trained
+    generated = run.ProofData({}, data.proof, None, "", representative=False, source="generated")
+    options = run.PipelineOptions(variants=("fp32", "int8-dynamic"), exporter="torchscript", latency_repeats=1)
+    prepared = run.from_module(module, FEATURES, generated, options, tmp_path)
+    fp32, int8 = run.make_and_prove(prepared, generated, options, tmp_path)
+    assert fp32.report.accepted and fp32.report.settings["proof_data"] == "generated"
+    assert int8.path is None and not int8.report.accepted and not int8.report.failed
+    assert int8.report.reason.startswith("not proven: int8-dynamic needs representative data")
 
 
 def test_task_metrics() -> None:

@@ -11,8 +11,19 @@ from onnx import TensorProto, helper
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas_services.runtime.errors import InvalidArgument
+from aiaas_services.serialization import codec
 from aiaas_services.serialization.options import pipeline_options
+from aiaas_services.serialization.pipeline import proof
 from aiaas_services.serialization.pipeline.validate import InvalidModel, Limits, validate_bytes
+from aiaas_services.serialization.records import (
+    QUEUED,
+    RUNNING,
+    ExportRequest,
+    ExportSpec,
+    JobRecord,
+    Ref,
+    VariantRecord,
+)
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 
@@ -76,32 +87,66 @@ def test_declared_sizes_are_checked_before_allocation() -> None:
 
 def test_store_numbers_events_and_is_idempotent(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
-    request = pb.StartExportJobRequest(request_id="r1")
-    job, created = store.create(pb.ExportJob(target_model_name="m"), request, {"traceparent": "x"})
-    again, created_again = store.create(pb.ExportJob(), request, {})
-    assert created and not created_again and again.job_id == job.job_id
+    request = ExportRequest(source=Ref("src", 2), request_id="r1")
+    job, created = store.create(JobRecord("", "", Ref("src", 2), ExportSpec(), "m"), request, {"traceparent": "x"})
+    again, created_again = store.create(JobRecord("", "", Ref("src", 2), ExportSpec()), request, {})
+    assert created and not created_again and again.job_id == job.job_id and again.target_model_name == "m"
 
-    def run(j: pb.ExportJob) -> None:
-        j.state = common_pb2.JOB_STATE_RUNNING
+    def run(j: JobRecord) -> None:
+        j.state = RUNNING
 
-    store.update(
-        job.job_id, run, pb.WatchExportJobResponse(state_changed="running"), only_if=(common_pb2.JOB_STATE_QUEUED,)
-    )
+    store.update(job.job_id, run, ("state_changed", "running"), only_if=(QUEUED,))
     store.note(job.job_id, "exporting")
     # a transition guarded on QUEUED no longer applies
-    assert store.update(job.job_id, run, pb.WatchExportJobResponse(), only_if=(common_pb2.JOB_STATE_QUEUED,)) is None
+    assert store.update(job.job_id, run, ("message", "x"), only_if=(QUEUED,)) is None
     events = store.events(job.job_id)
     assert [e.sequence for e in events] == [1, 2, 3]
-    assert [e.state for e in events] == [
-        common_pb2.JOB_STATE_QUEUED,
-        common_pb2.JOB_STATE_RUNNING,
-        common_pb2.JOB_STATE_RUNNING,
-    ]
+    assert [e.state for e in events] == [QUEUED, RUNNING, RUNNING]
     assert [e.sequence for e in store.events(job.job_id, after_sequence=2)] == [3]
-    assert store.request_of(job.job_id)[1] == {"traceparent": "x"}
-    assert store.ids_in_state(common_pb2.JOB_STATE_RUNNING) == [job.job_id]
+    assert store.request_of(job.job_id) == (request, {"traceparent": "x"})
+    assert store.ids_in_state(RUNNING) == [job.job_id]
     store.record_version(job.job_id, "m", 3)
     assert store.versions_of(job.job_id) == [("m", 3)]
+
+
+def test_records_round_trip_through_the_store_and_the_codec(tmp_path: Path) -> None:
+    options = common_pb2.ExportOptions(
+        variants=["fp32", "int8-static"],
+        opset=17,
+        calibration=common_pb2.CalibrationOptions(
+            method=common_pb2.CALIBRATION_METHOD_ENTROPY,
+            per_channel=True,
+            num_samples=64,
+            calibration_data=common_pb2.VersionRef(model_name="data", alias="latest"),
+            calibration_artifact="c.npz",
+        ),
+        tolerances={"int8-static": common_pb2.VariantTolerance(min_worst_row_cosine=0.97, max_metric_drop=0.02)},
+        set_alias="production",
+        fixed_quantization=True,
+        keep_fp32="sensitive",
+    )
+    request = codec.request_from(
+        pb.StartExportJobRequest(source=common_pb2.VersionRef(model_name="m", alias="best"), options=options)
+    )
+    assert request.source == Ref("m", 0, "best") and request.spec.calibration.data == Ref("data", 0, "latest")
+    assert codec.spec_to(request.spec) == options
+    store = JobStore(tmp_path / "jobs.db")
+    job, _ = store.create(JobRecord("", "", Ref("m", 4), request.spec, "m-onnx"), request, {})
+    report = proof.measure("fp32", {"o": np.eye(3)}, {"o": np.eye(3)}, "", None, None)
+    report.candidates = [proof.Candidate({"per_channel": "true"}, True, "", 1.5, 0.99)]
+
+    def add(j: JobRecord) -> None:
+        j.reports.append(VariantRecord(report, Ref("m-onnx", 1)))
+
+    store.update(job.job_id, add, VariantRecord(report, Ref("m-onnx", 1)))
+    message = codec.job_to(store.get(job.job_id) or job)
+    assert message.state == common_pb2.JOB_STATE_QUEUED and message.options == options
+    assert message.source == common_pb2.VersionRef(model_name="m", version=4)
+    assert message.reports[0].registered.version == 1 and message.reports[0].worst_row_cosine == 1.0
+    assert message.reports[0].candidates[0].latency_ms_batch32 == 1.5
+    assert message.created_at.seconds > 0
+    event = codec.event_to(store.events(job.job_id)[-1])
+    assert event.WhichOneof("event") == "variant" and event.variant.outputs[0].name == "o"
 
 
 @pytest.mark.parametrize(
@@ -112,22 +157,27 @@ def test_store_numbers_events_and_is_idempotent(tmp_path: Path) -> None:
         (common_pb2.ExportOptions(pruning_sparsity=1.5), "pruning_sparsity"),
         (common_pb2.ExportOptions(tolerances={"bf16": common_pb2.VariantTolerance()}), "bf16"),
         (common_pb2.ExportOptions(tolerances={"fp16": common_pb2.VariantTolerance(max_abs_error=-1)}), "non-negative"),
+        (
+            common_pb2.ExportOptions(tolerances={"fp16": common_pb2.VariantTolerance(min_worst_row_cosine=1.5)}),
+            "at most 1",
+        ),
+        (common_pb2.ExportOptions(keep_fp32="everything"), "keep_fp32"),
     ],
 )
 def test_bad_options_are_invalid_arguments(options: common_pb2.ExportOptions, words: str) -> None:
     with pytest.raises(InvalidArgument, match=words):
-        pipeline_options(options, SerializationSettings())
+        pipeline_options(codec.spec_from(options), SerializationSettings())
 
 
 def test_reduce_range_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import aiaas_services.serialization.options as module
 
+    follow = SerializationSettings(reduce_range_without_vnni=True)  # opt-in: the INT8 search tries both anyway
     monkeypatch.setattr(module, "cpu_has_vnni", lambda: False)
-    assert pipeline_options(common_pb2.ExportOptions(), SerializationSettings()).quantization.reduce_range
+    assert pipeline_options(ExportSpec(), follow).quantization.reduce_range
+    assert not pipeline_options(ExportSpec(), SerializationSettings()).quantization.reduce_range
     monkeypatch.setattr(module, "cpu_has_vnni", lambda: True)
-    assert not pipeline_options(common_pb2.ExportOptions(), SerializationSettings()).quantization.reduce_range
-    assert pipeline_options(
-        common_pb2.ExportOptions(reduce_range=True), SerializationSettings()
-    ).quantization.reduce_range
-    defaults = pipeline_options(common_pb2.ExportOptions(), SerializationSettings())
+    assert not pipeline_options(ExportSpec(), follow).quantization.reduce_range
+    assert pipeline_options(ExportSpec(reduce_range=True), SerializationSettings()).quantization.reduce_range
+    defaults = pipeline_options(ExportSpec(), SerializationSettings())
     assert defaults.variants == ("fp32",) and defaults.opset == 18 and defaults.quantization.method == "minmax"

@@ -21,6 +21,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_NOT_ACCEPTED = 4  # the job ran, but a requested variant was REJECTED or FAILED (aiaas export)
 
 DEFAULT_TARGETS = {
     "registry": "127.0.0.1:50051",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aiaas.cli._common import (
+    EXIT_NOT_ACCEPTED,
     EXIT_OK,
     EXIT_REFUSED,
     ProgressBar,
@@ -45,10 +46,24 @@ def register(subparsers: Any) -> None:
     )
     export.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
     export.add_argument("--calibration-samples", type=int, default=0, help="calibration samples (0 = service default)")
-    export.add_argument("--calibration-data", default=None, help="MODEL:VERSION of an .npz with array x (and y)")
+    export.add_argument(
+        "--calibration-data", default=None, help="MODEL:VERSION of an .npz: one array per model input (and y)"
+    )
     export.add_argument("--calibration-artifact", default="", help="artifact name in --calibration-data")
     export.add_argument("--prune", type=float, default=0.0, help="magnitude-prune weights to this sparsity first")
     export.add_argument("--reduce-range", action="store_true", help="7-bit INT8 weights (CPUs without VNNI)")
+    export.add_argument(
+        "--fixed-quantization",
+        action="store_true",
+        help="INT8 with exactly --per-channel/--reduce-range/--calibration/--keep-fp32 (default: search for the "
+        "fastest setting that passes the proof)",
+    )
+    export.add_argument(
+        "--keep-fp32",
+        default="",
+        choices=["", "none", "sensitive", "sensitive+ffn-out", "sensitive+ffn"],
+        help="with --fixed-quantization: what stays FP32 (sensitive = LayerNorm, Softmax, embeddings ...)",
+    )
     export.add_argument(
         "--tolerance", action="append", default=[], help="VARIANT:max_abs=X,max_drop=Y,min_top1=Z (repeatable)"
     )
@@ -130,15 +145,39 @@ def _print_job(job: pb.ExportJob) -> None:
     if job.reports:
         print_table(PROOF_HEADERS, proof_rows(job))
         for report in job.reports:
+            if report.candidates:
+                _print_candidates(report)
             if report.reason:
-                print(f"{report.variant} rejected: {report.reason}")
+                print(f"{report.variant} {'failed' if report.failed else 'rejected'}: {report.reason}")
+
+
+def _print_candidates(report: pb.VariantReport) -> None:
+    """The INT8 search's table: each setting tried, whether it passed, and why it lost."""
+    print(f"{report.variant} search ({len(report.candidates)} settings tried):")
+    keys = ("per_channel", "reduce_range", "keep_fp32", "calibration_method")
+    rows = [
+        [
+            *(c.settings.get(k, "-") for k in keys),
+            "pass" if c.passed else "fail",
+            f"{c.worst_row_cosine:.4f}",
+            f"{c.latency_ms_batch32:.2f}",
+            c.reason or "chosen",
+        ]
+        for c in report.candidates
+    ]
+    print_table([*keys, "proof", "worst_cos", "b32_ms", "outcome"], rows)
 
 
 def _exit_for(job: pb.ExportJob) -> int:
-    if job.state == common_pb2.JOB_STATE_SUCCEEDED:
-        return EXIT_OK
-    print(f"error: {_state(job)}: {job.failure_reason or 'the export did not finish'}", file=sys.stderr)
-    return EXIT_REFUSED
+    if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+        print(f"error: {_state(job)}: {job.failure_reason or 'the export did not finish'}", file=sys.stderr)
+        return EXIT_REFUSED
+    refused = [r for r in job.reports if not r.accepted]
+    if refused:
+        for r in refused:
+            print(f"error: {r.variant} {'FAILED' if r.failed else 'REJECTED'}: {r.reason}", file=sys.stderr)
+        return EXIT_NOT_ACCEPTED
+    return EXIT_OK
 
 
 @run_command
@@ -157,6 +196,8 @@ def export_command(args: argparse.Namespace) -> int:
         reduce_range=args.reduce_range,
         tolerances=tolerances,
         set_alias=args.alias,
+        fixed_quantization=args.fixed_quantization,
+        keep_fp32=args.keep_fp32,
     )
     client = _client(args)
     job = client.start_export(args.source, options=options, target_model_name=args.target_model)

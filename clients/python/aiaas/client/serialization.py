@@ -45,6 +45,8 @@ def export_options(
     reduce_range: bool = False,
     tolerances: Mapping[str, common_pb2.VariantTolerance] | None = None,
     set_alias: str = "",
+    fixed_quantization: bool = False,
+    keep_fp32: str = "",
 ) -> common_pb2.ExportOptions:
     """An ExportOptions message from plain values."""
     if method not in CALIBRATION_METHODS:
@@ -65,20 +67,31 @@ def export_options(
         reduce_range=reduce_range,
         tolerances=dict(tolerances or {}),
         set_alias=set_alias,
+        fixed_quantization=fixed_quantization,
+        keep_fp32=keep_fp32,
     )
 
 
 def parse_tolerance(text: str) -> tuple[str, common_pb2.VariantTolerance]:
-    """``int8-static:max_drop=0.02,max_abs=0.5,min_top1=0.98`` -> (variant, VariantTolerance)."""
+    """``int8-static:max_drop=0.02,max_abs=0.5,min_top1=0.98,min_cos=0.97`` -> (variant, VariantTolerance)."""
     variant, _, body = text.partition(":")
     if not variant or not body:
-        raise ValueError(f"tolerance {text!r}: use VARIANT:max_abs=X,max_drop=Y,min_top1=Z")
-    names = {"max_abs": "max_abs_error", "max_drop": "max_metric_drop", "min_top1": "min_top1_agreement"}
+        raise ValueError(
+            f"tolerance {text!r}: use VARIANT:max_abs=X,max_drop=Y,min_top1=Z,min_cos=C,min_p1_cos=P,max_rel=R"
+        )
+    names = {
+        "max_abs": "max_abs_error",
+        "max_drop": "max_metric_drop",
+        "min_top1": "min_top1_agreement",
+        "min_cos": "min_worst_row_cosine",
+        "min_p1_cos": "min_p1_cosine",
+        "max_rel": "max_rel_error",
+    }
     fields: dict[str, float] = {}
     for part in body.split(","):
         key, _, value = part.partition("=")
         if key.strip() not in names:
-            raise ValueError(f"tolerance {text!r}: unknown limit {key!r} (max_abs, max_drop, min_top1)")
+            raise ValueError(f"tolerance {text!r}: unknown limit {key!r} ({', '.join(names)})")
         fields[names[key.strip()]] = float(value)
     return variant, common_pb2.VariantTolerance(**fields)
 
@@ -206,7 +219,8 @@ PROOF_HEADERS = (
     "value",
     "reference",
     "max_abs_err",
-    "cosine",
+    "worst_cos",
+    "p1_cos",
     "top1",
     "size_kb",
     "b1_ms",
@@ -222,13 +236,14 @@ def proof_rows(job: pb.ExportJob) -> list[list[Any]]:
         rows.append(
             [
                 r.variant,
-                "READY" if r.accepted else "REJECTED",
+                "READY" if r.accepted else ("FAILED" if r.failed else "REJECTED"),
                 f"{r.registered.model_name}:{r.registered.version}" if r.registered.model_name else "",
                 r.metric_name,
                 f"{r.metric_value:.4f}",
                 f"{r.reference_metric_value:.4f}",
                 f"{r.max_abs_error:.2e}",
-                f"{r.cosine_similarity:.6f}",
+                f"{r.worst_row_cosine:.6f}",
+                f"{r.p1_cosine:.6f}",
                 f"{r.top1_agreement:.4f}" if r.top1_agreement else "-",
                 f"{r.size_bytes / 1024:.1f}",
                 f"{r.latency_ms_batch1:.3f}",

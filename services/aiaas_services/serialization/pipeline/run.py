@@ -2,7 +2,8 @@
 
 Two entry points share the variant loop: ``from_module`` (a rebuilt PyTorch checkpoint: the reference is
 PyTorch itself) and ``from_onnx`` (an imported FP32 ONNX model: the reference is that model under ONNX
-Runtime, the best truth there is for it).
+Runtime, the best truth there is for it). An error in one variant fails that variant, with its reason;
+the others go on.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
-from aiaas_services.serialization.pipeline import export, proof
+from aiaas_services.serialization.pipeline import export, limits, proof, search
 from aiaas_services.serialization.pipeline import variants as makers
+
+NOT_REPRESENTATIVE = (
+    "not proven: {variant} needs representative data to be proven, and this model has none (it was checked on "
+    "generated inputs only); upload an .npz with one array per input name and set options.calibration."
+    "calibration_data"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +36,8 @@ class PipelineOptions:
     opset: int = export.DEFAULT_OPSET
     pruning_sparsity: float = 0.0
     quantization: makers.QuantizationSettings = makers.QuantizationSettings()
-    tolerances: Mapping[str, proof.Tolerance] = dataclasses.field(default_factory=dict)
+    search_int8: bool = True  # False: exactly ``quantization``, no search
+    tolerances: Mapping[str, limits.Tolerance] = dataclasses.field(default_factory=dict)
     exporter: str = "auto"
     optimization: str = "basic"
     latency_repeats: int = 30
@@ -37,29 +46,35 @@ class PipelineOptions:
 
 @dataclasses.dataclass(frozen=True)
 class ProofData:
-    """Held-out data for the proof and training data for calibration (RAW features, float32)."""
+    """What the proof runs on (one array per input name) and what INT8 calibrates on.
 
-    x_calibration: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray | None
+    ``representative`` is False when the inputs were generated: then FP32/FP16 parity is checked on them,
+    and quantized variants are rejected as unproven.
+    """
+
+    calibration: Mapping[str, np.ndarray]
+    proof: Mapping[str, np.ndarray]
+    y: np.ndarray | None
     task: str  # classification, regression, vae, or "" when unknown (imported model without labels)
+    representative: bool = True
+    source: str = "held-out split"
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """The FP32 graph and the reference outputs every variant is held against."""
+    """The FP32 graph and the reference outputs (by output name) every variant is held against."""
 
     fp32: Path
-    reference: np.ndarray
+    reference: dict[str, np.ndarray]
     export_settings: dict[str, str]
 
 
 @dataclasses.dataclass(frozen=True)
 class VariantResult:
-    """A made and proven variant."""
+    """A made and proven variant (``path`` is None when nothing could be made: the report says why)."""
 
     variant: str
-    path: Path
+    path: Path | None
     report: proof.Report
 
 
@@ -84,8 +99,11 @@ def from_module(
         reached = export.prune_weights(module, options.pruning_sparsity)
         settings |= {"pruning_sparsity": f"{options.pruning_sparsity:g}", "pruning_reached": f"{reached:.4f}"}
     result = export.export_fp32(module, num_features, workdir, options.opset, options.exporter, options.optimization)
+    names = [o.name for o in onnx.load(str(result.path), load_external_data=False).graph.output]
     with torch.no_grad():
-        reference = module(torch.from_numpy(data.x_test.astype(np.float32))).double().numpy()
+        out = module(*(torch.from_numpy(np.asarray(a, np.float32)) for a in data.proof.values()))
+    tensors = out if isinstance(out, tuple | list) else (out,)
+    reference = {name: t.double().numpy() for name, t in zip(names, tensors, strict=False)}
     return Prepared(result.path, reference, settings | result.settings())
 
 
@@ -94,7 +112,7 @@ def from_onnx(source: Path, data: ProofData, options: PipelineOptions, workdir: 
     workdir.mkdir(parents=True, exist_ok=True)
     fp32 = workdir / "fp32.onnx"
     shutil.copyfile(source, fp32)
-    reference = proof.run_batched(proof.cpu_session(fp32, options.threads), data.x_test.astype(np.float32))
+    reference = proof.run_batched(proof.cpu_session(fp32, options.threads), data.proof)
     return Prepared(fp32, reference, {"exporter": "imported"})
 
 
@@ -109,35 +127,89 @@ def make_and_prove(
     """Make each requested variant, stamp its metadata, prove it; yields as each one is done."""
     say = progress or (lambda _message: None)
     for name in options.variants:
-        path = workdir / f"{name}.onnx"
         say(f"making {name}")
-        if name == "fp32":
-            if path != prepared.fp32:
-                shutil.copyfile(prepared.fp32, path)
-        elif name == "fp16":
-            makers.make_fp16(prepared.fp32, path)
-        elif name == "int8-dynamic":
-            makers.make_int8_dynamic(prepared.fp32, path, options.quantization)
-        elif name == "int8-static":
-            makers.make_int8_static(prepared.fp32, path, data.x_calibration, options.quantization)
-        else:
-            raise ValueError(f"unknown variant {name!r}")
-        settings = options.quantization.as_dict(name) | prepared.export_settings
-        stamp = dict(metadata or {}) | {"aiaas.variant": name, "aiaas.settings": json.dumps(settings, sort_keys=True)}
-        export.set_metadata(path, stamp)
-        say(f"proving {name}")
-        tolerance = proof.merge_tolerance(proof.default_tolerance(name, data.task), options.tolerances.get(name))
+        try:
+            result = _one_variant(name, prepared, data, options, workdir, metadata or {}, say)
+        except Exception as exc:  # noqa: BLE001 - the variant fails whole, with its reason; the next one goes on
+            first = (str(exc).splitlines() or [""])[0][:500]
+            report = proof.Report(variant=name, failed=True, reason=f"{name} failed: {type(exc).__name__}: {first}")
+            report.preferred_provider = makers.PREFERRED_PROVIDER[name]
+            result = VariantResult(name, None, report)
+        result.report.settings["proof_data"] = data.source
+        yield result
+
+
+def _one_variant(
+    name: str,
+    prepared: Prepared,
+    data: ProofData,
+    options: PipelineOptions,
+    workdir: Path,
+    metadata: Mapping[str, str],
+    say: Progress,
+) -> VariantResult:
+    path = workdir / f"{name}.onnx"
+    tolerance = limits.merge_tolerance(limits.default_tolerance(name, data.task), options.tolerances.get(name))
+    quantized = name.startswith("int8")
+    if quantized and not data.representative:
+        report = proof.Report(variant=name, reason=NOT_REPRESENTATIVE.format(variant=name), limits=tolerance.as_dict())
+        report.preferred_provider = makers.PREFERRED_PROVIDER[name]
+        report.settings = options.quantization.as_dict(name)
+        return VariantResult(name, None, report)
+
+    def prove(candidate: Path, settings: makers.QuantizationSettings) -> proof.Report:
+        say(f"proving {name}" + (f" ({_short(settings, name)})" if quantized else ""))
         report = proof.compare(
             name,
-            path,
+            candidate,
             prepared.reference,
-            data.x_test,
-            data.y_test,
+            data.proof,
+            data.y,
             data.task,
             tolerance,
             options.latency_repeats,
             options.threads,
         )
-        report.preferred_provider = makers.PREFERRED_PROVIDER[name]
-        report.settings = settings
-        yield VariantResult(name, path, report)
+        report.settings = settings.as_dict(name)
+        return report
+
+    if name == "fp32":
+        if path != prepared.fp32:
+            shutil.copyfile(prepared.fp32, path)
+        report = prove(path, options.quantization)
+    elif name == "fp16":
+        makers.make_fp16(prepared.fp32, path)
+        report = prove(path, options.quantization)
+    elif quantized:
+
+        def make(settings: makers.QuantizationSettings, destination: Path) -> None:
+            say(f"quantizing {name} ({_short(settings, name)})")
+            if name == "int8-dynamic":
+                makers.make_int8_dynamic(prepared.fp32, destination, settings)
+            else:
+                makers.make_int8_static(prepared.fp32, destination, data.calibration, settings)
+
+        def versus_fp32(candidate: Path) -> float:
+            say(f"timing {name} against fp32 at batch 32")
+            repeats = max(5, options.latency_repeats // 3)
+            return proof.interleaved_ratio(candidate, prepared.fp32, data.proof, 32, repeats, options.threads)
+
+        if options.search_int8:
+            tried = search.candidates(name, options.quantization, makers.cpu_has_vnni())
+            report = search.search(name, tried, workdir, path, make, prove, versus_fp32)
+        else:  # exactly what was asked for
+            make(options.quantization, path)
+            report = prove(path, options.quantization)
+    else:
+        raise ValueError(f"unknown variant {name!r}")
+    settings = report.settings | prepared.export_settings
+    stamp = dict(metadata) | {"aiaas.variant": name, "aiaas.settings": json.dumps(settings, sort_keys=True)}
+    export.set_metadata(path, stamp)
+    report.size_bytes = path.stat().st_size
+    report.preferred_provider = makers.PREFERRED_PROVIDER[name]
+    report.settings = settings
+    return VariantResult(name, path, report)
+
+
+def _short(settings: makers.QuantizationSettings, variant: str) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.as_dict(variant).items() if k not in ("variant", "weight_type"))

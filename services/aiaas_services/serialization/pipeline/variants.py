@@ -13,7 +13,7 @@ on automatically where it matters.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,13 @@ PREFERRED_PROVIDER = {
 # Ops ONNX Runtime's CPU provider has no FP16 kernel for in the graphs we make; they stay FP32 (the
 # converter inserts Casts around them) so the FP16 model still runs, and is provable, on a CPU.
 FP16_CPU_BLOCKED_OPS = ["LayerNormalization", "SkipLayerNormalization", "Softmax", "Gelu", "Erf"]
+# Ops whose INT8 form costs the most accuracy for the least speed: normalizations and softmax (small
+# ranges, large dynamic range across rows) and embedding lookups (one row of the table per token).
+SENSITIVE_OPS = frozenset(
+    {"LayerNormalization", "SkipLayerNormalization", "Softmax", "Gather", "Pow", "ReduceMean", "Sqrt", "Div", "Erf"}
+)
+GELU_OPS = frozenset({"Erf", "Gelu", "FastGelu", "BiasGelu"})
+FP32_LEVELS = ("none", "sensitive", "sensitive+ffn-out", "sensitive+ffn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +61,14 @@ class QuantizationSettings:
     reduce_range: bool = False
     method: str = "minmax"
     num_samples: int = 256
+    keep_fp32: str = "none"  # one of FP32_LEVELS: which nodes stay FP32
 
     def as_dict(self, variant: str) -> dict[str, str]:
         result = {"variant": variant}
         if variant.startswith("int8"):
             result |= {"per_channel": str(self.per_channel).lower(), "reduce_range": str(self.reduce_range).lower()}
             result |= {"weight_type": "int8", "activation_type": "uint8"}
+            result |= {"keep_fp32": self.keep_fp32}
         if variant == "int8-static":
             result |= {"format": "QDQ", "calibration_method": self.method, "calibration_samples": str(self.num_samples)}
         if variant == "fp16":
@@ -76,18 +85,57 @@ def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-class ArrayCalibrationReader(CalibrationDataReader):
-    """Feeds calibration samples one small batch at a time to ONNX Runtime's calibrator."""
+class FeedCalibrationReader(CalibrationDataReader):
+    """Feeds calibration samples (one array per input name) a small batch at a time to the calibrator."""
 
-    def __init__(self, x: np.ndarray, input_name: str = "input", batch_size: int = 32) -> None:
-        self._batches: Iterator[np.ndarray] = iter(
-            [x[i : i + batch_size].astype(np.float32) for i in range(0, len(x), batch_size)]
+    def __init__(self, feed: Mapping[str, np.ndarray], batch_size: int = 16) -> None:
+        rows = len(next(iter(feed.values())))
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(
+            [{k: v[i : i + batch_size] for k, v in feed.items()} for i in range(0, rows, batch_size)]
         )
-        self._input_name = input_name
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {self._input_name: batch}
+        return next(self._batches, None)
+
+
+def fp32_nodes(model: onnx.ModelProto, level: str) -> list[str]:
+    """Nodes a FP32_LEVELS level keeps in FP32. "sensitive": SENSITIVE_OPS; "+ffn-out": the feed-forward
+    MatMuls fed by a GELU (their inputs carry the outliers that 8 bits cannot span); "+ffn": the ones
+    feeding a GELU too. Found by graph structure, not names, so any exporter's graph works."""
+    if level not in FP32_LEVELS:
+        raise ValueError(f"keep_fp32 must be one of {', '.join(FP32_LEVELS)}, got {level!r}")
+    if level == "none":
+        return []
+    nodes = [n.name for n in model.graph.node if n.op_type in SENSITIVE_OPS and n.name]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or not node.name:
+            continue
+        upstream = _reaches(node.input[:1], lambda t: [producer[t]] if t in producer else [], lambda n: n.input)
+        downstream = _reaches(node.output, lambda t: consumers.get(t, []), lambda n: n.output)
+        if (upstream and level != "sensitive") or (downstream and level == "sensitive+ffn"):
+            nodes.append(node.name)
+    return nodes
+
+
+def _reaches(
+    start: Sequence[str],
+    step: Callable[[str], list[onnx.NodeProto]],
+    onward: Callable[[onnx.NodeProto], Sequence[str]],
+    hops: int = 4,
+) -> bool:
+    """Whether a GELU (Erf, Gelu, FastGelu) is within ``hops`` nodes of ``start`` in one direction."""
+    frontier = list(start)
+    for _ in range(hops):
+        nodes = [n for t in frontier for n in step(t)]
+        if any(n.op_type in GELU_OPS for n in nodes):
+            return True
+        frontier = [t for n in nodes if n.op_type not in ("MatMul", "Gemm") for t in onward(n)]
+    return False
 
 
 def make_fp16(fp32: Path, destination: Path) -> None:
@@ -99,39 +147,43 @@ def make_fp16(fp32: Path, destination: Path) -> None:
 
 def make_int8_dynamic(fp32: Path, destination: Path, settings: QuantizationSettings) -> None:
     """INT8 weights, activations quantized on the fly per batch; needs no calibration data."""
+    excluded = fp32_nodes(onnx.load(str(fp32)), settings.keep_fp32)
     quantize_dynamic(
         str(fp32),
         str(destination),
         per_channel=settings.per_channel,
         reduce_range=settings.reduce_range,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded,
     )
 
 
 def make_int8_static(
-    fp32: Path, destination: Path, calibration_x: np.ndarray, settings: QuantizationSettings, input_name: str = "input"
+    fp32: Path, destination: Path, calibration: Mapping[str, np.ndarray], settings: QuantizationSettings
 ) -> None:
-    """INT8 in QDQ format with activation ranges calibrated on ``calibration_x`` (the training split)."""
+    """INT8 in QDQ format with activation ranges calibrated on ``calibration`` (one array per input)."""
     if settings.method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {settings.method!r}")
-    if len(calibration_x) == 0:
+    if not calibration or len(next(iter(calibration.values()))) == 0:
         raise ValueError("int8-static needs calibration samples, got none")
-    sample = calibration_x[: settings.num_samples] if settings.num_samples > 0 else calibration_x
+    limit = settings.num_samples if settings.num_samples > 0 else None
+    sample = {k: v[:limit] for k, v in calibration.items()}
     extra: dict[str, object] = {}
     model = onnx.load(str(fp32))
     if settings.method == "percentile":
         extra["CalibPercentile"] = 99.99
+    excluded = activation_matmuls(model) + fp32_nodes(model, settings.keep_fp32)
     quantize_static(
         str(fp32),
         str(destination),
-        ArrayCalibrationReader(sample, input_name),
+        FeedCalibrationReader(sample),
         quant_format=QuantFormat.QDQ,
         per_channel=settings.per_channel,
         reduce_range=settings.reduce_range,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CALIBRATION_METHODS[settings.method],
-        nodes_to_exclude=activation_matmuls(model),
+        nodes_to_exclude=excluded,
         extra_options=extra,
     )
 

@@ -11,11 +11,11 @@ import hashlib
 from pathlib import Path
 
 from aiaas.client.registry import RegistryClient
-from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
-from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.wire import FAILED, HF, READY
 from aiaas_services.runtime.errors import InvalidArgument
+from aiaas_services.serialization.records import Imported, ImportHeader, Ref
+from aiaas_services.serialization.registration import signature_from
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.text import signature
@@ -27,8 +27,8 @@ MEDIA_TYPES = {".json": "application/json", ".txt": "text/plain", ".safetensors"
 
 
 async def import_folder(
-    registry: RegistryClient, settings: SerializationSettings, header: pb.ImportHeader, archive: Path, dest: Path
-) -> pb.ImportModelResponse:
+    registry: RegistryClient, settings: SerializationSettings, header: ImportHeader, archive: Path, dest: Path
+) -> Imported:
     """Unpack, vet and register the uploaded folder; InvalidArgument says why a folder is refused."""
     dest.mkdir(parents=True)
 
@@ -41,7 +41,7 @@ async def import_folder(
     except FolderRefused as exc:
         raise InvalidArgument(f"folder refused: {exc}") from exc
     digest = await asyncio.to_thread(_digest, archive)
-    sig = signature.of_task(header.task, folder.hidden_size, len(folder.labels))
+    info = signature.of_task(header.task, folder.hidden_size, len(folder.labels))
     tags = dict(header.tags) | {
         "task": header.task,
         "imported": "true",
@@ -57,7 +57,7 @@ async def import_folder(
             header.model_name,
             format=HF,
             variant="",
-            signature=sig,
+            signature=signature_from(info),
             tags=tags,
             lineage=lineage,
             description=header.description or f"imported Hugging Face {folder.architecture or folder.model_type}",
@@ -72,9 +72,7 @@ async def import_folder(
             await registry.set_status(ref, FAILED, "import upload failed")
             raise
         await registry.set_status(ref, READY)
-    return pb.ImportModelResponse(
-        registered=common_pb2.VersionRef(model_name=header.model_name, version=version.version), signature=sig
-    )
+    return Imported(Ref(header.model_name, int(version.version)), info.opset, info.inputs, info.outputs)
 
 
 def _digest(path: Path) -> str:

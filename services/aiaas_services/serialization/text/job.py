@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from aiaas.registry.v1 import registry_pb2
 from aiaas_services.serialization.pipeline import export, proof, run
 from aiaas_services.serialization.pipeline import variants as makers
 from aiaas_services.serialization.text import graph, prove, sentences
+from aiaas_services.serialization.text import signature as sig
 from aiaas_services.serialization.text.folder import HfFolder, vet
+
+TextModel = graph.TextModel
+PROOF_SOURCE = "built-in proof sentences (reference: transformers)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +32,9 @@ class TextProof:
     labels: np.ndarray | None
 
 
-def artifact_names(source: registry_pb2.ModelVersion) -> list[str]:
-    """The files of an HF checkpoint version."""
-    return sorted({a.name for a in source.artifacts} | set(source.required_artifacts))
+def output_of(task: str) -> str:
+    """The output the proof compares: the embedding, or the class probabilities."""
+    return sig.EMBEDDING if task == "embedding" else sig.PROBABILITIES
 
 
 def checked_folder(folder: Path, names: list[str], task: str) -> HfFolder:
@@ -91,8 +94,7 @@ def make_and_prove(
             )
         except Exception as exc:  # noqa: BLE001 - the variant fails whole, with its reason; the next one goes on
             first = (str(exc).splitlines() or [""])[0][:300]
-            report = proof.Report(variant=name, reason=f"{name} could not be made: {first}")
-            path.write_bytes(b"")
+            report = proof.Report(variant=name, failed=True, reason=f"{name} could not be made: {first}")
         report.preferred_provider = makers.PREFERRED_PROVIDER[name]
-        report.settings = settings
-        yield run.VariantResult(name, path, report)
+        report.settings = settings | {"proof_data": PROOF_SOURCE}
+        yield run.VariantResult(name, None if report.failed else path, report)

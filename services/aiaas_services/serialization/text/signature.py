@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiaas.common.v1 import common_pb2
+from aiaas_services.serialization.pipeline.validate import ModelInfo, TensorInfo
 
 TEXT_INPUT = "text"
 EMBEDDING = "embedding"
@@ -11,16 +11,16 @@ PROBABILITIES = "probabilities"
 LABEL = "label"
 
 
-def of_task(task: str, hidden_size: int, num_labels: int) -> common_pb2.Signature:
-    """``text`` [batch] BYTES in; ``embedding`` [batch, hidden] or logits/probabilities/label out."""
-    spec = common_pb2.TensorSpec
-    inputs = [spec(name=TEXT_INPUT, datatype="BYTES", shape=[-1])]
+def of_task(task: str, hidden_size: int, num_labels: int) -> ModelInfo:
+    """``text`` [batch] BYTES in; ``embedding`` [batch, hidden] or logits/probabilities/label out
+    (opset 0: an HF checkpoint is not a graph yet)."""
+    inputs = (TensorInfo(TEXT_INPUT, "BYTES", (-1,)),)
     if task == "embedding":
-        outputs = [spec(name=EMBEDDING, datatype="FP32", shape=[-1, hidden_size or -1])]
+        outputs: tuple[TensorInfo, ...] = (TensorInfo(EMBEDDING, "FP32", (-1, hidden_size or -1)),)
     else:
-        outputs = [
-            spec(name=LOGITS, datatype="FP32", shape=[-1, num_labels]),
-            spec(name=PROBABILITIES, datatype="FP32", shape=[-1, num_labels]),
-            spec(name=LABEL, datatype="BYTES", shape=[-1]),
-        ]
-    return common_pb2.Signature(inputs=inputs, outputs=outputs)
+        outputs = (
+            TensorInfo(LOGITS, "FP32", (-1, num_labels)),
+            TensorInfo(PROBABILITIES, "FP32", (-1, num_labels)),
+            TensorInfo(LABEL, "BYTES", (-1,)),
+        )
+    return ModelInfo(0, inputs, outputs)

@@ -76,17 +76,23 @@ class CalibrationOptions(_message.Message):
     def __init__(self, method: _Optional[_Union[CalibrationMethod, str]] = ..., per_channel: _Optional[bool] = ..., num_samples: _Optional[int] = ..., calibration_data: _Optional[_Union[VersionRef, _Mapping]] = ..., calibration_artifact: _Optional[str] = ...) -> None: ...
 
 class VariantTolerance(_message.Message):
-    __slots__ = ("max_abs_error", "max_metric_drop", "min_top1_agreement")
+    __slots__ = ("max_abs_error", "max_metric_drop", "min_top1_agreement", "min_worst_row_cosine", "min_p1_cosine", "max_rel_error")
     MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
     MAX_METRIC_DROP_FIELD_NUMBER: _ClassVar[int]
     MIN_TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    MIN_WORST_ROW_COSINE_FIELD_NUMBER: _ClassVar[int]
+    MIN_P1_COSINE_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
     max_abs_error: float
     max_metric_drop: float
     min_top1_agreement: float
-    def __init__(self, max_abs_error: _Optional[float] = ..., max_metric_drop: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ...) -> None: ...
+    min_worst_row_cosine: float
+    min_p1_cosine: float
+    max_rel_error: float
+    def __init__(self, max_abs_error: _Optional[float] = ..., max_metric_drop: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., min_worst_row_cosine: _Optional[float] = ..., min_p1_cosine: _Optional[float] = ..., max_rel_error: _Optional[float] = ...) -> None: ...
 
 class ExportOptions(_message.Message):
-    __slots__ = ("variants", "opset", "calibration", "pruning_sparsity", "tolerances", "reduce_range", "set_alias")
+    __slots__ = ("variants", "opset", "calibration", "pruning_sparsity", "tolerances", "reduce_range", "set_alias", "fixed_quantization", "keep_fp32")
     class TolerancesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +107,8 @@ class ExportOptions(_message.Message):
     TOLERANCES_FIELD_NUMBER: _ClassVar[int]
     REDUCE_RANGE_FIELD_NUMBER: _ClassVar[int]
     SET_ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FIXED_QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FP32_FIELD_NUMBER: _ClassVar[int]
     variants: _containers.RepeatedScalarFieldContainer[str]
     opset: int
     calibration: CalibrationOptions
@@ -108,7 +116,9 @@ class ExportOptions(_message.Message):
     tolerances: _containers.MessageMap[str, VariantTolerance]
     reduce_range: bool
     set_alias: str
-    def __init__(self, variants: _Optional[_Iterable[str]] = ..., opset: _Optional[int] = ..., calibration: _Optional[_Union[CalibrationOptions, _Mapping]] = ..., pruning_sparsity: _Optional[float] = ..., tolerances: _Optional[_Mapping[str, VariantTolerance]] = ..., reduce_range: _Optional[bool] = ..., set_alias: _Optional[str] = ...) -> None: ...
+    fixed_quantization: bool
+    keep_fp32: str
+    def __init__(self, variants: _Optional[_Iterable[str]] = ..., opset: _Optional[int] = ..., calibration: _Optional[_Union[CalibrationOptions, _Mapping]] = ..., pruning_sparsity: _Optional[float] = ..., tolerances: _Optional[_Mapping[str, VariantTolerance]] = ..., reduce_range: _Optional[bool] = ..., set_alias: _Optional[str] = ..., fixed_quantization: _Optional[bool] = ..., keep_fp32: _Optional[str] = ...) -> None: ...
 
 class MetricPoint(_message.Message):
     __slots__ = ("name", "value")

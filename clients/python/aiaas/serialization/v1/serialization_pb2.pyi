@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VariantReport(_message.Message):
-    __slots__ = ("variant", "accepted", "reason", "registered", "max_abs_error", "mean_abs_error", "cosine_similarity", "top1_agreement", "metric_name", "metric_value", "reference_metric_value", "size_bytes", "latency_ms_batch1", "latency_ms_batch32", "preferred_provider", "settings", "num_samples")
+    __slots__ = ("variant", "accepted", "reason", "registered", "max_abs_error", "mean_abs_error", "cosine_similarity", "top1_agreement", "metric_name", "metric_value", "reference_metric_value", "size_bytes", "latency_ms_batch1", "latency_ms_batch32", "preferred_provider", "settings", "num_samples", "worst_row_cosine", "p1_cosine", "max_rel_error", "worst_rows", "outputs", "candidates", "failed", "limits", "latency_vs_fp32_batch32")
     class SettingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,13 @@ class VariantReport(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LimitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +43,15 @@ class VariantReport(_message.Message):
     PREFERRED_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    WORST_ROW_COSINE_FIELD_NUMBER: _ClassVar[int]
+    P1_COSINE_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    WORST_ROWS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_VS_FP32_BATCH32_FIELD_NUMBER: _ClassVar[int]
     variant: str
     accepted: bool
     reason: str
@@ -53,7 +69,53 @@ class VariantReport(_message.Message):
     preferred_provider: str
     settings: _containers.ScalarMap[str, str]
     num_samples: int
-    def __init__(self, variant: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., registered: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., max_abs_error: _Optional[float] = ..., mean_abs_error: _Optional[float] = ..., cosine_similarity: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., metric_name: _Optional[str] = ..., metric_value: _Optional[float] = ..., reference_metric_value: _Optional[float] = ..., size_bytes: _Optional[int] = ..., latency_ms_batch1: _Optional[float] = ..., latency_ms_batch32: _Optional[float] = ..., preferred_provider: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ..., num_samples: _Optional[int] = ...) -> None: ...
+    worst_row_cosine: float
+    p1_cosine: float
+    max_rel_error: float
+    worst_rows: _containers.RepeatedScalarFieldContainer[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputProof]
+    candidates: _containers.RepeatedCompositeFieldContainer[QuantizationCandidate]
+    failed: bool
+    limits: _containers.ScalarMap[str, float]
+    latency_vs_fp32_batch32: float
+    def __init__(self, variant: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., registered: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., max_abs_error: _Optional[float] = ..., mean_abs_error: _Optional[float] = ..., cosine_similarity: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., metric_name: _Optional[str] = ..., metric_value: _Optional[float] = ..., reference_metric_value: _Optional[float] = ..., size_bytes: _Optional[int] = ..., latency_ms_batch1: _Optional[float] = ..., latency_ms_batch32: _Optional[float] = ..., preferred_provider: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ..., num_samples: _Optional[int] = ..., worst_row_cosine: _Optional[float] = ..., p1_cosine: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., worst_rows: _Optional[_Iterable[int]] = ..., outputs: _Optional[_Iterable[_Union[OutputProof, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[QuantizationCandidate, _Mapping]]] = ..., failed: _Optional[bool] = ..., limits: _Optional[_Mapping[str, float]] = ..., latency_vs_fp32_batch32: _Optional[float] = ...) -> None: ...
+
+class OutputProof(_message.Message):
+    __slots__ = ("name", "worst_row_cosine", "p1_cosine", "max_abs_error", "max_rel_error", "worst_rows")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WORST_ROW_COSINE_FIELD_NUMBER: _ClassVar[int]
+    P1_COSINE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    WORST_ROWS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    worst_row_cosine: float
+    p1_cosine: float
+    max_abs_error: float
+    max_rel_error: float
+    worst_rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., worst_row_cosine: _Optional[float] = ..., p1_cosine: _Optional[float] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., worst_rows: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class QuantizationCandidate(_message.Message):
+    __slots__ = ("settings", "passed", "reason", "latency_ms_batch32", "worst_row_cosine")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_BATCH32_FIELD_NUMBER: _ClassVar[int]
+    WORST_ROW_COSINE_FIELD_NUMBER: _ClassVar[int]
+    settings: _containers.ScalarMap[str, str]
+    passed: bool
+    reason: str
+    latency_ms_batch32: float
+    worst_row_cosine: float
+    def __init__(self, settings: _Optional[_Mapping[str, str]] = ..., passed: _Optional[bool] = ..., reason: _Optional[str] = ..., latency_ms_batch32: _Optional[float] = ..., worst_row_cosine: _Optional[float] = ...) -> None: ...
 
 class ExportJob(_message.Message):
     __slots__ = ("job_id", "state", "source", "options", "reports", "failure_reason", "trace_id", "training_job_id", "created_at", "started_at", "finished_at", "target_model_name")
