@@ -3,8 +3,14 @@ batching off and on, beside a bare grpc.aio echo server on the same protocol and
 
 Every server is its own process; the load is one separate process (grpc.aio, pre-serialized request,
 raw bytes in and out so the client spends as little CPU as it can on this 2-core machine). Points run
-in alternating rounds and each figure is the median of the rounds. Tracing is off in the servers
-(``OTEL_TRACES_EXPORTER=none``): its cost is ``tracing.throughput_on_vs_off``.
+in alternating rounds and each figure is the median of the rounds. Tracing is off in the batching on/off
+servers (``OTEL_TRACES_EXPORTER=none``): its cost is ``tracing.throughput_on_vs_off``. A third server runs
+with the settings a user gets by default (tracing on, file export, every inference default):
+``inference.rps_vs_echo.<model>.c<N>.defaults`` and ``inference.latency_vs_echo.<model>.c1.defaults``.
+
+When ``ghz`` is present (``../shared/tools/ghz``), it drives the echo server and the defaults server at
+c=50 as well, beside the Python load generator at the same concurrency: ``inference.ghz.rps|p99_ms.<target>.c50``
+and ``inference.pyload.rps|p99_ms.<target>.c50`` (targets ``echo``, ``mlp.defaults``).
 
 Records (see /work/shared/BENCH.md): ``inference.rps|p50_ms|p99_ms.<model>.c<N>.batching_<on|off>``,
 ``inference.served_vs_raw_ort.<model>.c<N>.batching_<on|off>``, ``inference.latency_vs_echo.<model>.c1``,
@@ -61,8 +67,12 @@ def serve_echo(port_file: str) -> None:
             return response
 
     async def main() -> None:
+        from aiaas_services.runtime.reflection import enable_reflection
+
         server = grpc.aio.server()
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Echo(), server)
+        # For ghz only (it finds the method through reflection); not on ModelInfer's path.
+        enable_reflection(server, [pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name])
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         Path(port_file).write_text(str(port))
@@ -152,10 +162,105 @@ def start_inference(home: Path, repository: Path, batching: bool) -> tuple[subpr
     return _start(args, env, port_file, home / f"inference-{label}.log")
 
 
+def start_defaults(home: Path, repository: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The inference service with every default a user gets (tracing on, file export, 2 instances...)."""
+    port_file = home / "inference-defaults.port"
+    env = {
+        "AIAAS_HOME": str(home / "defaults"),
+        "AIAAS_INFERENCE_MODEL_REPOSITORY": str(repository),
+        "AIAAS_LOG_LEVEL": "WARNING",
+    }
+    # The REST door is on by default too; on a free port rather than 8000, so runs cannot collide.
+    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file), "--http-port", "0"]
+    return start_process(args, env, port_file, home / "inference-defaults.log")
+
+
 def start_echo(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     """The bare echo server."""
     port_file = home / "echo.port"
     return _start(["bench.inference", "echo", "--port-file", str(port_file)], {}, port_file, home / "echo.log")
+
+
+# ---- ghz -------------------------------------------------------------------------------------------------
+
+GHZ = ROOT.parent / "shared" / "tools" / "ghz"
+GHZ_CONCURRENCY = 50
+
+
+def run_ghz(target: str, payload: Path, concurrency: int, count: int) -> dict[str, Any]:
+    """One count-based ghz run (``-n``: no closed-connection noise at the end); rps, p50, p99, errors."""
+    completed = subprocess.run(
+        [
+            str(GHZ),
+            "--insecure",
+            "--call",
+            "inference.GRPCInferenceService.ModelInfer",
+            "-B",
+            str(payload),
+            "-c",
+            str(concurrency),
+            "-n",
+            str(count),
+            "--format",
+            "json",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if not completed.stdout.strip():
+        raise RuntimeError(f"ghz failed: {completed.stderr[-2000:]}")
+    report = json.loads(completed.stdout)
+    percentiles = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
+    codes = {k: v for k, v in (report.get("statusCodeDistribution") or {}).items() if k != "OK"}
+    return {"rps": report["rps"], "p50_ms": percentiles.get(50), "p99_ms": percentiles.get(99), "errors": codes}
+
+
+def ghz_records(targets: dict[str, str], payloads: dict[str, Path], quick: bool) -> list[Record]:
+    """ghz and the Python load generator side by side at c=50: the echo server and mlp with the defaults."""
+    if not GHZ.exists():
+        print(f"[bench] inference: ghz not found at {GHZ}; ghz records skipped", file=sys.stderr)
+        return []
+    count, rounds = (2000, 1) if quick else (8000, 3)
+    seconds = 1.0 if quick else 4.0
+    points = {"echo": (targets["echo"], payloads["echo"]), "mlp.defaults": (targets["defaults"], payloads["mlp"])}
+    ghz_runs: dict[str, list[dict[str, Any]]] = {}
+    py_runs: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(rounds):
+        for name, (target, payload) in points.items():
+            ghz_runs.setdefault(name, []).append(run_ghz(target, payload, GHZ_CONCURRENCY, count))
+            py_runs.setdefault(name, []).append(run_load(target, payload, GHZ_CONCURRENCY, seconds, 0.5))
+    records: list[Record] = []
+    for name in points:
+        for tool, runs in (("ghz", ghz_runs[name]), ("pyload", py_runs[name])):
+            params = {
+                "quick": quick,
+                "rounds": rounds,
+                "concurrency": GHZ_CONCURRENCY,
+                "load": f"ghz -n {count}" if tool == "ghz" else f"bench.inference load, {seconds}s",
+                "rps_each": [round(r["rps"], 1) for r in runs],
+                "errors": [r["errors"] for r in runs if r["errors"]],
+            }
+            figures = _median_of(runs)
+            records.append(
+                Record(f"inference.{tool}.rps.{name}.c{GHZ_CONCURRENCY}", figures["rps"], "req/s", "higher", params)
+            )
+            records.append(
+                Record(f"inference.{tool}.p99_ms.{name}.c{GHZ_CONCURRENCY}", figures["p99_ms"], "ms", "lower", params)
+            )
+        echo_rps = median([r["rps"] for r in ghz_runs["echo"]])
+    records.append(
+        Record(
+            f"inference.ghz.rps_vs_echo.mlp.c{GHZ_CONCURRENCY}.defaults",
+            median([r["rps"] for r in ghz_runs["mlp.defaults"]]) / echo_rps,
+            "ratio",
+            "higher",
+            {"quick": quick, "rounds": rounds, "load": f"ghz -n {count}"},
+        )
+    )
+    return records
 
 
 # ---- in-process ONNX Runtime ----------------------------------------------------------------------------
@@ -245,6 +350,7 @@ def run(quick: bool) -> list[Record]:
                 ("echo", lambda: start_echo(home)),
                 ("on", lambda: start_inference(home, repository, True)),
                 ("off", lambda: start_inference(home, repository, False)),
+                ("defaults", lambda: start_defaults(home, repository)),
             ):
                 process, targets[label] = starter()
                 processes.append(process)
@@ -255,9 +361,13 @@ def run(quick: bool) -> list[Record]:
                         run_load(targets["echo"], payloads["echo"], concurrency, seconds, warmup)
                     )
                     for model in MODELS:
-                        for label in ("off", "on"):
+                        for label in ("off", "on", "defaults"):
                             result = run_load(targets[label], payloads[model], concurrency, seconds, warmup)
                             samples.setdefault((model, label, concurrency), []).append(result)
+            try:
+                records += ghz_records(targets, payloads, quick)
+            except (RuntimeError, subprocess.SubprocessError, ValueError, KeyError) as exc:  # keep the other records
+                print(f"[bench] inference: ghz records skipped: {exc}", file=sys.stderr)
         finally:
             for process in processes:
                 process.terminate()
@@ -270,9 +380,9 @@ def run(quick: bool) -> list[Record]:
     records += _records(summary, raw, quick, seconds, rounds)
     curves: dict[str, dict[int, float]] = {}
     for (model, label, concurrency), figures in summary.items():
-        curves.setdefault(model if model == "echo" else f"{model} batching {label}", {})[concurrency] = figures[
-            "p50_ms"
-        ]
+        curves.setdefault(
+            model if model == "echo" else f"{model} {label if label == 'defaults' else 'batching ' + label}", {}
+        )[concurrency] = figures["p50_ms"]
     _plot(curves, RESULTS / "inference_latency.png")
     from bench import inference_rest  # REST vs gRPC on one server: inference.rest_vs_grpc.*
 
@@ -312,6 +422,19 @@ def _records(
         best_raw, raw_params = raw[model]
         for concurrency in CONCURRENCY:
             echo = summary[("echo", "", concurrency)]
+            point = summary[(model, "defaults", concurrency)]
+            params = {**common, "tracing": "on (file, defaults)", "concurrency": concurrency, "errors": point["errors"]}
+            records += [
+                Record(f"inference.rps.{model}.c{concurrency}.defaults", point["rps"], "req/s", "higher", params),
+                Record(f"inference.p50_ms.{model}.c{concurrency}.defaults", point["p50_ms"], "ms", "lower", params),
+                Record(
+                    f"inference.rps_vs_echo.{model}.c{concurrency}.defaults",
+                    point["rps"] / echo["rps"],
+                    "ratio",
+                    "higher",
+                    {**params, "echo_rps": echo["rps"], "rps": point["rps"]},
+                ),
+            ]
             for label in ("off", "on"):
                 point = summary[(model, label, concurrency)]
                 suffix = f"{model}.c{concurrency}.batching_{label}"
@@ -341,6 +464,21 @@ def _records(
                 ]
         c1_on, c1_off = summary[(model, "on", 1)], summary[(model, "off", 1)]
         echo1 = summary[("echo", "", 1)]
+        c1_defaults = summary[(model, "defaults", 1)]
+        records.append(
+            Record(
+                f"inference.latency_vs_echo.{model}.c1.defaults",
+                c1_defaults["p50_ms"] / echo1["p50_ms"],
+                "ratio",
+                "lower",
+                {
+                    **common,
+                    "tracing": "on (file, defaults)",
+                    "p50_ms": c1_defaults["p50_ms"],
+                    "echo_p50_ms": echo1["p50_ms"],
+                },
+            )
+        )
         records.append(
             Record(
                 f"inference.latency_vs_echo.{model}.c1",

@@ -9,6 +9,9 @@ Records:
 - ``tracing.throughput_on_vs_off.<model>.c8`` for ``mlp`` and ``transformer``: the inference service
   (ModelInfer, bench/inference.py's models and requests) — the issue's target is >= 0.90. Its params also
   carry the servers' CPU time per request on and off, which the neighbours' load disturbs far less.
+- ``tracing.throughput_on_vs_off.mlp.c32``: the same at 32 in flight (the issue's target there is >= 0.95).
+- ``tracing.span_cpu_sdk_over_light``: CPU per span on the request's thread, the SDK's span ÷ our light one,
+  both exported through the SDK's ``BatchSpanProcessor`` (why the file exporter keeps light spans).
 - ``tracing.interceptor_overhead.echo.c8``: a no-op RPC through the shared runtime (``serve()``), the
   worst case: nothing but gRPC and our interceptors, so any tracing cost shows in full.
 
@@ -264,17 +267,19 @@ def inference_on_vs_off(quick: bool, models: Sequence[str] = ("mlp", "transforme
                 home.mkdir()
                 processes[mode], targets[mode] = _start_inference(home, repository, env)
             for model in models:
-                ratio, params = compare_on_off(
-                    targets,
-                    "/inference.GRPCInferenceService/ModelInfer",
-                    request_bytes(model),
-                    8,
-                    seconds=1.0 if quick else 5.0,
-                    rounds=3 if quick else 7,
-                    pids={mode: process.pid for mode, process in processes.items()},
-                )
-                params["model"] = f"{model} from aiaas_services.inference.examples, fp32, batch-1 requests"
-                records.append(Record(f"tracing.throughput_on_vs_off.{model}.c8", ratio, "ratio", "higher", params))
+                for concurrency in (8, 32) if model == "mlp" else (8,):
+                    ratio, params = compare_on_off(
+                        targets,
+                        "/inference.GRPCInferenceService/ModelInfer",
+                        request_bytes(model),
+                        concurrency,
+                        seconds=1.0 if quick else 5.0,
+                        rounds=3 if quick else 7,
+                        pids={mode: process.pid for mode, process in processes.items()},
+                    )
+                    params["model"] = f"{model} from aiaas_services.inference.examples, fp32, batch-1 requests"
+                    name = f"tracing.throughput_on_vs_off.{model}.c{concurrency}"
+                    records.append(Record(name, ratio, "ratio", "higher", params))
         finally:
             for process in processes.values():
                 process.terminate()
@@ -290,9 +295,67 @@ def inference_on_vs_off(quick: bool, models: Sequence[str] = ("mlp", "transforme
     return records
 
 
+def _span_cpu_us(provider: Any, spans: int) -> float:
+    """CPU microseconds this thread spends per SERVER-like span (start with attributes, 5 more, end)."""
+    from opentelemetry.trace import SpanKind
+
+    tracer = provider.get_tracer("bench")
+    attributes = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": "ModelInfer"}
+    extra = {"inference.model": "mlp:1", "inference.batch_requests": 8, "inference.batch_rows": 8}
+    started = time.thread_time()
+    for _ in range(spans):
+        span = tracer.start_span(
+            "inference.GRPCInferenceService/ModelInfer", kind=SpanKind.SERVER, attributes=attributes
+        )
+        span.set_attributes({**extra, "inference.queue_wait_ms": 0.1, "inference.run_ms": 0.05})
+        span.set_attribute("rpc.grpc.status_code", 0)
+        span.end()
+    return (time.thread_time() - started) / spans * 1e6
+
+
+def span_cost(quick: bool) -> Record:
+    """``tracing.span_cpu_sdk_over_light``: CPU a span costs the request's thread, the SDK's span ÷ ours.
+
+    Both export to the same JSON-lines file through the SDK's ``BatchSpanProcessor`` (its thread's CPU is not
+    counted: only what the request's path pays). The reason the file exporter keeps its light spans.
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    from aiaas_services.runtime.settings import ServiceSettings
+    from aiaas_services.runtime.tracing import JsonLinesSpanExporter, JsonLinesTracerProvider, service_resource
+
+    spans, rounds = (2000, 3) if quick else (20000, 5)
+    resource = service_resource(ServiceSettings())
+    figures: dict[str, list[float]] = {"sdk": [], "light": []}
+    with tempfile.TemporaryDirectory(prefix="bench-span-cost-") as tmp:
+        for index in range(rounds):
+            for kind in ("sdk", "light") if index % 2 == 0 else ("light", "sdk"):
+                path = Path(tmp) / f"{kind}-{index}.jsonl"
+                provider: Any
+                if kind == "sdk":
+                    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
+                    provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path), max_queue_size=65536))
+                else:
+                    provider = JsonLinesTracerProvider(resource, ParentBased(ALWAYS_ON), path, max_queue=65536)
+                figures[kind].append(_span_cpu_us(provider, spans))
+                provider.shutdown()
+    sdk, light = median(figures["sdk"]), median(figures["light"])
+    params = {
+        "sdk_us_per_span": round(sdk, 2),
+        "light_us_per_span": round(light, 2),
+        "sdk_each": [round(v, 2) for v in figures["sdk"]],
+        "light_each": [round(v, 2) for v in figures["light"]],
+        "spans_per_round": spans,
+        "what": "start SERVER span with 3 attributes, set 6 more, end; calling thread's CPU only",
+    }
+    return Record("tracing.span_cpu_sdk_over_light", sdk / light, "ratio", "higher", params)
+
+
 def run(quick: bool) -> list[Record]:
     """Entry point of the bench runner."""
-    return [*inference_on_vs_off(quick), echo_overhead(quick)]
+    return [*inference_on_vs_off(quick), echo_overhead(quick), span_cost(quick)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

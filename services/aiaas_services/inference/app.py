@@ -48,6 +48,7 @@ def load_options(settings: InferenceSettings) -> LoadOptions:
         max_queue_delay_s=max(0, settings.max_queue_delay_us) / 1e6,
         queue_limit=max(1, settings.queue_limit),
         inline_below_s=max(0, settings.inline_run_below_us) / 1e6,
+        trace_spans=settings.trace_batch_spans,
         cancel_checks=settings.cancel_checks,
     )
     return LoadOptions(

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,6 +66,9 @@ class BatchPolicy:
     # (measured): for a model that computes in tens of microseconds, the thread hop costs more than the
     # run. 0 = always use the threads. Needs max_queue_delay_s == 0 (the loop never waits for a batch).
     inline_below_s: float = 0.0
+    # Record batch, queue-wait and run spans per batch (off: each request's span carries those figures
+    # as attributes).
+    trace_spans: bool = False
     # Drop cancelled requests from the queue and stop runs nobody waits for any more (off: every queued
     # request runs, as before; kept switchable so `make bench` can price the checks).
     cancel_checks: bool = True
@@ -213,6 +217,24 @@ class Batcher:
             self._loop.call_soon(self._flush)
         return item
 
+    def run_alone(
+        self, inputs: dict[str, np.ndarray], rows: int, key: Hashable, deadline: float | None
+    ) -> list[np.ndarray] | None:
+        """Run a lone request now, on the event loop, when runs are inline-cheap and nothing is queued.
+
+        For the caller that knows no other request is in flight: waiting for the end of the loop turn
+        (a future, a scheduled flush, another turn to wake the caller) would batch nothing. None when it
+        does not apply (the caller then uses ``submit``).
+        """
+        if self._pending or (deadline is not None and deadline <= time.monotonic()):
+            return None
+        with self._cond:
+            if self._closing or self._queue or not self._runs_inline():
+                return None
+        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
+        self._execute(self._inline_run, [WorkItem(inputs, rows, key, deadline, future)], inline=True)  # type: ignore[arg-type]
+        return future.result()  # set by the run, or its exception raised here
+
     def _flush(self) -> None:
         """Hand this loop turn's requests to the instances, or run them here when runs are that cheap."""
         self._flush_scheduled = False
@@ -325,6 +347,21 @@ class Batcher:
             self._loop.call_soon_threadsafe(_expire, expired, self.name)
         return batch
 
+    @contextlib.contextmanager
+    def _batch_spans(self, batch: list[WorkItem], rows: int, longest_wait: float) -> Iterator[None]:
+        """The fine-grained spans: ``inference.batch`` (current while the batch runs) with the oldest request's
+        ``inference.queue_wait`` under it. The batch belongs to its first request's trace and links the
+        others' (a trace has one parent chain)."""
+        links = [trace.Link(trace.get_current_span(item.trace_context).get_span_context()) for item in batch[1:]]
+        with tracer.start_as_current_span("inference.batch", context=batch[0].trace_context, links=links) as span:
+            now_ns = time.time_ns()
+            tracer.start_span("inference.queue_wait", start_time=now_ns - int(longest_wait * 1e9)).end(now_ns)
+            span.set_attribute("inference.model", self.name)
+            span.set_attribute("inference.batch_requests", len(batch))
+            span.set_attribute("inference.batch_rows", rows)
+            span.set_attribute("inference.queue_wait_max_ms", longest_wait * 1e3)
+            yield
+
     def _wait_for_fill(self, now: float) -> None:
         """With a queue delay configured, wait (lock held) until a preferred size is queued or the oldest is due."""
         target = min(self.policy.preferred_batch_sizes or (self.policy.max_batch_size,))
@@ -361,23 +398,16 @@ class Batcher:
         started = time.monotonic()
         waits = [started - item.enqueued for item in batch]
         rows = sum(item.rows for item in batch)
-        # The batch belongs to its first request's trace and links the others' (a trace has one parent chain).
-        links = [trace.Link(trace.get_current_span(item.trace_context).get_span_context()) for item in batch[1:]]
-        with tracer.start_as_current_span("inference.batch", context=batch[0].trace_context, links=links) as span:
-            if span.is_recording():
-                # The oldest request's wait as its own span ending now (one per batch, so cheap).
-                now_ns = time.time_ns()
-                tracer.start_span("inference.queue_wait", start_time=now_ns - int(max(waits) * 1e9)).end(now_ns)
-                span.set_attribute("inference.model", self.name)
-                span.set_attribute("inference.batch_requests", len(batch))
-                span.set_attribute("inference.batch_rows", rows)
-                span.set_attribute("inference.queue_wait_max_ms", max(waits) * 1e3)
+        fine = self.policy.trace_spans and trace.get_current_span(batch[0].trace_context).is_recording()
+        # Only when asked for: batch, queue-wait and run spans (one set per batch). Otherwise each request's
+        # own span gets the same facts as attributes (``_annotate``), which costs next to nothing.
+        with self._batch_spans(batch, rows, max(waits)) if fine else contextlib.nullcontext():
             try:
                 if len(batch) == 1:
                     feeds = batch[0].inputs
                 else:
                     feeds = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
-                with tracer.start_as_current_span("inference.ort_run"):
+                with tracer.start_as_current_span("inference.ort_run") if fine else contextlib.nullcontext():
                     if running is not None:
                         outputs = run(feeds, running.control)
                     elif self._stoppable:
@@ -398,6 +428,7 @@ class Batcher:
                     self._loop.call_soon_threadsafe(_fail, batch, exc)
                 return
         elapsed = time.monotonic() - started
+        _annotate(batch, self.name, rows, elapsed, started)
         if self.policy.cancel_checks and all(item.future.done() for item in batch):
             self._count_waste(elapsed, terminated=False)
         # Count the batch before answering: a caller that reads statistics right after its response
@@ -446,6 +477,25 @@ class Batcher:
                 self.stats.terminated_runs += 1
             else:
                 self.stats.wasted_runs += 1
+
+
+def _annotate(batch: list[WorkItem], model: str, rows: int, elapsed: float, started: float) -> None:
+    """Put queue wait, batch size and run time on each sampled request's span (its SERVER span)."""
+    shared: dict[str, Any] | None = None
+    for item in batch:
+        if not item.trace_context:  # nothing current when the request came in: tracing is off
+            continue
+        span = trace.get_current_span(item.trace_context)
+        if not span.is_recording():
+            continue
+        if shared is None:  # whole microseconds: an int is several times cheaper to encode than a float
+            shared = {
+                "inference.model": model,
+                "inference.batch_requests": len(batch),
+                "inference.batch_rows": rows,
+                "inference.run_us": int(elapsed * 1e6),
+            }
+        span.set_attributes({**shared, "inference.queue_wait_us": int((started - item.enqueued) * 1e6)})
 
 
 def _split(outputs: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:

@@ -18,7 +18,6 @@ from aiaas_services.runtime.errors import InvalidArgument
 
 ModelInferRequest = pb.ModelInferRequest
 ModelInferResponse = pb.ModelInferResponse
-OutputTensor = pb.ModelInferResponse.InferOutputTensor
 
 
 def request_variant(request: pb.ModelInferRequest) -> str:
@@ -96,16 +95,21 @@ def output_selection(request: pb.ModelInferRequest, model: LoadedModel) -> Seque
 def encode_response(
     request: pb.ModelInferRequest, model: LoadedModel, outputs: Sequence[np.ndarray], selected: Sequence[int] | None
 ) -> pb.ModelInferResponse:
-    """A ModelInferResponse with raw output contents (the request id echoed)."""
+    """A ModelInferResponse with raw output contents (the request id echoed).
+
+    Filled in place (``outputs.add()``, ``shape.extend``): building sub-messages and handing them to the
+    constructor copies each one again.
+    """
     infos = model.outputs
-    indices = range(len(outputs)) if selected is None else selected
-    tensors = []
-    raw = []
-    for index in indices:
+    response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+    tensors = response.outputs
+    raw = response.raw_output_contents
+    for index in range(len(outputs)) if selected is None else selected:
         array = outputs[index]
         info = infos[index]
-        tensors.append(OutputTensor(name=info.name, datatype=info.datatype, shape=array.shape))
+        tensor = tensors.add()
+        tensor.name = info.name
+        tensor.datatype = info.datatype
+        tensor.shape.extend(array.shape)
         raw.append(encode_raw(array, info.datatype))
-    return pb.ModelInferResponse(
-        model_name=model.name, model_version=model.version, id=request.id, outputs=tensors, raw_output_contents=raw
-    )
+    return response

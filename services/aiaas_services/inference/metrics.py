@@ -14,6 +14,8 @@ from prometheus_client import REGISTRY, Histogram, Metric
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from aiaas_services.runtime.metrics import metrics_enabled
+
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
@@ -107,10 +109,13 @@ def version_metrics(model: str, version: str) -> VersionMetrics:
     )
 
 
-def observer_factory() -> Callable[[str, str], Callable[[int, float, Sequence[float]], None]]:
-    """For the manager: builds the per-batch observer of a version."""
+def observer_factory() -> Callable[[str, str], Callable[[int, float, Sequence[float]], None] | None]:
+    """For the manager: builds the per-batch observer of a version; None while /metrics is off (nobody
+    can read the histograms, so the batches skip them; the runtime starts /metrics before models load)."""
 
-    def factory(model: str, version: str) -> Callable[[int, float, Sequence[float]], None]:
+    def factory(model: str, version: str) -> Callable[[int, float, Sequence[float]], None] | None:
+        if not metrics_enabled():
+            return None
         return version_metrics(model, version).observe_batch
 
     return factory

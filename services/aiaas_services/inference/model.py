@@ -188,6 +188,7 @@ class LoadedModel:
                 enabled=False,
                 queue_limit=policy.queue_limit,
                 inline_below_s=policy.inline_below_s,
+                trace_spans=policy.trace_spans,
                 cancel_checks=policy.cancel_checks,
             )
         )

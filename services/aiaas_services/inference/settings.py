@@ -77,6 +77,11 @@ class InferenceSettings(ServiceSettings):
         "Run a model's batches on the event loop, skipping the instance threads, while a run takes less than "
         "this many microseconds (measured); 0 = always use the instance threads.",
     )
+    trace_batch_spans: bool = setting(
+        False,
+        "Trace each batch as its own spans (inference.batch, inference.queue_wait, inference.ort_run); off, each "
+        "sampled request's span carries the queue wait, batch size and run time as attributes instead.",
+    )
     cancel_checks: bool = setting(
         True,
         "Skip queued requests whose caller cancelled, and stop (RunOptions.terminate) runs whose requests all "

@@ -1,17 +1,24 @@
 """The dynamic batcher with plain Python run functions (no model, no gRPC): what it stacks, when it
-waits, what it drops, and that closing drains the queue."""
+waits, what it drops, that closing drains the queue, and what it tells the request's trace."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
+from aiaas_services.inference import batcher as batcher_module
 from aiaas_services.inference.batcher import Batcher, BatchPolicy
 from aiaas_services.runtime.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from aiaas_services.runtime.settings import ServiceSettings
+from aiaas_services.runtime.tracing import JsonLinesTracerProvider, service_resource
 
 
 class Recorder:
@@ -125,6 +132,24 @@ async def test_cheap_runs_move_onto_the_event_loop_and_still_batch() -> None:
     batcher.close(5)
 
 
+async def test_a_lone_cheap_request_runs_at_once_without_a_future() -> None:
+    run = ThreadRecorder()
+    batcher = Batcher("m", [run], BatchPolicy(inline_below_s=0.5), asyncio.get_running_loop())
+    assert batcher.run_alone(rows(1), 1, (4,), None) is None, "run time not measured yet: use submit"
+    await batcher.submit(rows(1), 1, (4,), None)
+    outputs = batcher.run_alone(rows(1, 3.0), 1, (4,), None)  # answered synchronously, on the loop
+    assert outputs is not None
+    (out,) = outputs
+    np.testing.assert_array_equal(out, np.full((1, 4), 6.0))
+    assert run.threads[1:] == [threading.current_thread().name]
+    assert batcher.stats.executions == 2 and batcher.stats.inferences == 2
+    queued = batcher.submit(rows(1), 1, (4,), None)
+    assert batcher.run_alone(rows(1), 1, (4,), None) is None, "another request waits: batch with it instead"
+    assert batcher.run_alone(rows(1), 1, (4,), time.monotonic() - 1) is None, "expired: the queue answers it"
+    await queued
+    batcher.close(5)
+
+
 async def test_runs_slower_than_the_inline_limit_stay_on_the_instances() -> None:
     run = ThreadRecorder(seconds=0.02)
     batcher = Batcher("m", [run], BatchPolicy(inline_below_s=0.005), asyncio.get_running_loop())
@@ -196,4 +221,50 @@ async def test_queue_delay_waits_for_a_preferred_batch() -> None:
         await asyncio.sleep(0.01)
     await asyncio.gather(*futures)
     assert run.batches == [4]
+    batcher.close(5)
+
+
+def _light_provider(tmp_path: Path) -> JsonLinesTracerProvider:
+    return JsonLinesTracerProvider(
+        service_resource(ServiceSettings()), ParentBased(ALWAYS_ON), tmp_path / "spans.jsonl", schedule_delay=60
+    )
+
+
+async def test_the_request_span_carries_queue_wait_batch_size_and_run_time(tmp_path: Path) -> None:
+    provider = _light_provider(tmp_path)
+    tracer = provider.get_tracer("test")
+    batcher = Batcher("m", [Recorder()], BatchPolicy(), asyncio.get_running_loop())
+    spans = [tracer.start_span(f"request-{i}") for i in range(3)]
+    futures = []
+    for span in spans:
+        with trace.use_span(span):
+            futures.append(batcher.submit(rows(2), 2, (4,), None))
+    await asyncio.gather(*futures)
+    for span in spans:
+        span.end()
+    provider.shutdown()
+    written = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text().splitlines()]
+    assert sorted(s["name"] for s in written) == ["request-0", "request-1", "request-2"], "no per-batch spans"
+    for span in written:
+        attributes = span["attributes"]
+        assert attributes["inference.model"] == "m"
+        assert attributes["inference.batch_requests"] == 3 and attributes["inference.batch_rows"] == 6
+        assert attributes["inference.queue_wait_us"] >= 0 and attributes["inference.run_us"] >= 0
+    batcher.close(5)
+
+
+async def test_per_batch_spans_when_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = _light_provider(tmp_path)
+    tracer = provider.get_tracer("test")
+    monkeypatch.setattr(batcher_module, "tracer", tracer)
+    batcher = Batcher("m", [Recorder()], BatchPolicy(trace_spans=True), asyncio.get_running_loop())
+    with tracer.start_as_current_span("request") as request:
+        await batcher.submit(rows(1), 1, (4,), None)
+    provider.shutdown()
+    written = {s["name"]: s for s in map(json.loads, (tmp_path / "spans.jsonl").read_text().splitlines())}
+    assert set(written) == {"request", "inference.batch", "inference.queue_wait", "inference.ort_run"}
+    request_id = format(request.get_span_context().span_id, "016x")
+    assert written["inference.batch"]["parent_id"] == request_id
+    batch_id = written["inference.batch"]["span_id"]
+    assert written["inference.queue_wait"]["parent_id"] == written["inference.ort_run"]["parent_id"] == batch_id
     batcher.close(5)

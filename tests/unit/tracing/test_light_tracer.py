@@ -1,4 +1,4 @@
-"""The light tracer behind the default file exporter: the Span API, sampling, the writer thread."""
+"""The light tracer behind the default file exporter: the Span API, sampling, the batch processor."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_sampling_follows_the_parent_and_the_ratio(tmp_path: Path) -> None:
     off.shutdown()
 
 
-def test_writer_thread_flushes_on_its_schedule_and_drops_when_full(tmp_path: Path) -> None:
+def test_batch_processor_flushes_on_its_schedule_and_drops_when_full(tmp_path: Path) -> None:
     import time
 
     path = tmp_path / "w.jsonl"
@@ -125,13 +125,15 @@ def test_writer_thread_flushes_on_its_schedule_and_drops_when_full(tmp_path: Pat
     while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [s["name"] for s in lines(path)] == ["first"], "written by the thread without a flush"
-    provider._write_lock.acquire()  # hold the writer so the queue fills
+    export_lock = provider.processor._batch_processor._export_lock
+    export_lock.acquire()  # hold the exporter so the queue fills
     try:
-        for _ in range(15):
-            tracer.start_span("burst").end()
+        for index in range(15):
+            tracer.start_span(f"burst-{index}").end()  # never blocks the caller
     finally:
-        provider._write_lock.release()
+        export_lock.release()
     provider.shutdown()
-    assert provider.dropped == 5
-    assert len(lines(path)) == 11
+    written = [s["name"] for s in lines(path)]
+    assert len(written) == 11, "a full queue drops spans instead of growing"
+    assert sorted(written[1:]) == sorted(f"burst-{i}" for i in range(5, 15)), "the oldest ones are dropped"
     tracer.start_span("after-shutdown").end()  # ignored, no error

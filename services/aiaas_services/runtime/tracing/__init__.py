@@ -4,11 +4,16 @@ Services use the OpenTelemetry API directly (``trace.get_tracer(__name__)``); it
 ``setup_tracing`` (called by ``runtime.server.serve``) or ``setup_worker_tracing`` (called by spawned
 worker processes) installs a tracer provider.
 
-Two providers, one output format. With only the file exporter (the default), ``JsonLinesTracerProvider``
-records spans as plain values and a writer thread appends them as JSON lines: the SDK's span pipeline
-costs ~30 us of CPU per span, which at 100% sampling took >10% of an inference request's CPU; the light
-one costs ~5 us. Any other exporter (``otlp``, ``console``) uses the OpenTelemetry SDK with a
-``BatchSpanProcessor`` per exporter (``AIAAS_TRACE_SDK=true`` forces it for the file too).
+Two span kinds, one export pipeline. With only the file exporter (the default), ``JsonLinesTracerProvider``
+records spans as plain values (the SDK's spans cost several times more CPU on the request's path:
+``tracing.span_cpu_sdk_over_light`` in ``make bench``) and the SDK's ``BatchSpanProcessor`` hands them to
+a thread that appends them as JSON lines. Any other exporter (``otlp``, ``console``) uses the SDK's spans
+with a ``BatchSpanProcessor`` per exporter (``AIAAS_TRACE_SDK=true`` forces it for the file too).
+
+Only the spans a reader needs: one SERVER span per RPC; the inference service puts queue wait, batch size
+and run time on it as attributes (per-batch spans only with ``AIAAS_INFERENCE_TRACE_BATCH_SPANS``).
+Sampling is decided once where a trace starts and honoured downstream (``parentbased_*`` samplers, the
+default): an unsampled request costs a non-recording span and no export.
 
 Configuration follows the standard OpenTelemetry variables:
 

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aiaas_services.runtime.interceptors import wrap_handler
 from aiaas_services.runtime.tracing.configure import INSTRUMENTATION_NAME, UNTRACED_PREFIXES, tracing_enabled
+from aiaas_services.runtime.tracing.jsonlines import StaticAttributes
 
 
 def _split_method(full_method: str) -> tuple[str, str]:
@@ -24,29 +25,36 @@ def _split_method(full_method: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _rpc_naming(full_method: str) -> tuple[str, dict[str, Any]]:
+def _rpc_naming(full_method: str) -> tuple[str, StaticAttributes]:
     """Span name (``pkg.Service/Method``) and semantic-convention attributes, computed once per method.
 
-    The SDK copies the attributes into the span, so handing out the cached dict is safe.
+    Never changed once built: the SDK copies them into its spans, light spans share them (and their JSON).
     """
     service, method = _split_method(full_method)
-    return full_method.lstrip("/"), {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    attributes = StaticAttributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": method})
+    return full_method.lstrip("/"), attributes
 
 
-def _finish(span: trace.Span, code: grpc.StatusCode | None, details: str | None, server: bool) -> None:
-    code = code or grpc.StatusCode.OK
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    # Semantic conventions: a server span is an error for server-side faults only; a client span for any code.
-    server_faults = (
+# Semantic conventions: a server span is an error for server-side faults only; a client span for any code.
+_SERVER_FAULTS = frozenset(
+    {
         grpc.StatusCode.UNKNOWN,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.UNIMPLEMENTED,
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DATA_LOSS,
-    )
-    if code != grpc.StatusCode.OK and (not server or code in server_faults):
-        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}".rstrip(": ")))
+    }
+)
+
+
+def _finish(span: trace.Span, code: grpc.StatusCode | None, details: str | None, server: bool) -> None:
+    if code is None or code is grpc.StatusCode.OK:
+        span.set_attribute("rpc.grpc.status_code", 0)
+    else:
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if not server or code in _SERVER_FAULTS:
+            span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}".rstrip(": ")))
     span.end()
 
 
@@ -88,6 +96,8 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self._tracer_provider = tracer_provider
         self._tracer: trace.Tracer | None = None
+        # method -> (handler seen, its traced twin): built once, not on every RPC.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def _active(self) -> bool:
         return self._tracer_provider is not None or tracing_enabled()
@@ -107,13 +117,19 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not self._active():
             return handler
         method: str = handler_call_details.method  # type: ignore[attr-defined]
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if method.startswith(UNTRACED_PREFIXES):
-            return handler
-        return wrap_handler(
-            handler,
-            unary=lambda fn: self._unary(fn, method),
-            stream=lambda fn: self._streaming(fn, method),
-        )
+            wrapped = handler
+        else:
+            wrapped = wrap_handler(
+                handler,
+                unary=lambda fn: self._unary(fn, method),
+                stream=lambda fn: self._streaming(fn, method),
+            )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _start(self, method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span, Context]:
         """The SERVER span, and the context to run the handler in (the span plus the caller's baggage)."""

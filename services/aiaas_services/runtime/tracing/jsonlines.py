@@ -1,10 +1,13 @@
-"""Spans as JSON lines: the exporter, and the light tracer that feeds it without the SDK's span pipeline
-(about 5 us a span instead of 30 us; see the package docstring)."""
+"""Spans as JSON lines: the exporter, and the light tracer that feeds it through the SDK's
+``BatchSpanProcessor``.
+
+Why a light tracer and not the SDK's: the SDK's span costs several times the CPU of a ``LightSpan`` on
+the request's path (``tracing.span_cpu_sdk_over_light`` in ``make bench``); exporting is the SDK's.
+"""
 
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
 import functools
 import json
@@ -13,7 +16,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from random import getrandbits as _random_bits
 from typing import Any
@@ -23,6 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
@@ -78,7 +82,21 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-_compact = json.JSONEncoder(separators=(",", ":"), default=str).encode
+def _compact_encoder() -> Callable[[Any], str]:
+    """Compact JSON (unknown types as ``str``) through one reused C encoder: ``JSONEncoder.encode`` builds a
+    new one on every call, which costs more than encoding a span's few attributes."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(separators=(",", ":"), default=str).encode
+    encode = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+    def compact(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return compact
+
+
+_compact = _compact_encoder()
 _UNSET_STATUS = '{"code":"UNSET","description":null}'
 _KIND_NAMES = {kind: kind.name for kind in SpanKind}
 _json_text = functools.lru_cache(maxsize=4096)(_compact)  # span and service names repeat: encode once
@@ -130,9 +148,15 @@ class JsonLinesSpanExporter(SpanExporter):
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self._fd
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write the batch; FAILURE (logged) if the disk refuses."""
-        ok = self.write_lines([span_to_json(s) for s in spans])
+    def export(self, spans: Sequence[ReadableSpan | LightSpan]) -> SpanExportResult:
+        """Encode and write the batch (on the batch processor's thread); FAILURE (logged) if the disk refuses."""
+        lines = []
+        for span in spans:
+            try:
+                lines.append(span.to_json() if isinstance(span, LightSpan) else span_to_json(span))
+            except (TypeError, ValueError, RuntimeError):  # e.g. an attribute mutated by another thread
+                logger.warning("tracing: span %r could not be encoded; dropped", getattr(span, "name", "?"))
+        ok = self.write_lines(lines) if lines else True
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def write_lines(self, lines: Sequence[str]) -> bool:
@@ -164,6 +188,17 @@ class JsonLinesSpanExporter(SpanExporter):
 
 # --- the light tracer for the file exporter ---------------------------------------------------------------
 
+
+class StaticAttributes(dict[str, Any]):
+    """Start attributes shared by every span of a kind (an RPC's ``rpc.*``) and never changed after creation:
+    a light span keeps them by reference, and their JSON is encoded once rather than once per span."""
+
+    @functools.cached_property
+    def json(self) -> str:
+        """The attributes as one compact JSON object."""
+        return _compact(self)
+
+
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _MAX_ITEMS = 128  # attributes, events and links per span, as the SDK's default limits
@@ -178,6 +213,7 @@ class LightSpan(trace.Span):
 
     __slots__ = (
         "_attributes",
+        "_base",
         "_context",
         "_end_ns",
         "_events",
@@ -206,7 +242,9 @@ class LightSpan(trace.Span):
         self._context = context
         self._parent = parent
         self._kind = kind
-        self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        # Shared start attributes are kept by reference; what is set later goes to ``_attributes``.
+        self._base = attributes if type(attributes) is StaticAttributes else None
+        self._attributes: dict[str, Any] = dict(attributes) if attributes and self._base is None else {}
         self._events: list[tuple[str, int, dict[str, Any]]] | None = None
         self._links: list[trace.Link] | None = list(links)[:_MAX_ITEMS] if links else None
         self._start_ns = start_ns
@@ -217,14 +255,37 @@ class LightSpan(trace.Span):
         """This span's ids."""
         return self._context
 
+    @property
+    def context(self) -> trace.SpanContext:
+        """This span's ids, as ``ReadableSpan.context`` (the batch span processor reads the sampled flag)."""
+        return self._context
+
+    @property
+    def name(self) -> str:
+        """The span's name."""
+        return self._name
+
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Set several attributes (ignored once ended, or past 128)."""
+        if self._end_ns is not None:
+            return
+        base = self._base
+        if base is None and len(self._attributes) + len(attributes) <= _MAX_ITEMS:
+            self._attributes.update(attributes)
+            return
         for key, value in attributes.items():
             self.set_attribute(key, value)
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set one attribute (ignored once ended, or past 128)."""
-        if self._end_ns is None and (len(self._attributes) < _MAX_ITEMS or key in self._attributes):
+        if self._end_ns is not None:
+            return
+        base = self._base
+        if base is not None and key in base:  # overriding a shared one: this span gets its own copy
+            self._attributes = {**base, **self._attributes}
+            self._base = base = None
+        count = len(self._attributes) + (len(base) if base is not None else 0)
+        if count < _MAX_ITEMS or key in self._attributes:
             self._attributes[key] = value
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
@@ -285,13 +346,14 @@ class LightSpan(trace.Span):
         )
 
     def end(self, end_time: int | None = None) -> None:
-        """End the span and queue it for the writer thread."""
+        """End the span and hand it to the batch span processor (a queue append)."""
         if self._end_ns is None:
             self._end_ns = end_time or time.time_ns()
             self._provider.finished(self)
 
-    def to_json(self, service_json: str) -> str:
+    def to_json(self) -> str:
         """The span as one JSON line, the same fields as ``span_to_dict``."""
+        service_json = self._provider.service_json
         ctx = self._context
         parent_json = f'"{self._parent.span_id:016x}"' if self._parent is not None else "null"
         status = self._status
@@ -305,9 +367,17 @@ class LightSpan(trace.Span):
             f'{{"trace_id":"{ctx.trace_id:032x}","span_id":"{ctx.span_id:016x}","parent_id":{parent_json},'
             f'"name":{_json_text(self._name)},"service":{service_json},'
             f'"kind":"{_KIND_NAMES[self._kind]}","start_ns":{self._start_ns},"end_ns":{self._end_ns},'
-            f'"attributes":{_compact(self._attributes)},"events":{events_json},"status":{status_json},'
+            f'"attributes":{self._attributes_json()},"events":{events_json},"status":{status_json},'
             f'"links":{links_json}}}'
         )
+
+    def _attributes_json(self) -> str:
+        base = self._base
+        if base is None:
+            return _compact(self._attributes)
+        if not self._attributes:
+            return base.json
+        return f"{base.json[:-1]},{_compact(self._attributes)[1:]}" if base else _compact(self._attributes)
 
 
 def _link_dict(link: trace.Link) -> dict[str, Any]:
@@ -383,31 +453,36 @@ class LightTracer(trace.Tracer):
 
 
 class JsonLinesTracerProvider(trace.TracerProvider):
-    """Light spans, batched by a writer thread into the JSON-lines file (the default, embedded exporter).
+    """Light spans, exported by the SDK's ``BatchSpanProcessor`` to the JSON-lines file (the default).
 
-    Ended spans wait in a bounded queue (new ones are dropped and counted when it is full); the writer
-    thread appends them every ``schedule_delay`` seconds, or sooner once 512 are waiting, and at
-    ``force_flush``/``shutdown`` (also registered at exit).
+    Ending a span is a queue append on the request's path; the processor's thread encodes and writes
+    them every ``schedule_delay`` seconds, or sooner once a batch is waiting, and at
+    ``force_flush``/``shutdown`` (also registered at exit). A full queue drops spans (the SDK logs it).
     """
 
     def __init__(
-        self, resource: Resource, sampler: Sampler, path: Path, schedule_delay: float = 5.0, max_queue: int = 16384
+        self,
+        resource: Resource,
+        sampler: Sampler,
+        path: Path,
+        schedule_delay: float = 5.0,
+        max_queue: int = 16384,
+        batch_size: int = 512,
     ) -> None:
         self.resource = resource
         self.sampler = sampler
         self.parent_or_always_on = sampler.get_description() == ParentBased(ALWAYS_ON).get_description()
+        self.service_json = _compact(str(resource.attributes.get("service.name", "")))
         self.exporter = JsonLinesSpanExporter(path)
-        self.schedule_delay = schedule_delay
-        self.max_queue = max_queue
-        self.dropped = 0
-        self._service_json = _compact(str(resource.attributes.get("service.name", "")))
-        self._queue: collections.deque[LightSpan] = collections.deque()
-        self._wake = threading.Event()
-        self._write_lock = threading.Lock()
+        self.processor = BatchSpanProcessor(
+            self.exporter,
+            max_queue_size=max_queue,
+            schedule_delay_millis=schedule_delay * 1000,
+            max_export_batch_size=max(1, min(batch_size, max_queue)),
+        )
+        self._on_end = self.processor.on_end
         self._stopped = False
         self._tracer = LightTracer(self)
-        self._thread = threading.Thread(target=self._run, name="aiaas-span-writer", daemon=True)
-        self._thread.start()
         atexit.register(self.shutdown)
 
     def get_tracer(
@@ -422,51 +497,16 @@ class JsonLinesTracerProvider(trace.TracerProvider):
 
     def finished(self, span: LightSpan) -> None:
         """Queue an ended span (called by ``LightSpan.end``)."""
-        if self._stopped:
-            return
-        queue = self._queue
-        if len(queue) >= self.max_queue:
-            self.dropped += 1
-            return
-        queue.append(span)
-        if len(queue) >= 512 and not self._wake.is_set():  # Event.set takes a lock: once per batch
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopped:
-            self._wake.wait(self.schedule_delay)
-            self._wake.clear()
-            try:
-                self._write()
-            except Exception:  # the writer must outlive any one bad batch
-                logger.exception("tracing: writing spans failed")
-
-    def _write(self) -> bool:
-        with self._write_lock:
-            queue = self._queue
-            lines = []
-            while queue:
-                span = queue.popleft()
-                try:
-                    lines.append(span.to_json(self._service_json))
-                except (TypeError, ValueError, RuntimeError):  # e.g. an attribute mutated by another thread
-                    self.dropped += 1
-            if not lines:
-                return True
-            return self.exporter.write_lines(lines)
+        if not self._stopped:
+            self._on_end(span)  # type: ignore[arg-type]  # a LightSpan has what the processor reads
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Write every queued span now."""
-        return self._write()
+        return self.processor.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
-        """Write what is queued, stop the writer thread and close the file (idempotent)."""
+        """Write what is queued, stop the processor's thread and close the file (idempotent)."""
         if self._stopped:
             return
         self._stopped = True
-        self._wake.set()
-        self._thread.join(5)
-        self._write()
-        self.exporter.shutdown()
-        if self.dropped:
-            logger.warning("tracing: %d spans dropped (queue of %d full)", self.dropped, self.max_queue)
+        self.processor.shutdown()
