@@ -16,7 +16,17 @@ from pathlib import Path
 
 from bench.common import Record, machine
 
-SUITES = ["registry", "training", "serialization", "inference", "cancellation", "overhead", "tracing", "workers"]
+SUITES = [
+    "registry",
+    "training",
+    "serialization",
+    "inference",
+    "cancellation",
+    "overhead",
+    "tracing",
+    "workers",
+    "text",
+]
 RESULTS = Path(__file__).parent / "results"
 
 

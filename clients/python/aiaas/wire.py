@@ -35,6 +35,7 @@ class ModelFormat(_WireEnum):
     PYTORCH_CHECKPOINT = 1
     ONNX = 2
     DATASET = 3
+    HF = 4  # a Hugging Face folder: config.json, *.safetensors, tokenizer files
 
 
 class VersionStatus(_WireEnum):
@@ -88,6 +89,7 @@ class CalibrationMethod(_WireEnum):
 PYTORCH_CHECKPOINT = ModelFormat.PYTORCH_CHECKPOINT
 ONNX = ModelFormat.ONNX
 DATASET = ModelFormat.DATASET
+HF = ModelFormat.HF
 PENDING = VersionStatus.PENDING
 READY = VersionStatus.READY
 FAILED = VersionStatus.FAILED

@@ -28,6 +28,7 @@ from aiaas_services.inference.providers import (
     session_option_values,
 )
 from aiaas_services.inference.tensors import ORT_TO_V2, V2_TO_NUMPY, element_count
+from aiaas_services.runtime import custom_ops
 from aiaas_services.runtime.errors import InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _tensor_info(arg: Any) -> TensorInfo:
 def session_options(config: ProviderConfig) -> ort.SessionOptions:
     """``SessionOptions`` from the configuration (threads, graph optimization)."""
     values = session_option_values(config)
-    options = ort.SessionOptions()
+    options = custom_ops.register(ort.SessionOptions())
     options.intra_op_num_threads = values["intra_op_num_threads"]
     options.inter_op_num_threads = values["inter_op_num_threads"]
     options.graph_optimization_level = _GRAPH_LEVEL[values["graph_optimization_level"]]
@@ -85,7 +86,9 @@ def open_sessions(path: Path, config: ProviderConfig, count: int) -> tuple[list[
     """``count`` sessions of one model file; returns them and the providers they really got."""
     check_external_data(path)  # ours, before ONNX Runtime reads anything the file points to
     ort.set_default_logger_severity(4)  # ORT's CUDA-missing noise; our fallback line below says it
-    probe = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probe = ort.InferenceSession(
+        str(path), sess_options=custom_ops.register(ort.SessionOptions()), providers=["CPUExecutionProvider"]
+    )
     static = all(dim >= 0 for arg in probe.get_inputs() for dim in _tensor_info(arg).shape)
     plan = plan_providers(config, ort.get_available_providers(), static_shapes=static)
     for note in plan.notes:
@@ -147,6 +150,10 @@ class PreparedRequest:
 class LoadedModel:
     """One served model version: sessions, batcher, signature, and where it came from."""
 
+    # Most BYTES elements (strings) one request may carry: each may cost a tokenizer run and a row of a
+    # text model's work, so 100k strings in one request are refused rather than queued as one huge run.
+    max_strings = 4096
+
     def __init__(
         self,
         source: ModelSource,
@@ -170,6 +177,7 @@ class LoadedModel:
             (info, tuple((axis, want) for axis, want in enumerate(info.shape) if want >= 0)) for info in self.inputs
         ]
         self.output_index = {info.name: i for i, info in enumerate(self.outputs)}
+        self._strings = [info.name for info in self.inputs if info.datatype == "BYTES"]
         self.batchable = policy.enabled and all(
             info.shape and info.shape[0] == -1 for info in (*self.inputs, *self.outputs)
         )
@@ -251,6 +259,11 @@ class LoadedModel:
         if total > self.max_elements:
             raise InvalidArgument(
                 f"model {self.name}: the request carries {total} elements, more than the limit of {self.max_elements}"
+            )
+        if self._strings and (count := sum(arrays[name].size for name in self._strings)) > self.max_strings:
+            raise InvalidArgument(
+                f"model {self.name}: the request carries {count} strings, more than the limit of {self.max_strings} "
+                "per request; split it into several requests"
             )
         if not self.batchable:
             return PreparedRequest(dict(arrays), max(rows, 1), None)

@@ -226,7 +226,7 @@ async def import_parts(requests: AsyncIterator[pb.ImportModelRequest]) -> AsyncI
         kind = message.WhichOneof("part") or ""
         if kind == "header":
             h = message.header
-            header = ImportHeader(h.model_name, h.description, dict(h.tags), h.size_bytes, h.task)
+            header = ImportHeader(h.model_name, h.description, dict(h.tags), h.size_bytes, h.task, h.format)
             yield ImportPart(kind, header=header)
         else:
             yield ImportPart(kind, chunk=message.chunk, sha256=message.sha256)

@@ -1,4 +1,4 @@
-"""ImportModel: receive an uploaded ONNX file, vet it, register it as an fp32 ONNX version.
+"""ImportModel: receive an uploaded ONNX file (or a Hugging Face folder as a tar), vet it, register it.
 
 The stream is written to a private temp folder and hashed as it arrives; nothing is parsed until the
 whole file is there and its sha256 matches. Validation (pipeline/validate.py) runs in a thread.
@@ -22,12 +22,14 @@ from aiaas_services.serialization.records import Imported, ImportHeader, ImportP
 from aiaas_services.serialization.registration import MODEL_ARTIFACT, ONNX_MEDIA_TYPE, signature_from
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
+from aiaas_services.serialization.text import hf_import
 
 TASKS = ("", "classification", "regression", "vae")
+FORMATS = ("", "onnx", "hf")
 
 
 class Importer:
-    """Validates and registers uploaded ONNX models."""
+    """Validates and registers uploaded ONNX models and Hugging Face folders."""
 
     def __init__(self, settings: SerializationSettings, registry: RegistryClient) -> None:
         self.settings = settings
@@ -35,9 +37,10 @@ class Importer:
         self.limits = validate.Limits(settings.import_min_opset, settings.import_max_opset, settings.max_tensor_bytes)
 
     async def receive(self, parts: AsyncIterator[ImportPart], folder: Path) -> tuple[ImportHeader, Path]:
-        """Write the stream to ``folder/model.onnx``; checks order, size limit and digest."""
+        """Write the stream to ``folder/upload`` (an ONNX file or an HF folder's tar); checks order, size
+        limit and digest."""
         header: ImportHeader | None = None
-        path = folder / MODEL_ARTIFACT
+        path = folder / "upload"
         digest = hashlib.sha256()
         received = 0
         sent_digest = ""
@@ -84,7 +87,14 @@ class Importer:
             raise InvalidArgument(
                 f"header.size_bytes {header.size_bytes} is over the {self.settings.max_import_bytes} byte import limit"
             )
-        if header.task not in TASKS:
+        if header.format not in FORMATS:
+            raise InvalidArgument(f"header.format must be onnx (or empty) or hf, got {header.format!r}")
+        if header.format == "hf":
+            if header.task not in hf_import.TASKS:
+                raise InvalidArgument(
+                    f"header.task of an hf import must be {' or '.join(hf_import.TASKS)}, got {header.task!r}"
+                )
+        elif header.task not in TASKS:
             raise InvalidArgument(f"header.task must be one of classification, regression, vae, got {header.task!r}")
 
     async def import_model(self, parts: AsyncIterator[ImportPart]) -> Imported:
@@ -92,6 +102,8 @@ class Importer:
         folder.mkdir(parents=True)
         try:
             header, path = await self.receive(parts, folder)
+            if header.format == "hf":
+                return await hf_import.import_folder(self.registry, self.settings, header, path, folder / "hf")
             try:
                 info = await asyncio.to_thread(validate.validate_file, path, self.limits)
             except validate.InvalidModel as exc:

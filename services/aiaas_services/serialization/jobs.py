@@ -21,7 +21,7 @@ from opentelemetry import propagate, trace
 
 from aiaas.client.registry import RegistryClient
 from aiaas.wire import FAILED as VERSION_FAILED
-from aiaas.wire import ONNX, PENDING, PYTORCH_CHECKPOINT
+from aiaas.wire import HF, ONNX, PENDING, PYTORCH_CHECKPOINT
 from aiaas_services.modelzoo import SpecError, validate_spec
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aiaas_services.serialization import options as request_options
@@ -42,6 +42,7 @@ from aiaas_services.serialization.records import (
 from aiaas_services.serialization.registry_errors import translate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
+from aiaas_services.serialization.text import TEXT_VARIANTS
 from aiaas_services.serialization.worker import serve_jobs
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class ExportJobs:
             raise InvalidArgument("source.model_name is required (the checkpoint or ONNX model to export)")
         if not request.source.version and not request.source.alias:
             raise InvalidArgument("source needs a version number or an alias")
-        request_options.pipeline_options(request.spec, self.settings)  # refuses bad options up front
+        options = request_options.pipeline_options(request.spec, self.settings)  # refuses bad options up front
         queued = await asyncio.to_thread(self.store.ids_in_state, QUEUED)
         if len(queued) >= self.settings.max_queued_jobs:
             raise ResourceExhausted(
@@ -165,10 +166,21 @@ class ExportJobs:
         if source.format == PYTORCH_CHECKPOINT:
             num_features = await self._check_spec(source.model_name, source.version)
             specs = [inputs.InputSpec("input", np.float32, ("batch", num_features))]
+        elif source.format == HF:
+            unsupported = [v for v in options.variants if v not in TEXT_VARIANTS]
+            if unsupported:
+                raise InvalidArgument(
+                    f"{', '.join(unsupported)} not offered for text models; choose from {', '.join(TEXT_VARIANTS)}"
+                )
+            if request.spec.pruning_sparsity:
+                raise InvalidArgument("pruning is not offered for text models (HF checkpoints); leave it 0")
+            specs = []  # proven on built-in sentences against transformers, not on uploaded arrays
         elif source.format == ONNX:
             specs = [inputs.spec_of(t.name, t.datatype, list(t.shape)) for t in source.signature.inputs]
         else:
-            raise FailedPrecondition(f"{source.model_name}:{source.version} is neither a PyTorch checkpoint nor ONNX")
+            raise FailedPrecondition(
+                f"{source.model_name}:{source.version} is neither a PyTorch checkpoint, an HF checkpoint nor ONNX"
+            )
         await self._check_upload(request.spec.calibration, specs)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)

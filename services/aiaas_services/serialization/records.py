@@ -114,6 +114,7 @@ class ImportHeader:
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     size_bytes: int = 0
     task: str = ""
+    format: str = ""  # "" or "onnx": one ONNX file; "hf": a tar of a Hugging Face folder
 
 
 @dataclasses.dataclass(frozen=True)

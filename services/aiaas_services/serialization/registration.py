@@ -40,6 +40,7 @@ class Source:
     task: str
     training_job_id: str
     dataset_digest: str
+    artifacts: tuple[str, ...] = ()  # file names (an HF checkpoint has several)
 
     @classmethod
     def of(cls, version: registry_pb2.ModelVersion) -> Source:
@@ -51,6 +52,7 @@ class Source:
             version.tags.get("task", ""),
             version.lineage.training_job_id,
             version.lineage.dataset_digest,
+            tuple(sorted({a.name for a in version.artifacts} | set(version.required_artifacts))),
         )
 
 

@@ -26,7 +26,7 @@ import torch
 from opentelemetry import propagate, trace
 
 from aiaas.client.registry import RegistryClient, version_ref
-from aiaas.wire import ONNX, PYTORCH_CHECKPOINT
+from aiaas.wire import HF, ONNX, PYTORCH_CHECKPOINT
 from aiaas_services.datasets import DataError, load_splits
 from aiaas_services.modelzoo import SpecError, build_module, validate_spec
 from aiaas_services.runtime.channels import open_channel
@@ -46,6 +46,7 @@ from aiaas_services.serialization.records import (
 from aiaas_services.serialization.registry_errors import rpc_failure
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
+from aiaas_services.serialization.text import job as text_job
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -171,8 +172,11 @@ class ExportJobRunner:
 
         self.store.update(self.job_id, resolve)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        text: tuple[text_job.TextModel, text_job.TextProof] | None = None
         if source.format == PYTORCH_CHECKPOINT:
             prepared, data, digest = await self._from_checkpoint(client, pinned, request, options)
+        elif source.format == HF:
+            prepared, data, digest, text = await self._from_hf(client, source)
         elif source.format == ONNX:
             prepared, data, digest = await self._from_onnx(client, source, request, options)
         else:
@@ -194,7 +198,12 @@ class ExportJobRunner:
             job.trace_id,
         )
         accepted: list[VariantRecord] = []
-        for result in pipeline.make_and_prove(prepared, data, options, self.workdir, metadata, self._say):
+        results = (
+            pipeline.make_and_prove(prepared, data, options, self.workdir, metadata, self._say)
+            if text is None
+            else text_job.make_and_prove(text[0], text[1], options, self.workdir, metadata, self._say)
+        )
+        for result in results:
             self.step = f"registering {result.variant}"
             variant = VariantRecord(result.report)
             if result.path is not None:
@@ -293,6 +302,28 @@ class ExportJobRunner:
         self._say(f"proof data: {data.source}")
         prepared = await asyncio.to_thread(pipeline.from_onnx, path, data, options, self.workdir / "variants")
         return prepared, data, source.dataset_digest
+
+    async def _from_hf(
+        self, client: RegistryClient, source: registration.Source
+    ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[text_job.TextModel, text_job.TextProof]]:
+        """Download the HF folder, export it with the tokenizer in the graph, compute the reference."""
+        from aiaas_services.serialization.text.folder import FolderRefused
+
+        task = source.task or "embedding"
+        folder = self.workdir / "hf"
+        folder.mkdir()
+        names = list(source.artifacts)
+        self._say(f"downloading the Hugging Face folder ({len(names)} files)")
+        for name in names:
+            await client.download_to((source.model_name, source.version), name, folder / name)
+        try:
+            checked = text_job.checked_folder(folder, names, task)
+            model, proof_data = await asyncio.to_thread(text_job.prepare, checked, task, self.workdir, self._say)
+        except FolderRefused as exc:
+            raise JobFailure(f"{source.model_name}:{source.version} cannot be exported: {exc}") from exc
+        prepared = pipeline.Prepared(model.path, {text_job.output_of(task): proof_data.reference}, model.settings())
+        data = pipeline.ProofData({}, {}, None, task, True, text_job.PROOF_SOURCE)
+        return prepared, data, source.dataset_digest, (model, proof_data)
 
     async def _uploaded_arrays(
         self, client: RegistryClient, request: ExportRequest

@@ -20,6 +20,8 @@ from aiaas.cli._common import (
 )
 from aiaas.client.serialization import (
     CALIBRATION_METHODS,
+    HF_TASKS,
+    ONNX_TASKS,
     PROOF_HEADERS,
     TERMINAL_STATES,
     SerializationClient,
@@ -71,10 +73,20 @@ def register(subparsers: Any) -> None:
     add_connection_flags(export, "serialization")
     export.set_defaults(func=export_command)
 
-    imp = subparsers.add_parser("import", help="upload an ONNX file; it is validated and registered as fp32")
-    imp.add_argument("path", type=Path, help="model.onnx (self-contained, no external data)")
+    imp = subparsers.add_parser(
+        "import",
+        help="upload an ONNX file (registered as fp32) or a Hugging Face folder (registered as an HF checkpoint)",
+    )
+    imp.add_argument(
+        "path", type=Path, help="model.onnx (self-contained), or a folder: config.json, *.safetensors, vocab.txt"
+    )
     imp.add_argument("--name", required=True, help="registry model to register under")
-    imp.add_argument("--task", default="", choices=["", "classification", "regression", "vae"], help="for later proofs")
+    imp.add_argument(
+        "--task",
+        default="",
+        choices=["", *ONNX_TASKS, *HF_TASKS],
+        help="ONNX: for later proofs; folder: embedding (default) or sequence-classification",
+    )
     imp.add_argument("--description", default="")
     imp.add_argument("--tag", action="append", default=[], help="KEY=VALUE (repeatable)")
     add_connection_flags(imp, "serialization")
@@ -203,12 +215,23 @@ def import_command(args: argparse.Namespace) -> int:
     tags = dict(tag.split("=", 1) for tag in args.tag if "=" in tag)
     if len(tags) != len(args.tag):
         raise ValueError("--tag takes KEY=VALUE")
-    response = _client(args).import_file(args.path, args.name, args.description, tags, args.task)
+    if args.path.is_dir():
+        if args.task and args.task not in HF_TASKS:
+            raise ValueError(f"a Hugging Face folder takes --task {' or '.join(HF_TASKS)}, got {args.task!r}")
+        response = _client(args).import_hf_folder(
+            args.path, args.name, args.task or HF_TASKS[0], args.description, tags
+        )
+        kind = "Hugging Face checkpoint"
+    else:
+        if args.task in HF_TASKS:
+            raise ValueError(f"--task {args.task} needs a Hugging Face folder, not a file")
+        response = _client(args).import_file(args.path, args.name, args.description, tags, args.task)
+        kind = f"fp32, opset {response.opset}"
     if args.json:
         print_json(response)
         return EXIT_OK
     ref = response.registered
-    print(f"registered {ref.model_name}:{ref.version} (fp32, opset {response.opset})")
+    print(f"registered {ref.model_name}:{ref.version} ({kind})")
     for kind, tensors in (("input", response.signature.inputs), ("output", response.signature.outputs)):
         for t in tensors:
             print(f"  {kind} {t.name}: {t.datatype} {list(t.shape)}")

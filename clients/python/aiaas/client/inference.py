@@ -134,6 +134,18 @@ def top_k(scores: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(scores, order, strict=True)]
 
 
+def text_batch(texts: Sequence[str]) -> np.ndarray:
+    """A list of strings as the 1-D BYTES tensor a text model takes (each sent as UTF-8)."""
+    if isinstance(texts, str | bytes):
+        raise TypeError("pass a list of strings, not one string")
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts must all be str, got {bad[0]}")
+    array = np.empty(len(texts), dtype=object)
+    array[:] = list(texts)
+    return array
+
+
 class InferenceClient:
     """Async client of ``inference.GRPCInferenceService``."""
 
@@ -168,6 +180,12 @@ class InferenceClient:
         request = build_request(model, inputs, version, outputs, request_id, variant)
         response = await self.stub.ModelInfer(request, timeout=timeout or self.timeout)
         return InferResult.from_response(response)
+
+    async def infer_text(
+        self, model: str, texts: Sequence[str], input_name: str = "text", version: str | int = "", variant: str = ""
+    ) -> InferResult:
+        """Send ``texts`` (list[str]) to a text model; outputs are its embedding, or logits/probabilities/label."""
+        return await self.infer(model, {input_name: text_batch(texts)}, version, variant=variant)
 
     async def stream(
         self, requests: Iterable[pb.ModelInferRequest] | AsyncIterator[pb.ModelInferRequest]
@@ -247,6 +265,12 @@ class SyncInferenceClient:
         request = build_request(model, inputs, version, outputs, request_id, variant)
         response = self.stub.ModelInfer(request, timeout=timeout or self.timeout, wait_for_ready=self.wait_for_ready)
         return InferResult.from_response(response)
+
+    def infer_text(
+        self, model: str, texts: Sequence[str], input_name: str = "text", version: str | int = "", variant: str = ""
+    ) -> InferResult:
+        """Send ``texts`` (list[str]) to a text model; outputs are its embedding, or logits/probabilities/label."""
+        return self.infer(model, {input_name: text_batch(texts)}, version, variant=variant)
 
     def metadata(self, model: str, version: str | int = "") -> pb.ModelMetadataResponse:
         """Inputs, outputs, versions and platform."""

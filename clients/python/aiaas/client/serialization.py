@@ -14,6 +14,8 @@ with the same request builders.
 from __future__ import annotations
 
 import hashlib
+import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,12 +96,24 @@ def parse_tolerance(text: str) -> tuple[str, common_pb2.VariantTolerance]:
     return variant, common_pb2.VariantTolerance(**fields)
 
 
+# Tasks an imported ONNX file may name, and those of an imported Hugging Face folder.
+ONNX_TASKS = ("classification", "regression", "vae")
+HF_TASKS = ("embedding", "sequence-classification")
+
+
 def import_requests(
-    path: Path, model_name: str, description: str = "", tags: Mapping[str, str] | None = None, task: str = ""
+    path: Path,
+    model_name: str,
+    description: str = "",
+    tags: Mapping[str, str] | None = None,
+    task: str = "",
+    format: str = "",  # noqa: A002 - the proto field's name
 ) -> Iterator[pb.ImportModelRequest]:
     """The ImportModel stream for a file: header, 1 MiB chunks, then the sha256."""
     size = path.stat().st_size
-    header = pb.ImportHeader(model_name=model_name, description=description, tags=tags, size_bytes=size, task=task)
+    header = pb.ImportHeader(
+        model_name=model_name, description=description, tags=tags, size_bytes=size, task=task, format=format
+    )
     yield pb.ImportModelRequest(header=header)
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -168,6 +182,33 @@ class SerializationClient:
         requests = import_requests(Path(path), model_name, description, tags, task)
         response: pb.ImportModelResponse = self.stub.ImportModel(requests, timeout=None)
         return response
+
+    def import_hf_folder(
+        self,
+        folder: Path | str,
+        model_name: str,
+        task: str = "embedding",
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> pb.ImportModelResponse:
+        """Upload a Hugging Face folder's top-level files as a tar; the service vets and registers it (format HF)."""
+        with tempfile.TemporaryDirectory() as scratch:
+            archive = pack_hf_folder(Path(folder), Path(scratch) / "model.tar")
+            requests = import_requests(archive, model_name, description, tags, task, format="hf")
+            response: pb.ImportModelResponse = self.stub.ImportModel(requests, timeout=None)
+        return response
+
+
+def pack_hf_folder(folder: Path, archive: Path) -> Path:
+    """An uncompressed tar of ``folder``'s top-level regular files (links and sub-folders are left out:
+    the service takes flat folders only, and refuses pickles and anything that is not a plain file)."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder (a Hugging Face model folder: config.json, *.safetensors)")
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and not entry.is_symlink() and not entry.name.startswith("."):
+                tar.add(entry, arcname=entry.name, recursive=False)
+    return archive
 
 
 PROOF_HEADERS = (

@@ -17,6 +17,7 @@ class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FORMAT_PYTORCH_CHECKPOINT: _ClassVar[ModelFormat]
     MODEL_FORMAT_ONNX: _ClassVar[ModelFormat]
     MODEL_FORMAT_DATASET: _ClassVar[ModelFormat]
+    MODEL_FORMAT_HF: _ClassVar[ModelFormat]
 
 class VersionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ MODEL_FORMAT_UNSPECIFIED: ModelFormat
 MODEL_FORMAT_PYTORCH_CHECKPOINT: ModelFormat
 MODEL_FORMAT_ONNX: ModelFormat
 MODEL_FORMAT_DATASET: ModelFormat
+MODEL_FORMAT_HF: ModelFormat
 VERSION_STATUS_UNSPECIFIED: VersionStatus
 VERSION_STATUS_PENDING: VersionStatus
 VERSION_STATUS_READY: VersionStatus

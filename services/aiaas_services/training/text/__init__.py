@@ -1,0 +1,1 @@
+"""Text models in the training service: labelled text tables in, fine-tuned Hugging Face classifiers out."""
