@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,7 @@ class ModelManager:
     _warmup_control: Any = None  # onnxruntime.RunOptions shared by warm-ups; close() terminates them
     _explicit: bool = True
     swaps: int = 0
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # set once start() has run
 
     # ---- lookups (hot path) -------------------------------------------------------------------------
 
@@ -195,6 +197,18 @@ class ModelManager:
 
     async def start(self) -> None:
         """Load every local-repository model and every configured registry model; start the watch."""
+        try:
+            await self._start()
+        finally:
+            self.started.set()
+
+    async def wait_started(self, deadline: float | None) -> None:
+        """Wait until start() has run, or until ``deadline`` (a ``time.monotonic()`` instant)."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.started.wait(), timeout)
+
+    async def _start(self) -> None:
         if self.repository is not None:
             names = scan_repository(self.repository)
             for name in names:  # known while loading: a request for one is UNAVAILABLE (retried), not NOT_FOUND

@@ -17,7 +17,7 @@ import numpy as np
 from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import REQUEST_COUNTS
 from aiaas_services.inference.model import LoadedModel
-from aiaas_services.runtime.errors import DeadlineExceeded, InvalidArgument
+from aiaas_services.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
 
 # Requests of this process between resolve and answer, over both transports (all on the event loop).
 _in_flight = 0
@@ -58,7 +58,13 @@ async def infer(
     """
     global _in_flight
     started = time.perf_counter_ns()
-    model = manager.resolve(name, version, variant)
+    try:
+        model = manager.resolve(name, version, variant)
+    except Unavailable:
+        if manager.started.is_set():
+            raise
+        await manager.wait_started(deadline)  # the service is starting: wait for its models, not fail
+        model = manager.resolve(name, version, variant)
     counts = REQUEST_COUNTS
     _in_flight += 1
     try:

@@ -29,6 +29,28 @@ def actor_of(context: grpc.aio.ServicerContext, explicit: str = "") -> str:
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
+class _CallSnapshot:
+    """The caller's metadata and peer read while the call is live, for work that outlives it.
+
+    A keyed call runs on after a caller's deadline or cancellation; asking grpc for the peer of a call it
+    has finished is not safe, so ``actor_of`` reads this copy. Anything else goes to the real context.
+    """
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self._metadata = tuple(context.invocation_metadata() or ())
+        self._peer = context.peer()
+
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return str(self._peer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 def idempotent(handler: Handler) -> Handler:
     """A mutating call honouring its request's ``request_id`` (see ``registry.idempotency``)."""
     method = handler.__name__
@@ -43,8 +65,10 @@ def idempotent(handler: Handler) -> Handler:
         bare.CopyFrom(request)
         bare.request_id = ""
 
+        snapshot = _CallSnapshot(context)
+
         async def work() -> bytes:
-            response = await handler(self, request, context)
+            response = await handler(self, request, snapshot)
             return bytes(response.SerializeToString())
 
         stored = await run_once(
