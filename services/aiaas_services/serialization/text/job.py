@@ -156,8 +156,9 @@ def _int8(
         return prove.interleaved_ratio(candidate, model.path, data.texts, 32, repeats, options.threads)
 
     if not options.search_int8:
-        make(options.quantization, path)
-        return check(path, options.quantization)
+        exactly = quantize.of(options.quantization)
+        make(exactly, path)
+        return check(path, exactly)
     tried = quantize.candidates(name, options.quantization)
     return search.search(name, list(tried), workspace.workdir, path, make, check, versus_fp32)
 
