@@ -10,6 +10,7 @@ the registry (few rows, short max_length, few epochs: cheap), each exported to f
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 from google.protobuf import json_format
 
 from aiaas.client.inference import SyncInferenceClient
-from aiaas.client.registry import DATASET, SyncRegistryClient
+from aiaas.client.registry import SyncRegistryClient
 from aiaas.client.serialization import SerializationClient
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
@@ -123,12 +124,15 @@ def training_stub(text_training: ServiceProcess) -> Iterator[training_pb2_grpc.T
 
 
 @pytest.fixture(scope="session")
-def topics_data(text_registry: SyncRegistryClient, tmp_path_factory: pytest.TempPathFactory) -> int:
-    """The 3-topic table (90 rows) as a registry dataset ``topics-data``, artifact data.csv; its version."""
-    path = tmp_path_factory.mktemp("topics") / "data.csv"
+def topics_data(registry_process: ServiceProcess, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """The 3-topic table (90 rows) as a registry dataset ``topics-data``, artifact data.csv; its version.
+    Pushed with the README's command: ``aiaas versions push topics-data data.csv=topics.csv --format dataset``."""
+    path = tmp_path_factory.mktemp("topics") / "topics.csv"
     path.write_bytes(csv_bytes(90))
-    version = text_registry.push(TOPICS_DATA, {"data.csv": path}, format=DATASET, create_model=True)
-    return int(version.version)
+    command = [*AIAAS, "versions", "push", TOPICS_DATA, f"data.csv={path}", "--format", "dataset"]
+    done = subprocess.run([*command, "--target", registry_process.address, "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return int(json.loads(done.stdout)["version"])
 
 
 def train(target: str, *args: str) -> training_pb2.Job:

@@ -75,7 +75,7 @@ def run_text_job(request: JobRequest, hooks: Hooks) -> dict[str, Any]:
         )
     what = {FINETUNE: "fine-tuned", DISTILL: "distilled"}.get(text.mode, "from scratch")
     plot_curves(trainer.history, result_dir / "curves.png", f"{spec.model_name} ({what})")
-    artifacts = sorted(p.name for p in result_dir.iterdir() if p.is_file() and p.name != "result.json")
+    artifacts = sorted(p.name for p in result_dir.iterdir() if p.is_file() and not p.name.startswith("result.json"))
     config_json = json.loads((result_dir / "config.json").read_text("utf-8"))
     result = {
         "test_metrics": test_metrics,
