@@ -22,6 +22,11 @@ import numpy as np
 import torch
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Characters every student vocabulary holds, alone and as a word continuation (##c): printable ASCII and the
+# Latin-1 letters that lower-casing and accent stripping leave. Without them a word with one unseen
+# character is a whole-word [UNK] in transformers' WordPiece but not in the in-graph tokenizer op, and the
+# exported graph would disagree with the model it was proven against on such words.
+ALPHABET = [chr(c) for c in range(0x21, 0x7F) if not chr(c).isupper()] + ["ß", "æ", "ð", "ø", "þ", "ı", "œ", "ł"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +41,15 @@ class StudentShape:
 
 
 def train_vocabulary(texts: Sequence[str], vocab_size: int) -> list[str]:
-    """A WordPiece vocabulary (BERT special tokens first) learned from ``texts``."""
+    """A WordPiece vocabulary (BERT special tokens first) learned from ``texts``, plus ``ALPHABET``."""
     from tokenizers import BertWordPieceTokenizer
 
     tokenizer = BertWordPieceTokenizer(lowercase=True, strip_accents=True)
     tokenizer.train_from_iterator(list(texts), vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False)
     vocab = tokenizer.get_vocab()
-    return [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    known = set(tokens)
+    return tokens + [t for c in ALPHABET for t in (c, "##" + c) if t not in known]
 
 
 def build_student(
