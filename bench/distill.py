@@ -64,7 +64,7 @@ def _session(path: Path) -> Any:
 def _export(folder: Path, labels: tuple[str, ...], workdir: Path) -> Path:
     import json
 
-    from aiaas_services.serialization.text import graph
+    from aiaas_services.textmodel import graph
 
     positions = int(json.loads((folder / "config.json").read_text())["max_position_embeddings"])
     return graph.export_text_model(folder, "sequence-classification", labels, positions, workdir).path
