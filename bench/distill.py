@@ -2,7 +2,7 @@
 
 Records ``training.distill.student_vs_teacher``: the student's ONNX Runtime latency ÷ the teacher's at
 batch 32 of held-out sentences (batch 1 in params), the two sessions timed in alternation with one
-intra-op thread, the median of the per-pair ratios; the accuracy delta (student − teacher, both graphs on
+intra-op thread, the median of the per-pair ratios; the accuracy delta (student - teacher, both graphs on
 the held-out rows), both accuracies, the parameter counts and the file sizes go in params.
 
 The models come from the training service's own job code (``run_text_job``), run in this process: the

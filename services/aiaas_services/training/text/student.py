@@ -26,7 +26,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Latin-1 letters that lower-casing and accent stripping leave. Without them a word with one unseen
 # character is a whole-word [UNK] in transformers' WordPiece but not in the in-graph tokenizer op, and the
 # exported graph would disagree with the model it was proven against on such words.
-ALPHABET = [chr(c) for c in range(0x21, 0x7F) if not chr(c).isupper()] + ["ß", "æ", "ð", "ø", "þ", "ı", "œ", "ł"]
+ALPHABET = [chr(c) for c in range(0x21, 0x7F) if not chr(c).isupper()] + ["ß", "æ", "ð", "ø", "þ", "\u0131", "œ", "ł"]
 
 
 @dataclasses.dataclass(frozen=True)
