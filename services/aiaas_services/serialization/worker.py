@@ -309,7 +309,7 @@ class ExportJobRunner:
         """Download the HF folder (and the request's calibration sentences), export it with the tokenizer
         in the graph, compute the reference."""
         from aiaas_services.serialization.text import calibration
-        from aiaas_services.serialization.text.folder import FolderRefused
+        from aiaas_services.textmodel.folder import FolderRefused
 
         sentences = None
         chosen = request.spec.calibration

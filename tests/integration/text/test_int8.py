@@ -21,8 +21,9 @@ from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.wire import READY, REJECTED
 from aiaas_services.serialization.pipeline import run
 from aiaas_services.serialization.pipeline.variants import QuantizationSettings
-from aiaas_services.serialization.text import calibration, graph, job, prove
+from aiaas_services.serialization.text import calibration, job, prove
 from aiaas_services.serialization.text import encoder as cut
+from aiaas_services.textmodel import graph
 from tests.integration.text.conftest import MODEL, minilm_folder
 
 pytestmark = pytest.mark.timeout(1500)

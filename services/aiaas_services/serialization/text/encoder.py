@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from aiaas_services.serialization.text import signature as sig
+from aiaas_services.textmodel import signature as sig
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 IR_VERSION = 10  # what onnxruntime 1.31 reads

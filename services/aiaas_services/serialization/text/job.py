@@ -19,9 +19,10 @@ import numpy as np
 from aiaas_services.serialization.pipeline import export, limits, proof, run, search
 from aiaas_services.serialization.pipeline import variants as makers
 from aiaas_services.serialization.text import calibration as held_out
-from aiaas_services.serialization.text import graph, prove, quantize, sentences
-from aiaas_services.serialization.text import signature as sig
-from aiaas_services.serialization.text.folder import HfFolder, vet
+from aiaas_services.serialization.text import prove, quantize, sentences
+from aiaas_services.textmodel import graph
+from aiaas_services.textmodel import signature as sig
+from aiaas_services.textmodel.folder import HfFolder, vet
 
 TextModel = graph.TextModel
 PROOF_SOURCE = "built-in proof sentences (reference: transformers)"
