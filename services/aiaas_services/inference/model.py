@@ -199,8 +199,17 @@ class LoadedModel:
         self._runners = runners
         self.instance_count = len(sessions)
         self.policy = effective
+        # On the CPU a run computes on the calling thread: its thread CPU time is its cost (wall time would
+        # count GIL waits and a busy machine); other providers wait on a device, so wall time it is.
+        on_cpu = not providers or providers[0] == "CPUExecutionProvider"
         self.batcher = Batcher(
-            f"{source.name}:{source.version}", runners, effective, loop, observe, make_control=ort.RunOptions
+            f"{source.name}:{source.version}",
+            runners,
+            effective,
+            loop,
+            observe,
+            make_control=ort.RunOptions,
+            run_clock=time.thread_time if on_cpu else time.monotonic,
         )
         self.loaded_at = time.time()
 
