@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -338,8 +340,6 @@ class ModelManager:
                 snapshot = await self._resolve_registry(spec, current)
             except Exception as exc:
                 reason = _reason(exc)
-                if current is None:
-                    self.pending[spec.name] = _Pending(reason, spec)
                 logger.warning(
                     "cannot load %s@%s from the registry: %s",
                     spec.name,
@@ -347,12 +347,64 @@ class ModelManager:
                     reason,
                     exc_info=not _expected(exc),
                 )
+                fallback = await self._last_good(spec) if current is None else None
+                if fallback is not None:
+                    self._install(fallback, None)
+                elif current is None:
+                    self.pending[spec.name] = _Pending(reason, spec)
                 return False
             if snapshot is not None:
                 self._install(snapshot, current)
+                if spec.alias:
+                    self._remember(spec, snapshot.default)
             return True
 
-    async def _resolve_registry(self, spec: ModelSpec, current: ServedModel | None) -> ServedModel | None:
+    def _last_good_file(self, spec: ModelSpec) -> Path:
+        return self.cache_dir / spec.name / f"last-good@{spec.alias}"
+
+    def _remember(self, spec: ModelSpec, version: str) -> None:
+        """Note the version served as ``spec``'s alias, for a process that starts while the alias names a
+        version that cannot load (a worker or replica restarted during a bad deploy; see ``_last_good``)."""
+        target = self._last_good_file(spec)
+        with contextlib.suppress(OSError):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            tmp.write_text(version)
+            os.replace(tmp, target)
+
+    async def _last_good(self, spec: ModelSpec) -> ServedModel | None:
+        """What this data folder last served as ``spec``'s alias, loaded again, when nothing is served yet.
+
+        Workers and replicas sharing the data folder keep serving the previous version through a deploy
+        that cannot load; one that (re)starts meanwhile must not answer UNAVAILABLE while they serve, so
+        it loads that version (by number, verified as any download) and follows the alias from there.
+        """
+        try:
+            version = self._last_good_file(spec).read_text().strip()
+        except OSError:
+            return None
+        if not spec.alias or not version.isdigit():
+            return None
+        try:
+            snapshot = await self._resolve_registry(
+                ModelSpec(spec.name, version=int(version)), None, keep_failures=True
+            )
+        except Exception as exc:  # noqa: BLE001 - nothing to fall back to: the alias's failure stands
+            logger.warning("cannot load %s version %s either: %s", spec.name, version, _reason(exc))
+            return None
+        assert snapshot is not None  # nothing was current
+        logger.warning(
+            "serving %s version %s (what %s@%s named before) until the alias names a version that loads",
+            spec.name,
+            version,
+            spec.name,
+            spec.alias,
+        )
+        return dataclasses.replace(snapshot, alias=spec.alias)
+
+    async def _resolve_registry(
+        self, spec: ModelSpec, current: ServedModel | None, keep_failures: bool = False
+    ) -> ServedModel | None:
         head = await self.registry.get_version((spec.name, spec.selector))
         if head.format != ONNX:
             raise InvalidArgument(f"{spec.name} version {head.version} is not an ONNX model")
@@ -374,7 +426,8 @@ class ModelManager:
         # Failures of versions the alias no longer names are history (the log and the metric keep them):
         # RepositoryIndex shows what is served and what the alias names now.
         wanted = {str(v.version) for v in chosen}
-        for key in [key for key in self.failed if key[0] == spec.name and key[1] not in wanted]:
+        stale = [] if keep_failures else [key for key in self.failed if key[0] == spec.name]
+        for key in [key for key in stale if key[1] not in wanted]:
             del self.failed[key]
         existing = {m.version: m for m in (current.versions.values() if current else [])}
         loaded: dict[str, LoadedModel] = {}

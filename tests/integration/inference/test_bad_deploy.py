@@ -8,7 +8,9 @@ Runtime run on the file of the version that answered. Then:
 1. the alias moves to a version whose stored blob was damaged on disk after the registry checked its
    digest (the registry's verified read ends the download with DATA_LOSS);
 2. the alias moves to a version whose graph ONNX Runtime cannot run (an operator it does not know);
-3. the alias moves to a good version: every process serves it, with no restart.
+3. one worker is killed with SIGKILL: restarted while the alias still names the broken version, it
+   serves the previous version too (what its data folder served as the alias);
+4. the alias moves to a good version: every process serves it, with no restart.
 
 During 1 and 2 every worker keeps answering with the previous version (its own /metrics: requests
 answered by version 1 keep growing, the default version stays 1), and the failure shows in each
@@ -19,6 +21,8 @@ and in its metrics (``aiaas_inference_model_load_failures_total``). The client n
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 import urllib.request
@@ -227,6 +231,33 @@ def wait_until(check: Callable[[], bool], what: str, logs: Callable[[], str], ti
         time.sleep(0.2)
 
 
+def workers_of(service: ServiceProcess) -> list[int]:
+    """Pids of a supervisor's worker processes."""
+    pid = service.process.pid
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def restarted(service: ServiceProcess, before: list[int]) -> bool:
+    """Whether the supervisor has a new worker in place of one of ``before`` (killed), serving."""
+    fresh = set(workers_of(service)) - set(before)
+    return len(fresh) == 1 and f"serving (pid {fresh.pop()})" in service.log()
+
+
+def probe(address: str, count: int) -> Counter[str]:
+    """Versions that answered ``count`` requests, each on a new connection (so on any worker)."""
+    request = pb.ModelInferRequest(
+        model_name=MODEL,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 64])],
+        raw_input_contents=[X.tobytes()],
+    )
+    versions: Counter[str] = Counter()
+    for i in range(count):
+        with grpc.insecure_channel(address, options=[("aiaas.probe", i)]) as channel:
+            stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            versions[stub.ModelInfer(request, timeout=10).model_version] += 1
+    return versions
+
+
 def every_worker_failed(ports: list[int], version: int) -> bool:
     return all(failures(scrape(port), version) >= 1 for port in ports)
 
@@ -282,6 +313,19 @@ def test_a_deploy_that_cannot_load_keeps_the_previous_version_everywhere_until_t
                     error_id = reason.rsplit("error id ", 1)[1].rstrip(")")
                     assert f"version {bad} failed to load (error id {error_id})" in service.log()
                 assert {row[0] for row in rows} == {str(good), str(bad)}, rows  # older failures are history
+        # A worker that dies now starts while the alias names a version that cannot load: it serves what
+        # this data folder served before, like its sibling, instead of answering UNAVAILABLE.
+        alive = workers_of(replicas[0])
+        os.kill(alive[0], signal.SIGKILL)
+        wait_until(lambda: restarted(replicas[0], alive), "the killed worker is back", logs)
+        ports = [port for service in replicas for port in metrics_ports(service)]
+        # The client's connections all moved to the surviving worker; new ones reach the restarted one too.
+        assert probe(replicas[0].address, 16) == {str(good): 16}
+        assert all(answered(scrape(p), good) > 0 for p in ports), ports
+        for port in ports:
+            samples = scrape(port)
+            assert default_version(samples) == good and state(samples, versions["unrunnable"]) == "UNAVAILABLE"
+        assert "(what bad-deploy-mlp-onnx@production named before) until the alias names" in replicas[0].log()
         move(fixed)
         wait_until(lambda: all(default_version(scrape(p)) == fixed for p in ports), "every worker serves the fix", logs)
         wait_until(lambda: load.versions[str(fixed)] > 50, "the client gets the fixed version", logs)
@@ -291,6 +335,5 @@ def test_a_deploy_that_cannot_load_keeps_the_previous_version_everywhere_until_t
     assert set(seen) == {str(good), str(fixed)}, seen
     for service in replicas:
         assert {row[:2] for row in index_rows(service.address)} == {(str(fixed), "READY")}
-        assert "exited with code" not in service.log()
     assert [service.process.poll() for service in replicas] == [None, None]
     assert [service.process.pid for service in replicas] == pids
