@@ -27,6 +27,7 @@ SUITES = [
     "hotpath",
     "workers",
     "text",
+    "distill",
 ]
 RESULTS = Path(__file__).parent / "results"
 
