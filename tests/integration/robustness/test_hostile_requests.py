@@ -462,6 +462,7 @@ REST_AUTH_CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     ("POST", "/v2/models/digits/infer", DIGITS_BODY, bearer("no-quota"), 429, "quota of 0 calls per 3600s"),
     ("GET", "/v2/models/digits", b"", bearer("no-quota"), 429, "renews in"),
     ("POST", "/v2/models/digits/infer", b"{not json", bearer("digits-only"), 400, "not valid json"),
+    ("GET", "/v2/models/digits", b"", {"Authorization": "Bearer \x7f"}, 400, "not valid HTTP/1.1"),  # the parser's
 ]
 
 

@@ -158,25 +158,34 @@ class InferenceClient:
     """Async client of ``inference.GRPCInferenceService``."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, timeout: float | None = 10.0, restart_wait_s: float = RESTART_WAIT_S
+        self,
+        channel: grpc.aio.Channel,
+        timeout: float | None = 10.0,
+        restart_wait_s: float = RESTART_WAIT_S,
+        on_wait: Callable[[grpc.RpcError, float], None] | None = None,
     ) -> None:
         self.stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         self.channel = channel
         self.timeout = timeout
         self.restart_wait_s = restart_wait_s  # 0 = fail at once when the server is away
+        self.on_wait = on_wait  # told (error, seconds) when a call starts waiting for the server
 
     @classmethod
     def connect(
-        cls, target: str | Sequence[str], timeout: float | None = 10.0, restart_wait_s: float = RESTART_WAIT_S
+        cls,
+        target: str | Sequence[str],
+        timeout: float | None = 10.0,
+        restart_wait_s: float = RESTART_WAIT_S,
+        on_wait: Callable[[grpc.RpcError, float], None] | None = None,
     ) -> InferenceClient:
         """A client on a new insecure aio channel (call inside the event loop; ``close()`` when done).
 
         ``target``: one replica, ``a:p,b:p`` or a ``dns:///`` name, balanced as in ``SyncInferenceClient``.
         """
-        return cls(aio_channel(target), timeout, restart_wait_s)
+        return cls(aio_channel(target), timeout, restart_wait_s, on_wait)
 
     async def _read(self, call: Any, request: Any, timeout: float | None) -> Any:
-        return await call_across_restart_async(call, request, timeout, self.channel, self.restart_wait_s)
+        return await call_across_restart_async(call, request, timeout, self.channel, self.restart_wait_s, self.on_wait)
 
     async def close(self) -> None:
         """Close the channel."""
@@ -277,6 +286,7 @@ class SyncInferenceClient:
         timeout: float | None = 10.0,
         wait_for_ready: bool = False,
         restart_wait_s: float = RESTART_WAIT_S,
+        on_wait: Callable[[grpc.RpcError, float], None] | None = None,
     ) -> SyncInferenceClient:
         """A client on a new insecure channel to ``target``: one replica, ``a:p,b:p`` or a ``dns:///`` name.
 
@@ -284,7 +294,7 @@ class SyncInferenceClient:
         retried on UNAVAILABLE (see aiaas.client.channels) and wait out a restart (see the module doc).
         """
         resolved, options = dial(target)
-        return cls(grpc.insecure_channel(resolved, options=options), timeout, wait_for_ready, restart_wait_s)
+        return cls(grpc.insecure_channel(resolved, options=options), timeout, wait_for_ready, restart_wait_s, on_wait)
 
     def _read(self, call: Any, request: Any, timeout: float | None) -> Any:
         if self.wait_for_ready:

@@ -146,6 +146,7 @@ async def call_across_restart_async(
     timeout: float | None,
     channel: grpc.aio.Channel,
     wait_s: float = RESTART_WAIT_S,
+    on_wait: Callable[[grpc.RpcError, float], None] | None = None,
 ) -> T:
     """The asyncio twin of ``call_across_restart`` (``channel.channel_ready()`` instead of a future)."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -159,6 +160,8 @@ async def call_across_restart_async(
                 raise
             if end is None:
                 end = _give_up_at(deadline, wait_s)
+                if on_wait is not None:
+                    on_wait(exc, end - time.monotonic())
             if time.monotonic() >= end:
                 raise
             try:
