@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from aiaas_services.inference.batcher import Batcher, BatchPolicy, StoppableRunFn
 from aiaas_services.inference.loading import check_external_data
+from aiaas_services.inference.ortvalues import needs_ortvalues, ortvalue_runner
 from aiaas_services.inference.providers import (
     CUDA,
     ProviderConfig,
@@ -192,7 +193,9 @@ class LoadedModel:
                 cancel_checks=policy.cancel_checks,
             )
         )
-        if providers and providers[0] == CUDA and io_binding:
+        if needs_ortvalues(first):  # BF16 tensors: session.run refuses them (inference/ortvalues.py)
+            runners = [ortvalue_runner(session) for session in sessions]
+        elif providers and providers[0] == CUDA and io_binding:
             runners = [bound_runner(session, "cuda", cuda_device_id) for session in sessions]
         else:
             runners = [plain_runner(session) for session in sessions]
