@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 ARGS ?=
+TEXT ?= 1
 QUICK ?=
 
 .PHONY: setup protos docs run test triton-client test-fast lint format bench soak clean help
@@ -27,7 +28,7 @@ docs: setup  ## Regenerate docs/configuration.md from the settings classes
 	$(PY) scripts/settings_table.py > docs/configuration.md
 
 run: setup  ## Start the four services and run the pipeline once (ARGS=--once to exit after it)
-	$(PY) -m aiaas_services.pipeline $(ARGS)
+	AIAAS_RUN_TEXT=$(TEXT) $(PY) -m aiaas_services.pipeline $(ARGS)
 
 test: setup triton-client  ## Run the whole test suite
 	$(PY) -m pytest tests
