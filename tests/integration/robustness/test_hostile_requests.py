@@ -394,7 +394,7 @@ def test_hostile_import_calibration_data(suite: Suite, tmp_path: Path) -> None:
         (_npz(input=rows[:, :10]), "onnx", "axis 1 must be 64"),
         (_npz(input=np.array([{"a": 1}] * 20, dtype=object)), "onnx", "not a readable .npz"),  # a pickle
         (_npz(input=np.zeros((0, 64), np.float32)), "onnx", "no rows"),
-        (_npz(input=rows), "hf", "onnx imports only"),
+        (_npz(input=rows), "hf", "ONNX imports only"),
     ]
     for payload, kind, fragment in cases:
         task = "embedding" if kind == "hf" else ""
