@@ -199,7 +199,10 @@ def _model_checked(handler: grpc.RpcMethodHandler, grant: Grant, scope: str, met
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if streaming_requests:
                 return await fn(checked_stream(request), context)
-            await check_or_abort(request, context)
+            try:  # inline, not a coroutine of its own: this runs on every call of a model-limited token
+                check(request)
+            except DomainError as exc:
+                await context.abort(exc.code, str(exc))
             return await fn(request, context)
 
         return call
@@ -264,6 +267,21 @@ class AuthInterceptor(HandlerInterceptor):
     def __init__(self, tokens: Mapping[str, Grant] | None, audit: AuditLog | None) -> None:
         self.tokens = TokenTable(tokens) if tokens else None
         self.audit = audit
+        # A method's registered handler is the same object on every call, so its model-checked wrapper
+        # is built once per (method, grant) and reused: the hot path then does the checks, not the wrapping.
+        self._checked: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def _model_checked(
+        self, handler: grpc.RpcMethodHandler, grant: Grant, scope: str, method: str
+    ) -> grpc.RpcMethodHandler:
+        key = (method, id(grant))
+        cached = self._checked.get(key)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _model_checked(handler, grant, scope, method)
+        if len(self._checked) < 4096:  # bounded by tokens x methods; never grows on made-up names
+            self._checked[key] = (handler, wrapped)
+        return wrapped
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
@@ -282,7 +300,7 @@ class AuthInterceptor(HandlerInterceptor):
             # Task-local: the RPC runs in this task, so domain code (usage metering) sees who calls.
             current_principal.set(principal)
             if grant.restricted(scope) and method.rpartition("/")[2] not in SERVER_METHODS:
-                handler = _model_checked(handler, grant, scope, method)
+                handler = self._model_checked(handler, grant, scope, method)
         if scope == "write" and self.audit is not None:
             return _audited(handler, self.audit, principal, method)
         return handler
