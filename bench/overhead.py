@@ -7,7 +7,9 @@ the order alternating), and the record is the median of the per-pair rps ratios 
 machine rps swings with whatever else runs, so each round also reads the server's CPU time (user +
 system, all threads, /proc) over the round and divides it by the requests it answered:
 ``inference.<feature>_cpu_per_request_on_vs_off`` (on / off, lower is better, 1.0 = free) is the median of
-the per-pair ratios and is the steadier figure under load.
+the per-pair ratios and is the steadier figure under load. ``--simultaneous`` drives both servers at
+once in each round instead (they share the cores, so the rps are lower, but whatever else loads the
+machine then slows both alike; for measuring on a busy machine).
 
 - quota: both require the same bearer token; "on" gives it a rate limit and a quota (far above the load,
   so every call is admitted but counted) and meters usage; "off" has the token without limits, no metering.
@@ -125,7 +127,22 @@ def _round(process: subprocess.Popen[bytes], target: str, payload: Path, seconds
     return result
 
 
-def _compare(home: Path, repository: Path, payload: Path, feature: str, quick: bool) -> list[Record]:
+def _pair(processes: dict[bool, subprocess.Popen[bytes]], targets: dict[bool, str], payload: Path, seconds: float,
+          warmup: float, token: bool, first: bool, simultaneous: bool) -> dict[bool, dict[str, Any]]:  # fmt: skip
+    """One round against each server: one after the other (``first`` first), or both at once."""
+    order = (first, not first)
+    if not simultaneous:
+        return {on: _round(processes[on], targets[on], payload, seconds, warmup, token) for on in order}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = {on: pool.submit(_round, processes[on], targets[on], payload, seconds, warmup, token) for on in order}
+        return {on: future.result() for on, future in futures.items()}
+
+
+def _compare(
+    home: Path, repository: Path, payload: Path, feature: str, quick: bool, simultaneous: bool = False
+) -> list[Record]:
     seconds, warmup, pairs = (2.0, 0.5, 3) if quick else (4.0, 1.0, 9)
     processes: dict[bool, subprocess.Popen[bytes]] = {}
     try:
@@ -135,8 +152,10 @@ def _compare(home: Path, repository: Path, payload: Path, feature: str, quick: b
         rounds: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
         errors: dict[str, int] = {}
         for pair in range(pairs + 1):  # the first pair warms both servers up and is not counted
-            for on in (True, False) if pair % 2 else (False, True):
-                result = _round(processes[on], targets[on], payload, seconds, warmup, feature == "quota")
+            results = _pair(
+                processes, targets, payload, seconds, warmup, feature == "quota", pair % 2 == 1, simultaneous
+            )
+            for on, result in results.items():
                 if pair:
                     rounds[on].append(result)
                 for code, count in result["errors"].items():
@@ -155,6 +174,7 @@ def _compare(home: Path, repository: Path, payload: Path, feature: str, quick: b
         "model": "mlp",
         "concurrency": CONCURRENCY,
         "pairs": pairs,
+        "rounds": "simultaneous" if simultaneous else "interleaved",
         "seconds": seconds,
         "rps_on": round(median([r["rps"] for r in measured_on]), 1),
         "rps_off": round(median([r["rps"] for r in measured_off]), 1),
@@ -172,7 +192,7 @@ def _compare(home: Path, repository: Path, payload: Path, feature: str, quick: b
     ]
 
 
-def run(quick: bool) -> list[Record]:
+def run(quick: bool, simultaneous: bool = False) -> list[Record]:
     """Each feature's pair of servers in turn; one record each."""
     import numpy as np
 
@@ -190,7 +210,7 @@ def run(quick: bool) -> list[Record]:
         return [
             record
             for feature in ("quota", "monitoring")
-            for record in _compare(home, repository, payload, feature, quick)
+            for record in _compare(home, repository, payload, feature, quick, simultaneous)
         ]
 
 
@@ -205,7 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="bench.overhead")
     parser.add_argument("--quick", action="store_true")
-    for record in run(parser.parse_args(args).quick):
+    parser.add_argument(
+        "--simultaneous",
+        action="store_true",
+        help="drive both servers at once in each round (a busy machine's noise then hits both alike)",
+    )
+    options = parser.parse_args(args)
+    for record in run(options.quick, options.simultaneous):
         print(json.dumps(record.as_dict()))
     return 0
 
