@@ -1,7 +1,9 @@
 """Drift monitoring of served versions: sampled requests into a rolling window, scored off the hot path.
 
 The hot path (``DriftMonitor.observe``) counts requests and, for one in ``sample_every``, copies the first
-input's rows and the predicted classes into the version's ring buffer. A background task scores every
+input's rows and the first output into a pending list (two array copies, nothing else). Off the response
+path, ``refresh`` folds what is pending into each version's ring buffer in one vectorized step per version
+(a thread; the classes come from one argmax over the batch). A background task does that and scores every
 window each ``interval`` seconds against the version's reference statistics (``reference.json`` beside a
 repository model, or the registry version's own / its ``source`` version's artifact), keeps a short
 history of the largest feature PSI, and Prometheus reads the last scores when it scrapes
@@ -18,6 +20,7 @@ import asyncio
 import collections
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +129,8 @@ class DriftMonitor:
         self.predictions: collections.OrderedDict[tuple[str, str], tuple[str, np.ndarray]] = collections.OrderedDict()
         self.feedback: dict[tuple[str, str], list[int]] = {}  # (model, version) -> [correct, total]
         self._count = 0
+        self._pending: list[tuple[LoadedModel, np.ndarray, np.ndarray | None]] = []
+        self._lock = threading.Lock()  # windows are written and read in threads (refresh, scoring)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -136,8 +141,9 @@ class DriftMonitor:
         outputs: Sequence[np.ndarray],
         request_id: str = "",
     ) -> None:
-        """On the hot path: count, and keep one request in ``sample_every`` (a copy of its rows); remember
-        the predicted classes of a request that carries an id, for later feedback."""
+        """On the hot path: count, and keep one request in ``sample_every`` (a copy of its rows and first
+        output, folded into the window later by ``refresh``); remember the predicted classes of a request
+        that carries an id, for later feedback."""
         if request_id and outputs and np.ndim(outputs[0]) == 2:
             self.predictions[(model.name, request_id)] = (model.version, np.asarray(outputs[0]).argmax(axis=1))
             if len(self.predictions) > REMEMBERED:
@@ -145,26 +151,69 @@ class DriftMonitor:
         self._count += 1
         if self._count % self.sample_every or not inputs:
             return
+        if len(self._pending) >= self.capacity:  # the background has not caught up: this sample is dropped
+            return
         signature = getattr(model, "inputs", None)  # the model's first input, as the reference has it
         first = inputs.get(signature[0].name) if signature else None
-        x = np.asarray(first if first is not None else next(iter(inputs.values())))
-        if x.ndim == 0:
-            return
-        # Strings (a text model's input) have no histograms; their predictions still count.
-        x = x.reshape(len(x), -1) if x.dtype.kind in "fiub" else np.empty((len(x), 0), np.float32)
-        key = (model.name, model.version)
-        tracked = self.tracked.get(key)
-        if tracked is None:
-            tracked = self.tracked[key] = Tracked(model.name, model.version, model, Window(self.capacity, x.shape[1]))
-            self._spawn(self._attach_reference(tracked))
-        elif tracked.model is None:  # known from another worker's traffic until now
-            tracked.model = model
-        if x.shape[1] != tracked.window.x.shape[1]:
-            return
-        predicted = None
-        if outputs and np.ndim(outputs[0]) == 2 and np.shape(outputs[0])[1] > 1:
-            predicted = np.asarray(outputs[0]).argmax(axis=1)
-        tracked.window.add(x, predicted)
+        output = outputs[0] if outputs else None
+        x = np.array(first if first is not None else next(iter(inputs.values())))
+        self._pending.append((model, x, None if output is None else np.array(output)))
+        if len(self._pending) == self.capacity // 2:  # busy: fold now rather than at the next round
+            self._spawn(self.refresh())
+
+    def _take_pending(self) -> list[tuple[Tracked, list[tuple[np.ndarray, np.ndarray | None]]]]:
+        """On the event loop: what observe kept, by version (new versions are tracked here, where their
+        reference starts loading)."""
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[str, str], tuple[Tracked, list[tuple[np.ndarray, np.ndarray | None]]]] = {}
+        for model, x, output in pending:
+            if x.ndim == 0:
+                continue
+            key = (model.name, model.version)
+            group = groups.get(key)
+            if group is None:
+                tracked = self.tracked.get(key)
+                if tracked is None:
+                    # Strings (a text model's input) have no histograms; their predictions still count.
+                    width = x[:1].size if x.dtype.kind in "fiub" else 0
+                    tracked = self.tracked[key] = Tracked(
+                        model.name, model.version, model, Window(self.capacity, width)
+                    )
+                    self._spawn(self._attach_reference(tracked))
+                elif tracked.model is None:  # known from another worker's traffic until now
+                    tracked.model = model
+                group = groups[key] = (tracked, [])
+            group[1].append((x, output))
+        return list(groups.values())
+
+    def _fold(self, batches: list[tuple[Tracked, list[tuple[np.ndarray, np.ndarray | None]]]]) -> None:
+        """Add pending samples to their windows: one concatenate and one argmax per version (a thread)."""
+        for tracked, samples in batches:
+            width = tracked.window.x.shape[1]
+            rows = [
+                (x.reshape(len(x), -1) if x.dtype.kind in "fiub" else np.empty((len(x), 0), np.float32), y)
+                for x, y in samples
+            ]
+            rows = [(x, y) for x, y in rows if x.shape[1] == width]
+            if not rows:
+                continue
+            x = np.concatenate([features for features, _ in rows])
+            classified = [y for features, y in rows if y is not None and y.ndim == 2 and len(y) == len(features)]
+            predicted = None
+            if (
+                len(classified) == len(rows)
+                and len({y.shape[1] for y in classified}) == 1
+                and classified[0].shape[1] > 1
+            ):
+                predicted = np.concatenate(classified).argmax(axis=1)
+            with self._lock:
+                tracked.window.add(x, predicted)
+
+    async def refresh(self) -> None:
+        """Fold what observe kept into the windows (off the event loop)."""
+        batches = self._take_pending()
+        if batches:
+            await asyncio.to_thread(self._fold, batches)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -196,7 +245,8 @@ class DriftMonitor:
         reference = tracked.reference
         if reference is None:
             return None
-        own = tracked.counts((0, 0))
+        with self._lock:
+            own = tracked.counts((0, 0))
         peers = [p.counts for p in self._peers.get((tracked.name, tracked.version), [])]
         shape = (reference.num_features, reference.bins)
         parts = [c for c in [own, *peers] if c is not None and c.rows > 0 and c.features.shape == shape]
@@ -253,6 +303,7 @@ class DriftMonitor:
     async def _loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
+            await self.refresh()
             await asyncio.to_thread(self.tick)
             self._adopt_peers()
 
@@ -265,7 +316,8 @@ class DriftMonitor:
                 if tracked.model is None:
                     continue
                 correct, total = self.feedback.get(key, (0, 0))
-                counts = tracked.counts((correct, total))
+                with self._lock:
+                    counts = tracked.counts((correct, total))
                 if counts is None:  # no reference here: only the feedback counts travel
                     counts = Counts(0, np.zeros((0, 0), np.int64), None, (correct, total))
                 mine[key] = (counts, tracked.reference_stats, tracked.reference_source)

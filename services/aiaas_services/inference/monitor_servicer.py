@@ -23,6 +23,7 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
     ) -> monitoring_pb2.GetDriftResponse:
         if not request.model_name or len(request.model_name) > 128 or len(request.version) > 64:
             raise InvalidArgument("model_name must be 1-128 characters (and version at most 64)")
+        await self.monitor.refresh()  # what was sampled since the last round counts too
         tracked = self.monitor.find(request.model_name, request.version)
         scores = await asyncio.to_thread(self.monitor.score, tracked, True)
         response = monitoring_pb2.GetDriftResponse(

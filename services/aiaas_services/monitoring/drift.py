@@ -72,11 +72,9 @@ class Reference:
             raise ValueError("reference.json: each feature needs one more share than edges")
         classes = stats.get("classes")
         self.classes = np.asarray(classes, dtype=np.float64) if classes else None
-        widest = max((len(e) for e in self.edges), default=0)
-        self._padded_edges = np.full((self.num_features, widest), np.inf)
-        self._padded_shares = np.zeros((self.num_features, widest + 1))
-        for j, (edges, ref) in enumerate(zip(self.edges, self.shares, strict=True)):
-            self._padded_edges[j, : len(edges)] = edges
+        self._widest = max((len(e) for e in self.edges), default=0)
+        self._padded_shares = np.zeros((self.num_features, self._widest + 1))  # empty columns: PSI term 0
+        for j, ref in enumerate(self.shares):
             self._padded_shares[j, : len(ref)] = ref
 
     @property
@@ -86,7 +84,7 @@ class Reference:
     @property
     def bins(self) -> int:
         """Columns of ``bin_counts`` (the most bins any feature has)."""
-        return int(self._padded_edges.shape[1]) + 1
+        return self._widest + 1
 
     @property
     def num_classes(self) -> int:
@@ -97,19 +95,21 @@ class Reference:
         return self.psi_of_counts(self.bin_counts(window))
 
     def bin_counts(self, window: np.ndarray) -> np.ndarray:
-        """How many rows of a window (rows x features) fall in each bin: features x (padded bins), ints.
+        """How many rows of a window (rows x features) fall in each bin: features x ``bins`` ints.
 
         Counts (not shares) add up across windows, which is how the workers of one service score their
-        traffic together. One vectorized pass: edges padded with +inf leave the padding bins empty.
+        traffic together. A feature with fewer edges leaves its last columns empty.
         """
-        x = np.asarray(window, dtype=np.float64)
+        x = np.asarray(window)
         x = x if x.ndim == 2 else x.reshape(len(x), -1)
-        width = self._padded_edges.shape[1] + 1
         if x.shape[1] != self.num_features:
             raise ValueError(f"the window has {x.shape[1]} features, the reference {self.num_features}")
-        index = (x[:, :, None] >= self._padded_edges[None, :, :]).sum(axis=2)
-        index += np.arange(self.num_features) * width
-        return np.bincount(index.ravel(), minlength=self.num_features * width).reshape(self.num_features, width)
+        counts = np.zeros((self.num_features, self.bins), dtype=np.int64)
+        columns = np.ascontiguousarray(x.T)  # one binary search per value and feature, feature by feature
+        for j, edges in enumerate(self.edges):
+            bins = len(edges) + 1
+            counts[j, :bins] = np.bincount(np.searchsorted(edges, columns[j], side="right"), minlength=bins)
+        return counts
 
     def psi_of_counts(self, counts: np.ndarray) -> list[float]:
         """PSI of each feature from bin counts (``bin_counts``, or several windows' counts summed)."""

@@ -48,6 +48,8 @@ def test_monitor_samples_scores_and_exports_gauges(tmp_path: Path) -> None:
         for _ in range(400):
             x = rng.normal(3.0, size=(2, 3)).astype(np.float32)
             monitor.observe(model, {"input": x}, [rng.normal(size=(2, 4))])
+        assert monitor.tracked == {}  # the hot path only kept copies
+        await monitor.refresh()  # folded into the window off the hot path
         await asyncio.sleep(0)  # the reference loads
         tracked = monitor.find("gauged")
         assert tracked.window.rows == 400  # 200 sampled requests of 2 rows
@@ -99,6 +101,8 @@ def test_workers_score_their_windows_together(tmp_path: Path) -> None:
         for start in range(0, 300, 10):
             workers[start // 10 % 2].observe(model, {"input": rows[start : start + 10]}, [logits[start : start + 10]])
             alone.observe(model, {"input": rows[start : start + 10]}, [logits[start : start + 10]])
+        for monitor in (*workers, alone):
+            await monitor.refresh()
         await asyncio.sleep(0)  # the references load
         for monitor in (*workers, *workers):  # publish, then read the other's
             monitor.tick()
@@ -132,6 +136,7 @@ def test_string_inputs_keep_the_prediction_distribution() -> None:
         model: Any = SimpleNamespace(name="text", version="1")
         texts = np.array(["a review"] * 200, dtype=object)
         monitor.observe(model, {"text": texts}, [np.tile([[0.1, 0.9]], (200, 1))])  # all class 1
+        await monitor.refresh()
         await asyncio.sleep(0)
         scores = monitor.score(monitor.find("text"))
         assert scores is not None and scores.features == [] and scores.rows == 200
