@@ -26,6 +26,7 @@ SUITES = [
     "tracing",
     "workers",
     "text",
+    "distill",
 ]
 RESULTS = Path(__file__).parent / "results"
 

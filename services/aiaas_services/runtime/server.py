@@ -75,6 +75,12 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Off unless a supervisor runs several workers on one port (inference ``workers``): then on.
         ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0),
+        # Accept the keepalive pings our own service-to-service channels send (runtime.channels: every 30 s,
+        # also while idle). With gRPC's defaults (pings without data at most every 5 min) a channel idle for
+        # about a minute and a half gets GOAWAY "too_many_pings", and the next call on it fails UNAVAILABLE:
+        # a training job registering its result after minutes of training saw exactly that.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ]
 
 
