@@ -104,10 +104,12 @@ def test_two_workers_score_the_traffic_of_both(fleet: tuple[ServiceProcess, np.n
     # Every worker adds up the same counts: the same PSI whichever worker answers.
     assert len({r.max_psi for r in calm}) == 1 and len({r.prediction_psi for r in calm}) == 1
 
-    # The same digits, every pixel brighter: each worker's window now holds mostly these rows.
-    send_spread(service.address, np.clip(held_out + 4.0, 0, 16))
-    shifted = settled(service.address, lambda r: r.windows == 2 and r.window_rows > len(held_out) and r.drifted,
-                      service.log())  # fmt: skip
+    # The same digits, every pixel brighter, three times over: each worker gets more than its 400-row
+    # window holds, so both windows hold only shifted rows (800 together).
+    send_spread(service.address, np.clip(np.concatenate([held_out] * 3) + 4.0, 0, 16))
+    shifted = settled(
+        service.address, lambda r: r.windows == 2 and r.window_rows == 2 * WINDOW and r.drifted, service.log()
+    )
     for report in shifted:
         assert report.max_psi > PSI_THRESHOLD, report
         assert sum(f.psi > PSI_THRESHOLD for f in report.features) > 10
