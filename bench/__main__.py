@@ -24,6 +24,7 @@ SUITES = [
     "cancellation",
     "overhead",
     "tracing",
+    "hotpath",
     "workers",
     "text",
     "distill",

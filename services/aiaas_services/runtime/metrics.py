@@ -97,17 +97,24 @@ class RpcMetricsInterceptor(HandlerInterceptor):
 
     def __init__(self, always: bool = False) -> None:
         self._always = always
+        # method -> (handler seen, its counted twin): built once, not on every RPC.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         if not (self._always or _enabled) or method.startswith(UNTRACED_PREFIXES):
             return handler
-        return wrap_handler(
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = wrap_handler(
             handler,
             unary=lambda fn: _unary(fn, method),
             stream=lambda fn: _streaming(fn, method),
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _code_name(context: grpc.aio.ServicerContext, failure: str | None) -> str:
@@ -125,6 +132,17 @@ def _failure(exc: BaseException) -> str | None:
     return "UNKNOWN" if isinstance(exc, Exception) else "CANCELLED"
 
 
+_durations: dict[tuple[str, str], Any] = {}
+
+
+def _duration(method: str, code: str) -> Any:
+    """The histogram child of (method, code), looked up in prometheus once (``labels`` takes a lock)."""
+    child = _durations.get((method, code))
+    if child is None:
+        child = _durations[(method, code)] = RPC_DURATION.labels(method, code)
+    return child
+
+
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
     in_flight = RPC_IN_FLIGHT.labels(method)
 
@@ -139,7 +157,7 @@ def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable
             raise
         finally:
             in_flight.dec()
-            RPC_DURATION.labels(method, _code_name(context, failure)).observe(time.perf_counter() - started)
+            _duration(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 
@@ -163,7 +181,7 @@ def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Async
             raise
         finally:
             in_flight.dec()
-            RPC_DURATION.labels(method, _code_name(context, failure)).observe(time.perf_counter() - started)
+            _duration(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 

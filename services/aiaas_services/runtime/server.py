@@ -25,7 +25,7 @@ from grpc_health.v1._async import HealthServicer
 
 from aiaas_services.runtime.auth import auth_interceptor
 from aiaas_services.runtime.health import DrainingHealthServicer
-from aiaas_services.runtime.interceptors import ErrorMappingInterceptor
+from aiaas_services.runtime.interceptors import ErrorMappingInterceptor, fuse
 from aiaas_services.runtime.logs import configure_logging
 from aiaas_services.runtime.reflection import enable_reflection
 from aiaas_services.runtime.settings import ServiceSettings
@@ -103,7 +103,7 @@ async def build_server(
 ) -> RunningServer:
     """Create, bind and start the server (health NOT_SERVING). Binds ``host:port``; port 0 picks one."""
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorMappingInterceptor()],
+        interceptors=fuse([*interceptors, ErrorMappingInterceptor()]),
         options=server_options(settings),
     )
     health = DrainingHealthServicer()

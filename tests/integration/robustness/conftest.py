@@ -65,6 +65,37 @@ def inference_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     service.terminate()
 
 
+# Tokens of the guarded inference server: one per rule of runtime/access.py that a REST call can break.
+GUARDED_TOKENS = {
+    "reader": {"principal": "reader", "scopes": ["read"]},
+    "digits-only": {"principal": "digits-app", "scopes": ["read:digits*"]},
+    "no-quota": {"principal": "spent", "scopes": ["read"], "quota": {"requests": 0, "per_seconds": 3600}},
+    "slow": {"principal": "slow", "scopes": ["read"], "rate_per_second": 1, "burst": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def guarded_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """Inference with bearer tokens (GUARDED_TOKENS) serving `digits` and `other` from a local repository."""
+    import json
+    import shutil
+
+    home = tmp_path_factory.mktemp("robust-guarded")
+    repo = home / "models"
+    export_digits_mlp(repo / "digits" / "1" / "model.onnx")
+    (repo / "other" / "1").mkdir(parents=True)
+    shutil.copy(repo / "digits" / "1" / "model.onnx", repo / "other" / "1" / "model.onnx")
+    tokens = home / "tokens.json"
+    tokens.write_text(json.dumps(GUARDED_TOKENS))
+    service = start_service(
+        "inference",
+        home,
+        env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(repo), "AIAAS_AUTH_TOKENS_FILE": str(tokens)},
+    )
+    yield service
+    service.terminate()
+
+
 @pytest.fixture(scope="session")
 def registry_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A registry of its own for hostile requests."""

@@ -4,6 +4,7 @@ what to fix, nothing leaks, and every service is still healthy afterwards."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -478,3 +479,62 @@ def test_hostile_rest_request(
     message = reply.json()["error"]
     assert fragment.lower() in message.lower(), message
     assert_clean_details(message, Path(suite.home))
+
+
+DIGITS_BODY = json.dumps(
+    {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+).encode()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# REST under bearer tokens (robustness/conftest.py GUARDED_TOKENS): (method, path, body, headers, status, fragment)
+REST_AUTH_CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, {}, 401, "Authorization: Bearer"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, {"Authorization": "Basic cmVhZGVyOg=="}, 401, "missing bearer"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, bearer("wrong"), 401, "unknown bearer token"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, bearer("r" * 4000), 401, "unknown bearer token"),
+    ("GET", "/v2/models/digits", b"", {"Authorization": "Bearer"}, 401, "missing bearer"),
+    ("POST", "/v2/models/other/infer", DIGITS_BODY, bearer("digits-only"), 403, "may not read model 'other'"),
+    ("GET", "/v2/models/other/versions/1/ready", b"", bearer("digits-only"), 403, "covers digits*"),
+    ("GET", "/v2/models/other/config", b"", bearer("digits-only"), 403, "may not read model 'other'"),
+    ("POST", "/v2/repository/index", b"", bearer("digits-only"), 403, "not about one model"),
+    ("GET", "/v2/models/stats", b"", bearer("digits-only"), 403, "not about one model"),
+    ("POST", "/v2/repository/models/digits/unload", b"", bearer("digits-only"), 403, "'write' scope"),
+    ("POST", "/v2/repository/models/digits/load", b"", bearer("reader"), 403, "'write' scope"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, bearer("no-quota"), 429, "quota of 0 calls per 3600s"),
+    ("GET", "/v2/models/digits", b"", bearer("no-quota"), 429, "renews in"),
+    ("POST", "/v2/models/digits/infer", b"{not json", bearer("digits-only"), 400, "not valid json"),
+    ("GET", "/v2/models/digits", b"", {"Authorization": "Bearer \x7f"}, 400, "not valid HTTP/1.1"),  # the parser's
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "fragment"),
+    REST_AUTH_CASES,
+    ids=[f"rest-auth.{case[0]}-{i}" for i, case in enumerate(REST_AUTH_CASES)],
+)
+def test_hostile_rest_request_under_tokens(
+    guarded_inference: ServiceProcess,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    fragment: str,
+) -> None:
+    import requests
+
+    url = guarded_inference.http_url
+    reply = requests.request(method, f"{url}{path}", data=body, headers=headers, timeout=30)
+    assert reply.status_code == status, (reply.status_code, reply.text)
+    message = reply.json()["error"]
+    assert fragment.lower() in message.lower(), message
+    assert_clean_details(message, guarded_inference.home)
+    if status == 429:  # the wait, as HTTP says it: whole seconds until the quota renews
+        assert 1 <= int(reply.headers["Retry-After"]) <= 3600, reply.headers
+    # The service keeps serving the tokens that may call it.
+    ok = requests.post(f"{url}/v2/models/digits/infer", data=DIGITS_BODY, headers=bearer("reader"), timeout=30)
+    assert ok.status_code == 200, ok.text
