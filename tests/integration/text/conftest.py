@@ -86,10 +86,12 @@ def exported(
     text_serialization: ServiceProcess, text_client: SerializationClient, imported: pb.ImportModelResponse
 ) -> pb.ExportJob:
     """fp32, fp16 and int8-dynamic of the imported model, proven; alias production on the best CPU one.
-    Made with the README's command: ``aiaas export minilm:1 --variants fp32,fp16,int8-dynamic --alias production``."""
+    Made with the README's command: ``aiaas export minilm:1 --variants fp32,fp16,int8-dynamic --alias production``
+    and ``--fixed-quantization`` (plain per-tensor INT8 instead of the proof-gated search)."""
     source = f"{MODEL}:{imported.registered.version}"
     command = [sys.executable, "-m", "aiaas.cli.main", "export", source, "--variants", ",".join(VARIANTS)]
     command += ["--alias", "production", "--target", text_serialization.address, "--timeout", "60", "--json"]
+    command += ["--fixed-quantization"]  # plain per-tensor INT8, which the gate must catch (no search)
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     # exit 4: the job ran but a variant is not READY (plain per-tensor int8-dynamic of MiniLM is REJECTED)
     assert done.returncode == 4, done.stderr
