@@ -25,6 +25,7 @@ from aiaas_services.inference.rest.server import HttpServer
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
 from aiaas_services.inference.usage import UsageFlusher, new_meter
+from aiaas_services.inference.usage_channel import RegistryUsageSender
 
 logger = logging.getLogger(__name__)
 
@@ -98,18 +99,6 @@ def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
     return factory
 
 
-def usage_stub_factory(settings: InferenceSettings) -> Callable[[], Any]:
-    """Opens the registry's UsageService stub (inside the running loop, like the registry client)."""
-
-    def factory() -> Any:
-        from aiaas.usage.v1 import usage_pb2_grpc
-        from aiaas_services.runtime.channels import open_channel
-
-        return usage_pb2_grpc.UsageServiceStub(open_channel(settings.registry_target, settings))
-
-    return factory
-
-
 class InferenceApp:
     """The inference service as the runtime sees it."""
 
@@ -158,7 +147,7 @@ class InferenceApp:
         await self.manager.start()
         if self.usage is not None and self.settings.registry_target:
             self.flusher = UsageFlusher(
-                self.usage, usage_stub_factory(self.settings), self.settings.usage_flush_seconds, "inference"
+                self.usage, RegistryUsageSender(self.settings, "inference"), self.settings.usage_flush_seconds
             )
             self.flusher.start()
         if self.monitor is not None:
