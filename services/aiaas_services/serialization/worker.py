@@ -43,7 +43,6 @@ from aiaas_services.serialization.records import (
     Ref,
     VariantRecord,
 )
-from aiaas_services.serialization.registry_errors import rpc_failure
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 from aiaas_services.serialization.text import job as text_job
@@ -136,7 +135,7 @@ class ExportJobRunner:
             except JobFailure as exc:
                 self._fail(str(exc))
             except Exception as exc:
-                failure = rpc_failure(exc)
+                failure = registration.rpc_failure(exc)
                 if failure is not None:
                     self._fail(f"registry call failed while {self.step}: {failure}")
                 else:
