@@ -1,6 +1,6 @@
 """`make run`: start the suite, then train → export → deploy → infer once and show what happened.
 
-The pipeline is a client of the four services and nothing more: every step below is a gRPC call a user
+The demo is a client of the four services and nothing more: every step below is a gRPC call a user
 could make. It trains two digits classifiers (an MLP and a CNN), asks for FP32/FP16/INT8 variants with
 their proof, deploys FP32 first, runs the digits test split through the inference service for every
 accepted variant (accuracy and latency as measured here), moves ``production`` to the fastest of them
@@ -360,7 +360,7 @@ class PipelineSettings(ServiceSettings):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aiaas_services.pipeline [--once]``."""
+    """``python -m aiaas_services.demo [--once]``."""
     parser = argparse.ArgumentParser(prog="aiaas-pipeline", description=__doc__)
     parser.add_argument("--once", action="store_true", help="exit after the pipeline instead of serving on")
     parser.add_argument("--home", default=os.environ.get("AIAAS_HOME", str(Path.home() / ".aiaas")))
