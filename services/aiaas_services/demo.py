@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 from opentelemetry import propagate, trace
 
+from aiaas.cli.trace_commands import default_trace_dir, resolve_trace_id
 from aiaas.common.v1 import common_pb2
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -333,8 +334,6 @@ def print_rest(rest_url: str | None, model: str, row: np.ndarray) -> None:
 
 def print_trace(home: Path, trace_id: str) -> None:
     """A short summary of the run's trace (spans per service, slowest hops) and the command for the tree."""
-    from aiaas.cli.trace_commands import default_trace_dir, resolve_trace_id
-
     time.sleep(1.0)  # the services export spans in batches; give the last batch a moment
     try:
         _, spans = resolve_trace_id(trace_id, default_trace_dir(str(home)))

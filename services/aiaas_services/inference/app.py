@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from aiaas.client.registry import RegistryClient
 from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas_services.inference.batcher import BatchPolicy
@@ -26,6 +27,7 @@ from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
 from aiaas_services.inference.usage import UsageFlusher, new_meter
 from aiaas_services.inference.usage_channel import RegistryUsageSender
+from aiaas_services.runtime.channels import open_channel
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +93,6 @@ def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
     """Opens the registry client; called inside the running event loop (aio channels bind to it)."""
 
     def factory() -> Any:
-        from aiaas.client.registry import RegistryClient
-        from aiaas_services.runtime.channels import open_channel
-
         return RegistryClient(open_channel(settings.registry_target, settings), actor="inference")
 
     return factory

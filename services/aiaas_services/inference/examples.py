@@ -14,15 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper
 
 NUM_FEATURES = 64
 
 
-def _export(module: object, path: Path, example: object) -> Path:
-    import torch
-
-    assert isinstance(module, torch.nn.Module)
+def _export(module: torch.nn.Module, path: Path, example: torch.Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -40,8 +38,6 @@ def _export(module: object, path: Path, example: object) -> Path:
 
 def export_mlp(path: Path, seed: int = 0, hidden: int = 128, classes: int = 10) -> Path:
     """A digits-shaped MLP: [batch, 64] -> logits [batch, classes]."""
-    import torch
-
     torch.manual_seed(seed)
     module = torch.nn.Sequential(
         torch.nn.Linear(NUM_FEATURES, hidden),
@@ -55,8 +51,6 @@ def export_mlp(path: Path, seed: int = 0, hidden: int = 128, classes: int = 10) 
 
 def export_transformer(path: Path, seed: int = 0, d_model: int = 128, layers: int = 4, tokens: int = 16) -> Path:
     """A small transformer encoder over 64 features viewed as ``tokens`` tokens: a few ms per batch-1 run."""
-    import torch
-
     torch.manual_seed(seed)
 
     class Encoder(torch.nn.Module):

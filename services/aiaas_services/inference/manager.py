@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
+
 from aiaas.wire import ONNX, READY, EventType
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.cachelock import cache_lock
@@ -533,8 +535,6 @@ class ModelManager:
 
     def _warmup(self) -> Any:
         if self._warmup_control is None:
-            import onnxruntime as ort
-
             self._warmup_control = ort.RunOptions()
         return self._warmup_control
 

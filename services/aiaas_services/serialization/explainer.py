@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
+
 from aiaas.client.registry import RegistryClient
 from aiaas.wire import ONNX, PYTORCH_CHECKPOINT
+from aiaas_services.modelzoo import SpecError, build_module, validate_spec
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from aiaas_services.serialization import explain
 from aiaas_services.serialization.records import Ref
@@ -65,10 +68,6 @@ class Explainer:
             return self._cache[key]
         ref = (version.model_name, version.version)
         if kind == "module":
-            import safetensors.torch
-
-            from aiaas_services.modelzoo import SpecError, build_module, validate_spec
-
             try:
                 spec = validate_spec(json.loads(await self.registry.download_bytes(ref, "spec.json")))
                 module = build_module(spec)

@@ -29,6 +29,7 @@ from aiaas.client.registry import RegistryClient, version_ref
 from aiaas.wire import HF, ONNX, PYTORCH_CHECKPOINT
 from aiaas_services.datasets import DataError, load_splits
 from aiaas_services.modelzoo import SpecError, build_module, validate_spec
+from aiaas_services.runtime import tracing
 from aiaas_services.runtime.channels import open_channel
 from aiaas_services.serialization import options as request_options
 from aiaas_services.serialization import proofdata, registration
@@ -62,7 +63,6 @@ def serve_jobs(settings: SerializationSettings, connection: Connection) -> None:
     job ids the service sends, answering "done" after each; exits when the pipe closes."""
     torch.set_num_threads(max(1, settings.torch_threads))
     logging.basicConfig(level=settings.log_level)
-    from aiaas_services.runtime import tracing
 
     setup = getattr(tracing, "setup_worker_tracing", None)
     _exit_with_parent()
