@@ -56,13 +56,20 @@ async def _checked_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-def _is_message(request: Any) -> bool:
-    """A single request message, as opposed to the async iterator of a client stream."""
-    return not hasattr(request, "__aiter__")
+def _admitted(request_or_iterator: Any) -> Any:
+    """What the servicer gets: a parsed message, or a client stream that raises at an unparseable one."""
+    if request_or_iterator is UNPARSEABLE:
+        raise InvalidArgument(UNPARSEABLE_MESSAGE)
+    if hasattr(request_or_iterator, "__aiter__"):
+        return _checked_requests(request_or_iterator)
+    return request_or_iterator
 
 
-async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
-    """Abort the RPC with the status the error table gives; log what the client must not see."""
+async def abort_with(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    """Abort the RPC with the status the error table gives; log what the client must not see. An abort
+    the handler already made passes through unchanged."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
     code, message = status_for(exc)
     if isinstance(exc, (DomainError, NotImplementedError)):
         logger.info("%s -> %s: %s", method, code.name, message)
@@ -75,13 +82,7 @@ def _wrap_unary_response(fn: Callable[..., Awaitable[Any]], method: str) -> Call
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         call = deadlines.enter(context)
         try:
-            if request_or_iterator is UNPARSEABLE:
-                raise InvalidArgument(UNPARSEABLE_MESSAGE)
-            if not _is_message(request_or_iterator):
-                request_or_iterator = _checked_requests(request_or_iterator)
-            return await fn(request_or_iterator, context)
-        except grpc.aio.AbortError:
-            raise
+            return await fn(_admitted(request_or_iterator), context)
         except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
             await abort_with(context, exc, method)
         finally:
@@ -94,18 +95,12 @@ def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = deadlines.enter(context)
         try:
-            if request_or_iterator is UNPARSEABLE:
-                raise InvalidArgument(UNPARSEABLE_MESSAGE)
-            if not _is_message(request_or_iterator):
-                request_or_iterator = _checked_requests(request_or_iterator)
-            result = fn(request_or_iterator, context)
+            result = fn(_admitted(request_or_iterator), context)
             if inspect.isasyncgen(result):
                 async for item in result:
                     yield item
             else:
                 await result
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:  # noqa: BLE001
             await abort_with(context, exc, method)
         finally:

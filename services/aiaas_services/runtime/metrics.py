@@ -125,21 +125,31 @@ def _failure(exc: BaseException) -> str | None:
     return "UNKNOWN" if isinstance(exc, Exception) else "CANCELLED"
 
 
+class _Measured:
+    """One RPC while it runs: counted in flight, then its duration observed by method and status code."""
+
+    __slots__ = ("context", "in_flight", "method", "started")
+
+    def __init__(self, in_flight: Gauge, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.in_flight, self.method, self.context = in_flight, method, context
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+        self.in_flight.inc()
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        self.in_flight.dec()
+        code = _code_name(self.context, None if exc is None else _failure(exc))
+        RPC_DURATION.labels(self.method, code).observe(time.perf_counter() - self.started)
+
+
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
     in_flight = RPC_IN_FLIGHT.labels(method)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        failure: str | None = None
-        in_flight.inc()
-        try:
+        with _Measured(in_flight, method, context):
             return await behavior(request_or_iterator, context)
-        except BaseException as exc:
-            failure = _failure(exc)
-            raise
-        finally:
-            in_flight.dec()
-            RPC_DURATION.labels(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 
@@ -148,22 +158,13 @@ def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Async
     in_flight = RPC_IN_FLIGHT.labels(method)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        failure: str | None = None
-        in_flight.inc()
-        try:
+        with _Measured(in_flight, method, context):
             result = behavior(request_or_iterator, context)
             if hasattr(result, "__anext__"):
                 async for item in result:
                     yield item
             else:
                 await result
-        except BaseException as exc:
-            failure = _failure(exc)
-            raise
-        finally:
-            in_flight.dec()
-            RPC_DURATION.labels(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 
