@@ -22,7 +22,7 @@ from aiaas.client.registry import SyncRegistryClient
 from aiaas.client.serialization import SerializationClient
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve
 
 MODEL = "minilm"
 SERVED = "minilm-onnx"
@@ -40,7 +40,7 @@ def minilm_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def text_serialization(registry_process: ServiceProcess, session_home: Path) -> Iterator[ServiceProcess]:
-    service = start_service(
+    yield from serve(
         "serialization",
         session_home / "serialization-text",
         env={
@@ -49,8 +49,6 @@ def text_serialization(registry_process: ServiceProcess, session_home: Path) -> 
             "HF_HUB_OFFLINE": "1",
         },
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +126,7 @@ def text_inference(
     registry_process: ServiceProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    service = start_service(
+    yield from serve(
         "inference",
         tmp_path_factory.mktemp("inference-text"),
         env={
@@ -137,8 +135,6 @@ def text_inference(
             "AIAAS_INFERENCE_METRICS_PORT": "0",
         },
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")
