@@ -390,8 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say("serving; Ctrl-C stops the four services")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
-        codes = suite.stop()
-        say("stopped: " + ", ".join(f"{name} exit {code}" for name, code in codes.items()))
+        say(suite.stop_and_say())
     return 0
 
 

@@ -9,7 +9,7 @@ string tensors.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,28 +78,29 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
     return path
 
 
-def make_bytes_identity(path: Path) -> Path:
-    """BYTES in, BYTES out (the same strings): [batch, 2] string tensors."""
+def _one_node(
+    path: Path, name: str, op: str, elem_type: int, width: int, constants: Sequence[onnx.TensorProto] = ()
+) -> Path:
+    """``output = op(input, *constants)``, both [batch, width] of ``elem_type``."""
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["output"])],
-        "bytes_identity",
-        [helper.make_tensor_value_info("input", TensorProto.STRING, ["batch", 2])],
-        [helper.make_tensor_value_info("output", TensorProto.STRING, ["batch", 2])],
+        [helper.make_node(op, ["input", *(c.name for c in constants)], ["output"])],
+        name,
+        [helper.make_tensor_value_info("input", elem_type, ["batch", width])],
+        [helper.make_tensor_value_info("output", elem_type, ["batch", width])],
+        initializer=list(constants),
     )
     return _save(graph, path)
+
+
+def make_bytes_identity(path: Path) -> Path:
+    """BYTES in, BYTES out (the same strings): [batch, 2] string tensors."""
+    return _one_node(path, "bytes_identity", "Identity", TensorProto.STRING, 2)
 
 
 def make_fp16_double(path: Path) -> Path:
     """FP16 [batch, 4] -> 2 * input."""
     two = helper.make_tensor("two", TensorProto.FLOAT16, [], [2.0])
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["input", "two"], ["output"])],
-        "fp16_double",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT16, ["batch", 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT16, ["batch", 4])],
-        initializer=[two],
-    )
-    return _save(graph, path)
+    return _one_node(path, "fp16_double", "Mul", TensorProto.FLOAT16, 4, [two])
 
 
 def make_add_sub(path: Path, datatype: int = TensorProto.INT32) -> Path:
@@ -121,13 +122,7 @@ def make_add_sub(path: Path, datatype: int = TensorProto.INT32) -> Path:
 
 def make_bool_not(path: Path) -> Path:
     """BOOL [batch, 3] -> logical not."""
-    graph = helper.make_graph(
-        [helper.make_node("Not", ["input"], ["output"])],
-        "bool_not",
-        [helper.make_tensor_value_info("input", TensorProto.BOOL, ["batch", 3])],
-        [helper.make_tensor_value_info("output", TensorProto.BOOL, ["batch", 3])],
-    )
-    return _save(graph, path)
+    return _one_node(path, "bool_not", "Not", TensorProto.BOOL, 3)
 
 
 def make_slow(path: Path, loops: int = 200) -> Path:
