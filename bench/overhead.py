@@ -64,7 +64,7 @@ def _start(home: Path, repository: Path, feature: str, on: bool) -> tuple[subpro
         "AIAAS_AUDIT_LOG": "false",
         **_feature_env(home, feature, on),
     }
-    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file)]
+    args = ["aiaas_services.inference", "--port", "0", "--port-file", str(port_file), "--http-port", "-1"]
     return start_process(args, env, port_file, home / f"{label}.log")
 
 

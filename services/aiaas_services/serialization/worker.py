@@ -306,7 +306,7 @@ class ExportJobRunner:
         self, client: RegistryClient, source: registration.Source
     ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[text_job.TextModel, text_job.TextProof]]:
         """Download the HF folder, export it with the tokenizer in the graph, compute the reference."""
-        from aiaas_services.serialization.text.folder import FolderRefused
+        from aiaas_services.textmodel.folder import FolderRefused
 
         task = source.task or "embedding"
         folder = self.workdir / "hf"

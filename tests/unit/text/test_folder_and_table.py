@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from aiaas_services.serialization.text.folder import FolderRefused, unpack, vet
+from aiaas_services.textmodel.folder import FolderRefused, unpack, vet
 from aiaas_services.training.text.data import TableError, parse_table
 
 CONFIG = {"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 8, "max_position_embeddings": 64}

@@ -16,8 +16,8 @@ from aiaas_services.runtime.errors import InvalidArgument
 from aiaas_services.serialization.records import Imported, ImportHeader
 from aiaas_services.serialization.registration import register_upload
 from aiaas_services.serialization.settings import SerializationSettings
-from aiaas_services.serialization.text import signature
-from aiaas_services.serialization.text.folder import TASKS, FolderRefused, HfFolder, unpack, vet
+from aiaas_services.textmodel import signature
+from aiaas_services.textmodel.folder import TASKS, FolderRefused, HfFolder, unpack, vet
 
 __all__ = ["TASKS", "import_folder"]
 

@@ -15,9 +15,10 @@ import numpy as np
 
 from aiaas_services.serialization.pipeline import export, proof, run
 from aiaas_services.serialization.pipeline import variants as makers
-from aiaas_services.serialization.text import graph, prove, sentences
-from aiaas_services.serialization.text import signature as sig
-from aiaas_services.serialization.text.folder import HfFolder, vet
+from aiaas_services.serialization.text import prove, sentences
+from aiaas_services.textmodel import graph
+from aiaas_services.textmodel import signature as sig
+from aiaas_services.textmodel.folder import HfFolder, vet
 
 TextModel = graph.TextModel
 PROOF_SOURCE = "built-in proof sentences (reference: transformers)"

@@ -17,7 +17,7 @@ import torch
 
 from aiaas_services.runtime import custom_ops
 from aiaas_services.serialization.pipeline import limits, proof
-from aiaas_services.serialization.text import graph
+from aiaas_services.textmodel import graph
 
 TEXT_VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 # The least per-sentence cosine of an embedding: the proof gate's worst-row cosine for models with no

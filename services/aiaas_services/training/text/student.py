@@ -147,7 +147,7 @@ class StudentTrainer:
         """The student as a string graph: the same in-graph BertTokenizer with its own vocabulary."""
         import onnx
 
-        from aiaas_services.serialization.text import graph
+        from aiaas_services.textmodel import graph
 
         workdir.mkdir(parents=True, exist_ok=True)
         encoder_path = workdir / "student-encoder.onnx"

@@ -24,8 +24,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from aiaas_services.serialization.text import signature as sig
-from aiaas_services.serialization.text.folder import FolderRefused
+from aiaas_services.textmodel import signature as sig
+from aiaas_services.textmodel.folder import FolderRefused
 
 CONTRIB = "ai.onnx.contrib"
 OPSET = 18
@@ -86,7 +86,8 @@ def load_transformers(folder: Path, task: str, attention: str = "eager") -> torc
     except Exception as exc:
         first = (str(exc).splitlines() or [""])[0][:300]
         raise FolderRefused(f"transformers cannot load the folder as {task}: {type(exc).__name__}: {first}") from exc
-    return model.eval()
+    loaded: torch.nn.Module = model.eval()
+    return loaded
 
 
 def max_length_of(folder: Path, max_positions: int) -> int:
