@@ -47,6 +47,7 @@ from aiaas_services.serialization.records import (
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 from aiaas_services.serialization.text import job as text_job
+from aiaas_services.textmodel.folder import FolderRefused
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -306,8 +307,6 @@ class ExportJobRunner:
         self, client: RegistryClient, source: registration.Source
     ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[text_job.TextModel, text_job.TextProof]]:
         """Download the HF folder, export it with the tokenizer in the graph, compute the reference."""
-        from aiaas_services.textmodel.folder import FolderRefused
-
         task = source.task or "embedding"
         folder = self.workdir / "hf"
         folder.mkdir()

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from tokenizers import BertWordPieceTokenizer
 from torch import nn
 
+from aiaas_services.textmodel import graph
 from aiaas_services.training.text.data import TextTable
 from aiaas_services.training.text.finetune import metrics
 from aiaas_services.training.trainer import Cancelled, Hooks
@@ -44,8 +47,6 @@ class StudentConfig:
 
 def train_vocabulary(texts: Sequence[str], vocab_size: int) -> list[str]:
     """A WordPiece vocabulary (BERT special tokens first) learned from ``texts``."""
-    from tokenizers import BertWordPieceTokenizer
-
     tokenizer = BertWordPieceTokenizer(lowercase=True, strip_accents=True)
     tokenizer.train_from_iterator(list(texts), vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False)
     vocab = tokenizer.get_vocab()
@@ -78,8 +79,6 @@ class StudentTrainer:
     """Trains a Student on a table's training rows, with or without a teacher's soft targets."""
 
     def __init__(self, table: TextTable, train_rows: list[int], test_rows: list[int], config: StudentConfig) -> None:
-        from tokenizers import BertWordPieceTokenizer
-
         torch.manual_seed(config.seed)
         self.table, self.train_rows, self.test_rows, self.config = table, train_rows, test_rows, config
         self.vocab = train_vocabulary([table.texts[i] for i in train_rows], config.vocab_size)
@@ -145,10 +144,6 @@ class StudentTrainer:
 
     def export(self, workdir: Path) -> Path:
         """The student as a string graph: the same in-graph BertTokenizer with its own vocabulary."""
-        import onnx
-
-        from aiaas_services.textmodel import graph
-
         workdir.mkdir(parents=True, exist_ok=True)
         encoder_path = workdir / "student-encoder.onnx"
         example = (
