@@ -64,7 +64,8 @@ def export_transformer(path: Path, seed: int = 0, d_model: int = 128, layers: in
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             steps = x.reshape(x.shape[0], self.tokens, NUM_FEATURES // self.tokens)
-            return self.head(self.encoder(self.project(steps)).mean(dim=1))
+            logits: torch.Tensor = self.head(self.encoder(self.project(steps)).mean(dim=1))
+            return logits
 
     return _export(Encoder(), path, torch.zeros(2, NUM_FEATURES))
 

@@ -420,7 +420,7 @@ class ModelManager:
 
     async def _download(self, version: Any, digest: str) -> Path:
         """model.onnx of a registry version into the cache (verified by the client; reused when present)."""
-        folder = self.cache_dir / version.model_name / str(version.version)
+        folder: Path = self.cache_dir / version.model_name / str(version.version)
         target = folder / f"{digest or 'unknown'}.onnx"
         if target.is_file() and digest:
             return target
@@ -621,7 +621,7 @@ def _reason(exc: BaseException) -> str:
     """A short, client-safe description of a load failure."""
     details = getattr(exc, "details", None)
     if callable(details):
-        code = exc.code().name if hasattr(exc, "code") else "ERROR"  # type: ignore[attr-defined]
+        code = exc.code().name if hasattr(exc, "code") else "ERROR"
         return f"registry said {code}: {details()}"
     if isinstance(exc, DomainError):
         return str(exc)
