@@ -24,8 +24,10 @@ SUITES = [
     "cancellation",
     "overhead",
     "tracing",
+    "hotpath",
     "workers",
     "text",
+    "distill",
 ]
 RESULTS = Path(__file__).parent / "results"
 

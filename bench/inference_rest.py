@@ -5,7 +5,9 @@ REST load with JSON tensors and the REST load with binary tensors run back to ba
 rounds, each in its own client process as lean as the gRPC one (pre-built request bytes, keep-alive
 HTTP/1.1 over asyncio streams, no JSON parsing of the answer). Records:
 ``inference.rest_vs_grpc.<model>.c<N>.<json|binary>`` (REST rps / gRPC rps, median of per-round ratios)
-and ``inference.rest_p50_ms.<model>.c1.<json|binary>``. Throughput on a shared 2-core machine swings
+and ``inference.rest_p50_ms.<model>.c1.<json|binary>`` (the gRPC p50 of the same rounds in its params). Both
+doors do the same per-request work besides their codecs (validation, batcher, usage metering, drift
+sampling). Throughput on a shared 2-core machine swings
 with the neighbours' load, so each point also records the server's CPU time per request (utime+stime of
 the server process from /proc over the run, warm-up included, divided by the requests answered):
 ``inference.rest_vs_grpc_cpu.<model>.c<N>.<json|binary>`` = gRPC CPU per request / REST CPU per request
@@ -165,6 +167,7 @@ def run(quick: bool) -> list[Record]:
     seconds, warmup, rounds = (1.0, 0.3, 1) if quick else (2.0, 0.5, 5)
     ratios: dict[tuple[str, int, str], list[float]] = {}
     rest_p50: dict[tuple[str, str], list[float]] = {}
+    grpc_p50: dict[str, list[float]] = {}
     cpu_ratios: dict[tuple[str, int, str], list[float]] = {}
     errors: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
@@ -189,6 +192,8 @@ def run(quick: bool) -> list[Record]:
                         grpc_result, grpc_cpu = _measured(
                             process.pid, seconds, warmup, partial(grpc_load, seconds, warmup)
                         )
+                        if concurrency == 1:
+                            grpc_p50.setdefault(model, []).append(grpc_result["p50_ms"])
                         for kind in ("json", "binary"):
                             path, length = files[(model, kind)]
                             rest_load = partial(run_rest_load, http_address, f"/v2/models/{model}/infer", path, length)
@@ -223,7 +228,8 @@ def run(quick: bool) -> list[Record]:
         params = {**common, "concurrency": concurrency, "per_round": values}
         records.append(Record(name, median(values), "ratio", "higher", params))
     for (model, kind), values in sorted(rest_p50.items()):
-        records.append(Record(f"inference.rest_p50_ms.{model}.c1.{kind}", median(values), "ms", "lower", common))
+        params = {**common, "per_round": values, "grpc_p50_ms_same_rounds": median(grpc_p50.get(model, [0.0]))}
+        records.append(Record(f"inference.rest_p50_ms.{model}.c1.{kind}", median(values), "ms", "lower", params))
     return records
 
 

@@ -73,8 +73,12 @@ class EchoApp:
         """Nothing to release."""
 
 
-def serve_echo(port_file: str) -> None:
-    """Run the echo app with the runtime's ``serve()`` (tracing set up from OTEL_* like any service)."""
+def serve_echo(port_file: str, bare: bool = False) -> None:
+    """Run the echo app with the runtime's ``serve()`` (tracing set up from OTEL_* like any service), or with
+    ``bare`` on a plain ``grpc.aio`` server (no interceptor, no health: the gRPC floor of a no-op RPC)."""
+    if bare:
+        asyncio.run(_serve_bare(port_file))
+        return
     from aiaas_services.runtime.server import serve
     from aiaas_services.runtime.settings import ServiceSettings
 
@@ -85,13 +89,25 @@ def serve_echo(port_file: str) -> None:
     asyncio.run(serve(settings, EchoApp()))  # type: ignore[arg-type]
 
 
-async def _load(target: str, method: str, payload: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Keep ``concurrency`` calls in flight for ``seconds``; count completions and errors."""
+async def _serve_bare(port_file: str) -> None:
+    server = grpc.aio.server()
+    EchoApp().register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    Path(port_file).write_text(str(port))
+    await server.wait_for_termination()
+
+
+async def _load(
+    target: str, method: str, payload: bytes, concurrency: int, seconds: float, timeout: float | None = None
+) -> dict[str, Any]:
+    """Keep ``concurrency`` calls in flight for ``seconds``; count completions and errors (``timeout``: each
+    call's deadline, as ``grpc`` clients such as ghz send one; None sends none)."""
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(method, request_serializer=_identity, response_deserializer=_identity)
         warmup = 20
         for _ in range(warmup):  # warm the connection and the server's first-call paths
-            await call(payload)
+            await call(payload, timeout=timeout)
         done = errors = 0
         deadline = time.perf_counter() + seconds
 
@@ -99,7 +115,7 @@ async def _load(target: str, method: str, payload: bytes, concurrency: int, seco
             nonlocal done, errors
             while time.perf_counter() < deadline:
                 try:
-                    await call(payload)
+                    await call(payload, timeout=timeout)
                     done += 1
                 except grpc.aio.AioRpcError:
                     errors += 1
@@ -110,7 +126,9 @@ async def _load(target: str, method: str, payload: bytes, concurrency: int, seco
     return {"count": done, "errors": errors, "seconds": elapsed, "rps": done / elapsed, "warmup": warmup}
 
 
-def run_load(target: str, method: str, payload: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_load(
+    target: str, method: str, payload: bytes, concurrency: int, seconds: float, timeout: float | None = None
+) -> dict[str, Any]:
     """One load round in a separate process (so the load does not share the bench's interpreter)."""
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as handle:
         handle.write(payload)
@@ -131,6 +149,7 @@ def run_load(target: str, method: str, payload: bytes, concurrency: int, seconds
                 str(concurrency),
                 "--seconds",
                 str(seconds),
+                *(["--timeout", str(timeout)] if timeout is not None else []),
             ],
             cwd=ROOT,
             capture_output=True,
@@ -364,18 +383,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     echo = commands.add_parser("serve-echo")
     echo.add_argument("--port-file", required=True)
+    echo.add_argument("--bare", action="store_true", help="plain grpc.aio server, no runtime")
     load = commands.add_parser("load")
     load.add_argument("--target", required=True)
     load.add_argument("--method", required=True)
     load.add_argument("--request-file", required=True)
     load.add_argument("--concurrency", type=int, default=8)
     load.add_argument("--seconds", type=float, default=5.0)
+    load.add_argument("--timeout", type=float, default=None, help="each call's deadline in seconds")
     args = parser.parse_args(argv)
     if args.command == "serve-echo":
-        serve_echo(args.port_file)
+        serve_echo(args.port_file, args.bare)
         return 0
     payload = Path(args.request_file).read_bytes()
-    print(json.dumps(asyncio.run(_load(args.target, args.method, payload, args.concurrency, args.seconds))))
+    result = asyncio.run(_load(args.target, args.method, payload, args.concurrency, args.seconds, args.timeout))
+    print(json.dumps(result))
     return 0
 
 

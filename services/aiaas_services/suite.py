@@ -138,9 +138,9 @@ class Suite:
         old = self.services[name]
         if old.process.poll() is None:
             raise RuntimeError(f"{name} is still running (pid {old.process.pid})")
-        return self._launch(name, old.port, timeout)
+        return self._launch(name, old.port, timeout, http_port=old.http_port)
 
-    def _launch(self, name: str, port: int, timeout: float) -> RunningService:
+    def _launch(self, name: str, port: int, timeout: float, http_port: int | None = None) -> RunningService:
         kind = name.split("-")[0]
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ class Suite:
         command = [sys.executable, "-m", f"aiaas_services.{kind}", "--port", str(port), "--port-file", str(port_file)]
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [*command, *self._extra_args(name, port)],
+                [*command, *self._extra_args(name, port, http_port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env_for(kind),
@@ -167,11 +167,13 @@ class Suite:
             service.http_port = int(http_file.read_text())
         return service
 
-    def _extra_args(self, name: str, port: int) -> list[str]:
+    def _extra_args(self, name: str, port: int, http_port: int | None = None) -> list[str]:
         """Inference's REST port follows its gRPC one: default 8000 (8000 + i for replica i+1), or a free
-        port when gRPC's is free too."""
+        port when gRPC's is free too; a restarted replica keeps the REST port it had."""
         if not name.startswith("inference"):
             return []
+        if http_port is not None:
+            return ["--http-port", str(http_port)]
         if port == 0:
             return ["--http-port", "0"]
         replica = int(name.split("-")[1]) - 1 if "-" in name else 0

@@ -16,7 +16,7 @@ from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
-from aiaas_services.inference.metrics import observer_factory
+from aiaas_services.inference.metrics import observer_factory, watch_states
 from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader
 from aiaas_services.inference.monitor_servicer import MonitoringServicer
 from aiaas_services.inference.providers import ProviderConfig
@@ -108,6 +108,7 @@ class InferenceApp:
             raise ValueError("models are named but registry_target is empty; set AIAAS_INFERENCE_REGISTRY_TARGET")
         self.settings = settings
         self.manager = build_manager(settings)
+        watch_states(self.manager)
         self.ready = asyncio.Event()
         self.usage = new_meter() if settings.usage_metering else None
         self.flusher: UsageFlusher | None = None
@@ -135,15 +136,21 @@ class InferenceApp:
         return names
 
     async def start(self) -> None:
-        """Load the models (health turns SERVING after this returns)."""
+        """Load the models (health turns SERVING after this returns).
+
+        A lone process opens REST first, so /v2/health/live answers while the models load. A worker that
+        shares its port with others (``reuse_port``) opens it only once its models are loaded: the kernel
+        hands a listening socket new connections at once, and a balancer must never reach a worker that
+        would answer 503 or 404 while its siblings serve.
+        """
         if self.settings.gil_switch_interval_us > 0:
             sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)
-        if self.settings.http_port >= 0:  # up first: /v2/health/live answers while the models load
-            self.http = HttpServer(
-                rest_app(self.settings, self.manager, self.servicer), self.settings, self.settings.http_port
-            )
-            self.http_port = await self.http.start()
+        rest_first = not self.settings.reuse_port
+        if rest_first:
+            await self._open_rest()
         await self.manager.start()
+        if not rest_first:
+            await self._open_rest()
         if self.usage is not None and self.settings.registry_target:
             self.flusher = UsageFlusher(
                 self.usage, RegistryUsageSender(self.settings, "inference"), self.settings.usage_flush_seconds
@@ -152,6 +159,13 @@ class InferenceApp:
         if self.monitor is not None:
             self.monitor.start(self.settings.monitoring_interval_seconds)
         self.ready.set()
+
+    async def _open_rest(self) -> None:
+        if self.settings.http_port >= 0:
+            self.http = HttpServer(
+                rest_app(self.settings, self.manager, self.servicer), self.settings, self.settings.http_port
+            )
+            self.http_port = await self.http.start()
 
     async def drain(self) -> None:
         """Not ready any more; the REST server finishes its in-flight requests and stops (gRPC stops next)."""

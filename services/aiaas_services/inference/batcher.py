@@ -8,7 +8,7 @@ are busy, so batches form by themselves. A batch's results go back to the event 
 
 For a model whose run takes tens of microseconds (a small MLP), even that hop (a condition wake-up, a
 self-pipe write, another loop turn) costs more than the run: with ``inline_below_s`` set and the measured
-run time below it, the requests of a loop turn are stacked and run on the event loop itself.
+cost of a run below it, the requests of a loop turn are stacked and run on the event loop itself.
 
 Cancelled and expired work is not done (``BatchPolicy.cancel_checks``): a request whose caller went away
 (its future cancelled) or whose deadline passed is dropped from the queue; a run whose requests have all
@@ -50,7 +50,7 @@ class RunControl(Protocol):
 
 
 StoppableRunFn = Callable[..., list[np.ndarray]]  # (feeds, control=None): control.terminate stops the run
-EMA_WEIGHT = 0.1  # of the newest run in the moving average of run time that decides inline runs
+EMA_WEIGHT = 0.1  # of the newest run in the moving average of run cost that decides inline runs
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,10 @@ class BatchPolicy:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_s: float = 0.0
     queue_limit: int = 1024
-    # Run on the event loop itself, skipping the instance threads, while a run takes less than this
-    # (measured): for a model that computes in tens of microseconds, the thread hop costs more than the
-    # run. 0 = always use the threads. Needs max_queue_delay_s == 0 (the loop never waits for a batch).
+    # Run on the event loop itself, skipping the instance threads, while a run costs less than this
+    # (measured by the batcher's ``run_clock``): for a model that computes in tens of microseconds, the
+    # thread hop costs more than the run. 0 = always use the threads. Needs max_queue_delay_s == 0 (the
+    # loop never waits for a batch).
     inline_below_s: float = 0.0
     # Record batch, queue-wait and run spans per batch (off: each request's span carries those figures
     # as attributes).
@@ -148,9 +149,15 @@ class Batcher:
         loop: asyncio.AbstractEventLoop,
         observe: Observer | None = None,
         make_control: Callable[[], RunControl] | None = None,
+        run_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``make_control``: when given, each run function takes ``(feeds, control)`` and stops early once
-        ``control.terminate`` is set (the runners of model.py, with ``onnxruntime.RunOptions``)."""
+        ``control.terminate`` is set (the runners of model.py, with ``onnxruntime.RunOptions``).
+
+        ``run_clock`` prices a run for the inline decision: wall time by default; ``time.thread_time`` for
+        runs that compute on the calling thread (ONNX Runtime on the CPU), so that a busy machine or an
+        instance thread waiting for the GIL after its run does not make a cheap model look expensive and
+        move it off the loop for good (a run waiting for the GIL in a thread is measured as slow again)."""
         self.name = name
         self.policy = policy
         self.stats = BatchStats()
@@ -165,7 +172,8 @@ class Batcher:
         self._inline_run = run_fns[0] if run_fns else None
         self._make_control = make_control if policy.cancel_checks else None
         self._stoppable = make_control is not None
-        self._compute_ema_s: float | None = None  # recent seconds a run takes; decides inline runs
+        self._run_clock = run_clock
+        self._compute_ema_s: float | None = None  # recent cost of a run by ``run_clock``; decides inline runs
         self._threads = [
             threading.Thread(target=self._serve, args=(fn,), name=f"{name}-instance-{i}", daemon=True)
             for i, fn in enumerate(run_fns)
@@ -396,6 +404,7 @@ class Batcher:
             if running is None:
                 return  # everyone left between the take and now
         started = time.monotonic()
+        cost_started = self._run_clock()
         waits = [started - item.enqueued for item in batch]
         rows = sum(item.rows for item in batch)
         fine = self.policy.trace_spans and trace.get_current_span(batch[0].trace_context).is_recording()
@@ -428,6 +437,7 @@ class Batcher:
                     self._loop.call_soon_threadsafe(_fail, batch, exc)
                 return
         elapsed = time.monotonic() - started
+        cost = self._run_clock() - cost_started
         _annotate(batch, self.name, rows, elapsed, started)
         if self.policy.cancel_checks and all(item.future.done() for item in batch):
             self._count_waste(elapsed, terminated=False)
@@ -445,7 +455,7 @@ class Batcher:
             entry[1] += int(elapsed * 1e9)
             stats.last_inference_ms = int(time.time() * 1000)
             ema = self._compute_ema_s
-            self._compute_ema_s = elapsed if ema is None else ema + EMA_WEIGHT * (elapsed - ema)
+            self._compute_ema_s = cost if ema is None else ema + EMA_WEIGHT * (cost - ema)
         if inline:
             _deliver(batch, results)
         else:

@@ -3,7 +3,8 @@
 ``mlp`` and ``transformer`` are exported from PyTorch modules with the contract's names (input
 ``input`` [batch, 64] float32, output ``output``, dynamic batch axis); the protocol fixtures (BYTES,
 FP16, several inputs and outputs) are built directly with ``onnx.helper`` since PyTorch cannot export
-string tensors.
+string tensors. ``bf16`` takes and returns bfloat16 (ONNX Runtime's Python ``run`` cannot; see
+inference/ortvalues.py).
 """
 
 from __future__ import annotations
@@ -104,6 +105,37 @@ def make_fp16_double(path: Path) -> Path:
     return _one_node(path, "fp16_double", "Mul", TensorProto.FLOAT16, 4, [two])
 
 
+def make_bf16_mlp(path: Path, seed: int = 0, hidden: int = 32, classes: int = 10) -> Path:
+    """A digits-shaped MLP with bfloat16 input and logits ([batch, 64] -> [batch, classes], both BF16).
+
+    The layers compute in float32 between two Casts, as a BF16-serving model does on a CPU without
+    bfloat16 matrix kernels; its interface is what the BF16 tests exercise.
+    """
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((NUM_FEATURES, hidden)) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((hidden, classes)) / 4).astype(np.float32)
+    b1 = (rng.standard_normal(hidden) / 10).astype(np.float32)
+    weights = {"w1": w1, "b1": b1, "w2": w2}
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+            helper.make_node("Add", ["h0", "b1"], ["h1"]),
+            helper.make_node("Relu", ["h1"], ["h"]),
+            helper.make_node("MatMul", ["h", "w2"], ["logits"]),
+            helper.make_node("Cast", ["logits"], ["output"], to=TensorProto.BFLOAT16),
+        ],
+        "bf16_mlp",
+        [helper.make_tensor_value_info("input", TensorProto.BFLOAT16, ["batch", NUM_FEATURES])],
+        [helper.make_tensor_value_info("output", TensorProto.BFLOAT16, ["batch", classes])],
+        initializer=[
+            helper.make_tensor(name, TensorProto.FLOAT, list(value.shape), value.reshape(-1).tolist())
+            for name, value in weights.items()
+        ],
+    )
+    return _save(graph, path)
+
+
 def make_add_sub(path: Path, datatype: int = TensorProto.INT32) -> Path:
     """Two inputs, two outputs (Triton's classic "simple" model): sum = a + b, difference = a - b, [batch, 16]."""
     graph = helper.make_graph(
@@ -154,6 +186,7 @@ def build_repository(root: Path, names: tuple[str, ...] = ("mlp", "bytes", "fp16
         "transformer": export_transformer,
         "bytes": make_bytes_identity,
         "fp16": make_fp16_double,
+        "bf16": make_bf16_mlp,
         "add_sub": make_add_sub,
         "bool": make_bool_not,
         "slow": make_slow,

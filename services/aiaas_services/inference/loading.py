@@ -6,7 +6,8 @@ no absolute paths, no ``..``, no symbolic link anywhere on the way, and no hard 
 than one name could be another model's bytes) — and each offset/length must lie inside that file.
 
 A load failure is described by ``LoadFailure``: a short reason the client may see (no paths, no class
-names) and an error id that is also in the server log, beside the full traceback.
+names) and an error id that is also in the server log, beside the full traceback. A registry download
+that fails (the registry's stored copy damaged, a status code) is a load failure of that version too.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from typing import Any
 
 import onnx
 
+from aiaas.client.refs import ArtifactCorrupted
 from aiaas_services.runtime.errors import DomainError, FailedPrecondition
 
 logger = logging.getLogger(__name__)
 
 _ORT_MESSAGE = re.compile(r"\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*(\w+)\s*:\s*(.*)", re.S)
-_PATHS = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/:'\"]+)+/?")
+_SOURCE_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+\s+[\w:~<>]+\([^)]*\)\s*")
+_PATHS = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:/[^\s/:'\"]+)+/?")
 
 
 class UnsafeModelFile(FailedPrecondition):
@@ -113,22 +116,37 @@ def describe_failure(exc: BaseException, path: Path | None, what: str) -> LoadFa
     """Log the failure with a fresh error id (traceback only for the unexpected) and return its reason."""
     error_id = uuid.uuid4().hex[:12]
     reason = _reason(exc, path)
-    expected = isinstance(exc, (DomainError, OSError)) or _ORT_MESSAGE.search(str(exc)) is not None
+    expected = isinstance(exc, (DomainError, OSError, ArtifactCorrupted)) or _rpc_code(exc) is not None
+    expected |= _ORT_MESSAGE.search(str(exc)) is not None
     logger.error("%s failed to load (error id %s): %s", what, error_id, reason, exc_info=None if expected else exc)
     if expected:
         logger.info("%s: load error %s raw message: %s", what, error_id, exc)
     return LoadFailure(reason, error_id)
 
 
+def _rpc_code(exc: BaseException) -> str | None:
+    """The status code name of a gRPC error (a registry download that failed), else None."""
+    code = getattr(exc, "code", None)
+    if not callable(getattr(exc, "details", None)) or not callable(code):
+        return None
+    return str(getattr(code(), "name", code()))
+
+
 def _reason(exc: BaseException, path: Path | None) -> str:
     if isinstance(exc, DomainError):
         return _clean(str(exc), path)
+    if isinstance(exc, ArtifactCorrupted):
+        return f"the download did not verify: {_clean(str(exc), path)}"
+    code = _rpc_code(exc)
+    if code is not None:
+        return f"the download from the registry failed: registry said {code}: {_clean(str(exc.details()), path)}"  # type: ignore[attr-defined]
     if isinstance(exc, OSError):
         return f"cannot read the model file: {exc.strerror or 'I/O error'}"
     match = _ORT_MESSAGE.search(str(exc))
     if match:
         kind, text = match.groups()
         text = re.sub(r"Load model from \S+ failed:\s*", "", text.strip())
+        text = _SOURCE_LOCATION.sub("", text)  # ORT's C++ file:line and function name say nothing to a user
         return f"ONNX Runtime refused the model ({kind}): {_clean(text, path)[:300]}"
     return "unexpected error while loading the model"
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +34,7 @@ from aiaas.wire import ONNX, READY, EventType
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.cachelock import cache_lock
 from aiaas_services.inference.loading import LoadFailure, describe_failure
+from aiaas_services.inference.metrics import count_load_failure
 from aiaas_services.inference.model import LoadedModel, ModelSource, build_loaded_model
 from aiaas_services.inference.providers import CUDA, ProviderConfig, choose_variant
 from aiaas_services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -269,7 +273,7 @@ class ModelManager:
                     try:
                         loaded[version] = await self._build(source)
                     except Exception as exc:  # noqa: BLE001 - recorded; the other versions still load
-                        self.failed[name, version] = describe_failure(exc, path, f"{name} version {version}")
+                        self._record_failure(name, version, exc, path)
             except BaseException:
                 await self._drain(m for m in loaded.values())
                 raise
@@ -338,8 +342,6 @@ class ModelManager:
                 snapshot = await self._resolve_registry(spec, current)
             except Exception as exc:
                 reason = _reason(exc)
-                if current is None:
-                    self.pending[spec.name] = _Pending(reason, spec)
                 logger.warning(
                     "cannot load %s@%s from the registry: %s",
                     spec.name,
@@ -347,12 +349,64 @@ class ModelManager:
                     reason,
                     exc_info=not _expected(exc),
                 )
+                fallback = await self._last_good(spec) if current is None else None
+                if fallback is not None:
+                    self._install(fallback, None)
+                elif current is None:
+                    self.pending[spec.name] = _Pending(reason, spec)
                 return False
             if snapshot is not None:
                 self._install(snapshot, current)
+                if spec.alias:
+                    self._remember(spec, snapshot.default)
             return True
 
-    async def _resolve_registry(self, spec: ModelSpec, current: ServedModel | None) -> ServedModel | None:
+    def _last_good_file(self, spec: ModelSpec) -> Path:
+        return self.cache_dir / spec.name / f"last-good@{spec.alias}"
+
+    def _remember(self, spec: ModelSpec, version: str) -> None:
+        """Note the version served as ``spec``'s alias, for a process that starts while the alias names a
+        version that cannot load (a worker or replica restarted during a bad deploy; see ``_last_good``)."""
+        target = self._last_good_file(spec)
+        with contextlib.suppress(OSError):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            tmp.write_text(version)
+            os.replace(tmp, target)
+
+    async def _last_good(self, spec: ModelSpec) -> ServedModel | None:
+        """What this data folder last served as ``spec``'s alias, loaded again, when nothing is served yet.
+
+        Workers and replicas sharing the data folder keep serving the previous version through a deploy
+        that cannot load; one that (re)starts meanwhile must not answer UNAVAILABLE while they serve, so
+        it loads that version (by number, verified as any download) and follows the alias from there.
+        """
+        try:
+            version = self._last_good_file(spec).read_text().strip()
+        except OSError:
+            return None
+        if not spec.alias or not version.isdigit():
+            return None
+        try:
+            snapshot = await self._resolve_registry(
+                ModelSpec(spec.name, version=int(version)), None, keep_failures=True
+            )
+        except Exception as exc:  # noqa: BLE001 - nothing to fall back to: the alias's failure stands
+            logger.warning("cannot load %s version %s either: %s", spec.name, version, _reason(exc))
+            return None
+        assert snapshot is not None  # nothing was current
+        logger.warning(
+            "serving %s version %s (what %s@%s named before) until the alias names a version that loads",
+            spec.name,
+            version,
+            spec.name,
+            spec.alias,
+        )
+        return dataclasses.replace(snapshot, alias=spec.alias)
+
+    async def _resolve_registry(
+        self, spec: ModelSpec, current: ServedModel | None, keep_failures: bool = False
+    ) -> ServedModel | None:
         head = await self.registry.get_version((spec.name, spec.selector))
         if head.format != ONNX:
             raise InvalidArgument(f"{spec.name} version {head.version} is not an ONNX model")
@@ -371,6 +425,12 @@ class ModelManager:
                 and v.variant
                 and v.variant not in {c.variant for c in chosen}
             ]
+        # Failures of versions the alias no longer names are history (the log and the metric keep them):
+        # RepositoryIndex shows what is served and what the alias names now.
+        wanted = {str(v.version) for v in chosen}
+        stale = [] if keep_failures else [key for key in self.failed if key[0] == spec.name]
+        for key in [key for key in stale if key[1] not in wanted]:
+            del self.failed[key]
         existing = {m.version: m for m in (current.versions.values() if current else [])}
         loaded: dict[str, LoadedModel] = {}
         fresh: list[LoadedModel] = []
@@ -382,7 +442,13 @@ class ModelManager:
                 if reuse is not None and reuse.source.sha256 == digest:
                     loaded[label] = reuse
                     continue
-                path = await self._download(version, digest)
+                try:
+                    path = await self._download(version, digest)
+                except Exception as exc:
+                    failure = self._record_failure(spec.name, label, exc, None)
+                    if version is head:
+                        raise FailedPrecondition(f"{spec.name} version {label} failed to load: {failure}") from exc
+                    continue  # a sibling variant that fails never keeps the head out
                 self.failed.pop((spec.name, label), None)
                 source = ModelSource(
                     spec.name,
@@ -397,8 +463,7 @@ class ModelManager:
                 try:
                     model = await self._build(source)
                 except Exception as exc:
-                    failure = describe_failure(exc, path, f"{spec.name} version {label}")
-                    self.failed[spec.name, label] = failure
+                    failure = self._record_failure(spec.name, label, exc, path)
                     if version is head:
                         raise FailedPrecondition(f"{spec.name} version {label} failed to load: {failure}") from exc
                     continue  # a sibling variant that fails never keeps the head out
@@ -419,14 +484,18 @@ class ModelManager:
         return ServedModel(spec.name, loaded, default, spec.alias)
 
     async def _download(self, version: Any, digest: str) -> Path:
-        """model.onnx of a registry version into the cache (verified by the client; reused when present)."""
+        """model.onnx of a registry version into the cache (verified by the client).
+
+        A cached copy is reused only while it still hashes to its digest: one damaged on disk after it
+        was verified is removed and downloaded again, instead of being served or failing every load.
+        """
         folder: Path = self.cache_dir / version.model_name / str(version.version)
         target = folder / f"{digest or 'unknown'}.onnx"
-        if target.is_file() and digest:
+        if digest and await _cached(target, digest):
             return target
         folder.mkdir(parents=True, exist_ok=True)
         async with cache_lock(target):  # workers/replicas sharing the cache: one downloads, the rest reuse it
-            if not (target.is_file() and digest):
+            if not (digest and await _cached(target, digest)):
                 await self.registry.download_to((version.model_name, version.version), MODEL_FILE, target)
                 logger.info("downloaded %s version %s into the cache", version.model_name, version.version)
         return target
@@ -533,6 +602,13 @@ class ModelManager:
             self._warmup(),
         )
 
+    def _record_failure(self, name: str, version: str, exc: BaseException, path: Path | None) -> LoadFailure:
+        """Log a failed load of one version (reason + error id), count it, keep it for RepositoryIndex."""
+        failure = describe_failure(exc, path, f"{name} version {version}")
+        self.failed[name, version] = failure
+        count_load_failure(name, version)
+        return failure
+
     def _warmup(self) -> Any:
         if self._warmup_control is None:
             self._warmup_control = ort.RunOptions()
@@ -604,6 +680,24 @@ def _artifact_digest(version: Any) -> str:
         if artifact.name == MODEL_FILE:
             return str(artifact.sha256)
     raise Unavailable(f"{version.model_name} version {version.version} has no {MODEL_FILE} artifact")
+
+
+async def _cached(target: Path, digest: str) -> bool:
+    """Whether ``target`` exists and hashes to ``digest``; a copy that does not is removed (and logged)."""
+    if not target.is_file():
+        return False
+
+    def sha256() -> str:
+        with target.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    if await asyncio.to_thread(sha256) == digest:
+        return True
+    logger.warning(
+        "cached %s no longer matches its sha256 (damaged on disk); removing it to download again", target.name
+    )
+    target.unlink(missing_ok=True)
+    return False
 
 
 def _read_variant(path: Path) -> str:

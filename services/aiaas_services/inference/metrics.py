@@ -1,7 +1,9 @@
-"""Prometheus figures per model and version: requests by outcome, queue wait, compute time, batch sizes.
+"""Prometheus figures per model and version: requests by outcome, queue wait, compute time, batch sizes,
+failed loads and what each version's state is.
 
 Served on the shared ``/metrics`` endpoint (setting ``metrics_port``). Label children are looked up once
-per loaded version, so the hot path pays one ``inc``/``observe`` each.
+per loaded version, so the hot path pays one ``inc``/``observe`` each. With worker processes every
+worker serves its own endpoint, so these say what that worker serves.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import REGISTRY, Histogram, Metric
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import REGISTRY, Counter, Histogram, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aiaas_services.runtime.metrics import metrics_enabled
@@ -82,6 +84,56 @@ BATCH_ROWS = Histogram(
     ["model", "version"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+
+
+LOAD_FAILURES = Counter(
+    "aiaas_inference_model_load_failures",
+    "Failed loads of a model version (download, checks or ONNX Runtime); the reason and error id are in the "
+    "log and RepositoryIndex.",
+    ["model", "version"],
+)
+
+
+class _StateCollector(Collector):
+    """Each version's RepositoryIndex state, and the version requests go to, read from the manager at scrape."""
+
+    def __init__(self) -> None:
+        self.source: Any = None  # the ModelManager of this process (set by ``watch_states``)
+
+    def collect(self) -> Iterator[Metric]:
+        states = GaugeMetricFamily(
+            "aiaas_inference_model_version_state",
+            "1 per model version and its state (READY, UNAVAILABLE), as RepositoryIndex lists it.",
+            labels=["model", "version", "state"],
+        )
+        default = GaugeMetricFamily(
+            "aiaas_inference_model_default_version",
+            "The version a request without a version number goes to.",
+            labels=["model"],
+        )
+        manager = self.source
+        if manager is not None:
+            for name, version, state, _ in manager.index():
+                states.add_metric([name, version, state], 1)
+            for name, served in list(manager.served.items()):
+                if served.default.isdigit():
+                    default.add_metric([name], int(served.default))
+        yield states
+        yield default
+
+
+_STATES = _StateCollector()
+REGISTRY.register(_STATES)
+
+
+def watch_states(manager: Any) -> None:
+    """Report this manager's versions in ``aiaas_inference_model_version_state`` (one manager per process)."""
+    _STATES.source = manager
+
+
+def count_load_failure(model: str, version: str) -> None:
+    """One more failed load of ``model`` ``version``."""
+    LOAD_FAILURES.labels(model, version or "none").inc()
 
 
 @dataclass

@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from aiaas_services.inference.batcher import Batcher, BatchPolicy, StoppableRunFn
 from aiaas_services.inference.loading import check_external_data
+from aiaas_services.inference.ortvalues import needs_ortvalues, ortvalue_runner
 from aiaas_services.inference.providers import (
     CUDA,
     ProviderConfig,
@@ -192,15 +193,26 @@ class LoadedModel:
                 cancel_checks=policy.cancel_checks,
             )
         )
-        if providers and providers[0] == CUDA and io_binding:
+        if needs_ortvalues(first):  # BF16 tensors: session.run refuses them (inference/ortvalues.py)
+            runners = [ortvalue_runner(session) for session in sessions]
+        elif providers and providers[0] == CUDA and io_binding:
             runners = [bound_runner(session, "cuda", cuda_device_id) for session in sessions]
         else:
             runners = [plain_runner(session) for session in sessions]
         self._runners = runners
         self.instance_count = len(sessions)
         self.policy = effective
+        # On the CPU a run computes on the calling thread: its thread CPU time is its cost (wall time would
+        # count GIL waits and a busy machine); other providers wait on a device, so wall time it is.
+        on_cpu = not providers or providers[0] == "CPUExecutionProvider"
         self.batcher = Batcher(
-            f"{source.name}:{source.version}", runners, effective, loop, observe, make_control=ort.RunOptions
+            f"{source.name}:{source.version}",
+            runners,
+            effective,
+            loop,
+            observe,
+            make_control=ort.RunOptions,
+            run_clock=time.thread_time if on_cpu else time.monotonic,
         )
         self.loaded_at = time.time()
 

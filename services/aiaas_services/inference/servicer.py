@@ -48,6 +48,7 @@ _CONFIG_TYPES = {
     "FP16": pb.TYPE_FP16,
     "FP32": pb.TYPE_FP32,
     "FP64": pb.TYPE_FP64,
+    "BF16": pb.TYPE_BF16,
     "BYTES": pb.TYPE_STRING,
 }
 

@@ -4,7 +4,8 @@ Raw contents are little-endian, row-major bytes; ``np.frombuffer`` views them in
 carry each element prefixed by its 4-byte little-endian length; they become numpy object arrays of
 ``str``: ONNX Runtime's Python binding carries string tensors as UTF-8 text only, so non-UTF-8 BYTES
 elements are refused with INVALID_ARGUMENT rather than silently mangled. Typed ``contents`` fields follow the protocol's
-mapping (INT8/INT16/INT32 in ``int_contents``, FP16 has no typed field and must travel raw).
+mapping (INT8/INT16/INT32 in ``int_contents``; FP16 and BF16 have no typed field and must travel raw). BF16 arrays
+are ``ml_dtypes.bfloat16`` (numpy has no bfloat16 of its own; tritonclient uses the same type).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from aiaas_services.runtime.errors import InvalidArgument
@@ -32,8 +34,11 @@ V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
     "FP16": np.dtype("<f2"),
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
     "BYTES": np.dtype(object),
 }
+
+BF16 = V2_TO_NUMPY["BF16"]
 
 # ONNX Runtime's type strings (NodeArg.type) -> V2 datatype.
 ORT_TO_V2: dict[str, str] = {
@@ -49,6 +54,7 @@ ORT_TO_V2: dict[str, str] = {
     "tensor(float16)": "FP16",
     "tensor(float)": "FP32",
     "tensor(double)": "FP64",
+    "tensor(bfloat16)": "BF16",
     "tensor(string)": "BYTES",
 }
 

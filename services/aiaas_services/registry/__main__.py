@@ -26,6 +26,13 @@ def rotate_keys(settings: RegistrySettings) -> int:
         return 2
     report = blobs.rotate()
     print(f"rotated to key {blobs.keyring.primary}: {report.rewrapped} re-wrapped, {report.already} already under it")
+    for reason in report.failed:
+        print(f"registry: not re-wrapped (left as it was): {reason}", file=sys.stderr)
+    if report.failed:
+        print(
+            f"registry: {len(report.failed)} envelopes were not rotated; fix the keyring and run again", file=sys.stderr
+        )
+        return 1
     return 0
 
 

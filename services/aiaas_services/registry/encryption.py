@@ -21,7 +21,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -323,28 +323,38 @@ class EncryptedBlobStore:
         return removed
 
     def rotate(self) -> RotationReport:
-        """Re-wrap every data key not under the primary KEK with it; blobs are not touched."""
+        """Re-wrap every data key not under the primary KEK with it; blobs are not touched.
+
+        An envelope that cannot be re-wrapped (its key is not in the keyring, or it is corrupt) is left as
+        it was and listed in the report; the others are still rotated. Nothing is ever deleted.
+        """
         report = RotationReport(0, 0)
         for name in list(self.shelf.names()):
             digest = name.partition(".")[0]
             data = self.shelf.get(name)
             if data is None:
                 continue
-            envelope = Envelope.from_bytes(data, f"blob {digest}")
-            if envelope.kek == self.keyring.primary:
-                report.already += 1
+            try:
+                envelope = Envelope.from_bytes(data, f"blob {digest}")
+                if envelope.kek == self.keyring.primary:
+                    report.already += 1
+                    continue
+                rewrapped = envelope.rewrapped(self.keyring, digest).to_bytes()
+            except (KeyUnavailable, DigestMismatch) as exc:
+                report.failed.append(str(exc))
                 continue
-            self.shelf.put(name, envelope.rewrapped(self.keyring, digest).to_bytes())
+            self.shelf.put(name, rewrapped)
             report.rewrapped += 1
         return report
 
 
 @dataclass
 class RotationReport:
-    """What a key rotation did."""
+    """What a key rotation did; ``failed`` says why each envelope it could not re-wrap was left as it was."""
 
     rewrapped: int
     already: int
+    failed: list[str] = field(default_factory=list)
 
 
 def check_unencrypted_store(store: BlobStore) -> None:

@@ -2,8 +2,8 @@
 
 gRPC Python does not propagate deadlines by itself: a request that arrives with 2 s left would otherwise
 call the registry with that client's own (longer) timeout, and keep the registry busy after the caller
-gave up. The error interceptor records the remaining time of each incoming call (``enter``); the client
-interceptors of ``runtime.channels`` shorten every outgoing call made from that handler's task to it.
+gave up. The error interceptor records each incoming call (``enter``); the client interceptors of
+``runtime.channels`` shorten every outgoing call made from that handler's task to what it has left.
 
 A deadline binds only while its call is being handled: a background task started by the handler (and
 so inheriting its context) is free of it once the call has been answered.
@@ -12,7 +12,6 @@ so inheriting its context) is free of it once the call has been answered.
 from __future__ import annotations
 
 import contextvars
-import time
 
 import grpc
 
@@ -20,24 +19,24 @@ from aiaas_services.runtime.client_interceptors import rewriting_interceptors
 
 
 class _Call:
-    """An incoming call's deadline, valid while the call is being handled."""
+    """An incoming call, whose deadline binds while the call is being handled."""
 
-    __slots__ = ("active", "deadline")
+    __slots__ = ("active", "context")
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
         self.active = True
 
 
 _CURRENT: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("aiaas_deadline", default=None)
 
 
-def enter(context: grpc.aio.ServicerContext) -> _Call | None:
-    """Remember the incoming call's deadline for the calls made while handling it; ``leave`` it after."""
-    remaining = context.time_remaining()
-    if remaining is None:
-        return None
-    call = _Call(time.monotonic() + remaining)
+def enter(context: grpc.aio.ServicerContext) -> _Call:
+    """Remember the incoming call for the calls made while handling it; ``leave`` it after.
+
+    Its remaining time is read only when a handler makes an outgoing call (most calls make none).
+    """
+    call = _Call(context)
     _CURRENT.set(call)
     return call
 
@@ -53,7 +52,8 @@ def remaining() -> float | None:
     call = _CURRENT.get()
     if call is None or not call.active:
         return None
-    return max(0.0, call.deadline - time.monotonic())
+    left = call.context.time_remaining()
+    return None if left is None else max(0.0, left)
 
 
 def bounded(timeout: float | None) -> float | None:

@@ -97,17 +97,24 @@ class RpcMetricsInterceptor(HandlerInterceptor):
 
     def __init__(self, always: bool = False) -> None:
         self._always = always
+        # method -> (handler seen, its counted twin): built once, not on every RPC.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         if not (self._always or _enabled) or method.startswith(UNTRACED_PREFIXES):
             return handler
-        return wrap_handler(
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = wrap_handler(
             handler,
             unary=lambda fn: _unary(fn, method),
             stream=lambda fn: _streaming(fn, method),
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _code_name(context: grpc.aio.ServicerContext, failure: str | None) -> str:
@@ -125,31 +132,32 @@ def _failure(exc: BaseException) -> str | None:
     return "UNKNOWN" if isinstance(exc, Exception) else "CANCELLED"
 
 
-class _Measured:
-    """One RPC while it runs: counted in flight, then its duration observed by method and status code."""
+_durations: dict[tuple[str, str], Any] = {}
 
-    __slots__ = ("context", "in_flight", "method", "started")
 
-    def __init__(self, in_flight: Gauge, method: str, context: grpc.aio.ServicerContext) -> None:
-        self.in_flight, self.method, self.context = in_flight, method, context
-        self.started = 0.0
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-        self.in_flight.inc()
-
-    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
-        self.in_flight.dec()
-        code = _code_name(self.context, None if exc is None else _failure(exc))
-        RPC_DURATION.labels(self.method, code).observe(time.perf_counter() - self.started)
+def _duration(method: str, code: str) -> Any:
+    """The histogram child of (method, code), looked up in prometheus once (``labels`` takes a lock)."""
+    child = _durations.get((method, code))
+    if child is None:
+        child = _durations[(method, code)] = RPC_DURATION.labels(method, code)
+    return child
 
 
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
     in_flight = RPC_IN_FLIGHT.labels(method)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        with _Measured(in_flight, method, context):
+        started = time.perf_counter()
+        failure: str | None = None
+        in_flight.inc()
+        try:
             return await behavior(request_or_iterator, context)
+        except BaseException as exc:
+            failure = _failure(exc)
+            raise
+        finally:
+            in_flight.dec()
+            _duration(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 
@@ -158,13 +166,22 @@ def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Async
     in_flight = RPC_IN_FLIGHT.labels(method)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with _Measured(in_flight, method, context):
+        started = time.perf_counter()
+        failure: str | None = None
+        in_flight.inc()
+        try:
             result = behavior(request_or_iterator, context)
             if hasattr(result, "__anext__"):
                 async for item in result:
                     yield item
             else:
                 await result
+        except BaseException as exc:
+            failure = _failure(exc)
+            raise
+        finally:
+            in_flight.dec()
+            _duration(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 

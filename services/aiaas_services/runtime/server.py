@@ -26,7 +26,7 @@ from grpc_health.v1._async import HealthServicer
 from aiaas_services.runtime import metrics, tracing
 from aiaas_services.runtime.auth import auth_interceptor
 from aiaas_services.runtime.health import DrainingHealthServicer
-from aiaas_services.runtime.interceptors import ErrorMappingInterceptor
+from aiaas_services.runtime.interceptors import ErrorMappingInterceptor, fuse
 from aiaas_services.runtime.logs import configure_logging
 from aiaas_services.runtime.reflection import enable_reflection
 from aiaas_services.runtime.settings import ServiceSettings
@@ -76,6 +76,12 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Off unless a supervisor runs several workers on one port (inference ``workers``): then on.
         ("grpc.so_reuseport", 1 if getattr(settings, "reuse_port", False) else 0),
+        # Accept the keepalive pings our own service-to-service channels send (runtime.channels: every 30 s,
+        # also while idle). With gRPC's defaults (pings without data at most every 5 min) a channel idle for
+        # about a minute and a half gets GOAWAY "too_many_pings", and the next call on it fails UNAVAILABLE:
+        # a training job registering its result after minutes of training saw exactly that.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ]
 
 
@@ -98,7 +104,7 @@ async def build_server(
 ) -> RunningServer:
     """Create, bind and start the server (health NOT_SERVING). Binds ``host:port``; port 0 picks one."""
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorMappingInterceptor()],
+        interceptors=fuse([*interceptors, ErrorMappingInterceptor()]),
         options=server_options(settings),
     )
     health = DrainingHealthServicer()

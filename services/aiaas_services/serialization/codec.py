@@ -228,7 +228,9 @@ async def import_parts(requests: AsyncIterator[pb.ImportModelRequest]) -> AsyncI
         kind = message.WhichOneof("part") or ""
         if kind == "header":
             h = message.header
-            header = ImportHeader(h.model_name, h.description, dict(h.tags), h.size_bytes, h.task, h.format)
+            header = ImportHeader(
+                h.model_name, h.description, dict(h.tags), h.size_bytes, h.task, h.format, h.calibration_npz
+            )
             yield ImportPart(kind, header=header)
         else:
             yield ImportPart(kind, chunk=message.chunk, sha256=message.sha256)
@@ -243,4 +245,5 @@ def imported_to(imported: Imported) -> pb.ImportModelResponse:
         registered=ref_to(imported.registered),
         signature=common_pb2.Signature(inputs=tensors_to(imported.inputs), outputs=tensors_to(imported.outputs)),
         opset=imported.opset,
+        reference_rows=imported.reference_rows,
     )

@@ -43,6 +43,7 @@ from aiaas_services.serialization.registration import translate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 from aiaas_services.serialization.text import TEXT_VARIANTS
+from aiaas_services.serialization.text import calibration as sentences_file
 from aiaas_services.serialization.worker import serve_jobs
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class ExportJobs:
                 )
             if request.spec.pruning_sparsity:
                 raise InvalidArgument("pruning is not offered for text models (HF checkpoints); leave it 0")
+            await self._check_sentences(request.spec.calibration)
             specs = []  # proven on built-in sentences against transformers, not on uploaded arrays
         elif source.format == ONNX:
             specs = [inputs.spec_of(t.name, t.datatype, list(t.shape)) for t in source.signature.inputs]
@@ -207,6 +209,20 @@ class ExportJobs:
             return int(validate_spec(json.loads(raw))["num_features"])
         except (SpecError, ValueError) as exc:
             raise InvalidArgument(f"{model}:{version} spec.json cannot be built: {exc}") from exc
+
+    async def _check_sentences(self, calibration: Calibration) -> None:
+        """A text model's calibration artifact must hold UTF-8 sentences (INVALID_ARGUMENT saying why)."""
+        if not calibration.data.model_name:
+            return
+        name = calibration.artifact or sentences_file.DEFAULT_ARTIFACT
+        with translate(f"reading the calibration sentences {name}"):
+            payload = await self.registry.download_bytes(
+                (calibration.data.model_name, calibration.data.selector()), name
+            )
+        try:
+            sentences_file.parse(payload, name)
+        except sentences_file.SentencesRefused as exc:
+            raise InvalidArgument(str(exc)) from exc
 
     async def _check_upload(self, calibration: Calibration, specs: list[inputs.InputSpec]) -> None:
         """An uploaded .npz must hold one array per model input (INVALID_ARGUMENT naming the input)."""

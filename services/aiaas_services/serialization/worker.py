@@ -176,7 +176,7 @@ class ExportJobRunner:
         if source.format == PYTORCH_CHECKPOINT:
             prepared, data, digest = await self._from_checkpoint(client, pinned, request, options)
         elif source.format == HF:
-            prepared, data, digest, text = await self._from_hf(client, source)
+            prepared, data, digest, text = await self._from_hf(client, source, request)
         elif source.format == ONNX:
             prepared, data, digest = await self._from_onnx(client, source, request, options)
         else:
@@ -304,9 +304,24 @@ class ExportJobRunner:
         return prepared, data, source.dataset_digest
 
     async def _from_hf(
-        self, client: RegistryClient, source: registration.Source
+        self, client: RegistryClient, source: registration.Source, request: ExportRequest
     ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[text_job.TextModel, text_job.TextProof]]:
-        """Download the HF folder, export it with the tokenizer in the graph, compute the reference."""
+        """Download the HF folder (and the request's calibration sentences), export it with the tokenizer
+        in the graph, compute the reference."""
+        from aiaas_services.serialization.text import calibration
+
+        sentences = None
+        chosen = request.spec.calibration
+        if chosen.data.model_name:
+            name = chosen.artifact or calibration.DEFAULT_ARTIFACT
+            self._say(f"downloading calibration sentences {chosen.data.model_name}/{name}")
+            payload = await client.download_bytes((chosen.data.model_name, chosen.data.selector()), name)
+            try:
+                texts = calibration.parse(payload, name)
+            except calibration.SentencesRefused as exc:
+                raise JobFailure(str(exc)) from exc
+            sentences = (texts, f"{name} ({len(texts)} sentences)")
+
         task = source.task or "embedding"
         folder = self.workdir / "hf"
         folder.mkdir()
@@ -316,7 +331,9 @@ class ExportJobRunner:
             await client.download_to((source.model_name, source.version), name, folder / name)
         try:
             checked = text_job.checked_folder(folder, names, task)
-            model, proof_data = await asyncio.to_thread(text_job.prepare, checked, task, self.workdir, self._say)
+            model, proof_data = await asyncio.to_thread(
+                text_job.prepare, checked, task, self.workdir, self._say, sentences
+            )
         except FolderRefused as exc:
             raise JobFailure(f"{source.model_name}:{source.version} cannot be exported: {exc}") from exc
         prepared = pipeline.Prepared(model.path, {text_job.output_of(task): proof_data.reference}, model.settings())

@@ -11,7 +11,17 @@ from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2
 from aiaas.wire import JobState
 from aiaas_services.modelzoo.specs import architecture_from_proto
-from aiaas_services.training.spec import DatasetRef, ExportRequest, JobSpec, TrainConfig
+from aiaas_services.training.spec import (
+    DISTILL,
+    FINETUNE,
+    SCRATCH,
+    DatasetRef,
+    ExportRequest,
+    JobSpec,
+    ModelRef,
+    TextJob,
+    TrainConfig,
+)
 from aiaas_services.training.store import EventRecord, JobRecord
 
 STATE_TO_PROTO = {state.name: common_pb2.JobState.Value(f"JOB_STATE_{state.name}") for state in JobState if state}
@@ -33,33 +43,58 @@ def job_spec_from_proto(spec: training_pb2.TrainingSpec) -> JobSpec:
             alias=source.ref.alias,
             artifact_name=source.artifact_name or "data.npz",
         )
+    text = text_job_from_proto(spec.text) if spec.HasField("text") else None
     return JobSpec(
         model_name=spec.model_name,
         architecture=architecture_from_proto(spec.architecture) if spec.architecture.WhichOneof("kind") else {},
         data=json_format.MessageToDict(spec.data, preserving_proto_field_name=True),
-        train=train_config_from_proto(spec),
+        train=train_config_from_proto(spec, text),
         description=spec.description,
         tags=dict(spec.tags),
         dataset=dataset,
         export=export,
+        text=text,
     )
 
 
-def train_config_from_proto(spec: training_pb2.TrainingSpec) -> TrainConfig:
-    """The hyperparameters of a ``TrainingSpec``, with the documented defaults for zero values."""
+def text_job_from_proto(text: training_pb2.TextSpec) -> TextJob:
+    """A ``TextSpec`` as the domain's ``TextJob``: the mode follows from base / teacher, zeros are defaults.
+    Both set is passed on as mode "both", which ``TextJob.check`` refuses with its reason."""
+    base, teacher = text.HasField("base"), text.HasField("teacher")
+    mode = "both" if base and teacher else FINETUNE if base else DISTILL if teacher else SCRATCH
+    ref = text.base if base else text.teacher if teacher else None
+    return TextJob(
+        mode=mode,
+        task=text.task or "sequence-classification",
+        source=ModelRef(ref.model_name, ref.version, ref.alias) if ref is not None else None,
+        max_length=text.max_length or (128 if mode == FINETUNE else 64),
+        freeze_encoder=text.freeze_encoder,
+        temperature=text.temperature or 2.0,
+        alpha=text.alpha or 0.7,
+        student_vocab_size=text.student_vocab_size or 2000,
+        student_hidden_size=text.student_hidden_size or 64,
+        student_layers=text.student_layers or 2,
+        student_heads=text.student_heads or 2,
+    )
+
+
+def train_config_from_proto(spec: training_pb2.TrainingSpec, text: TextJob | None = None) -> TrainConfig:
+    """The hyperparameters of a ``TrainingSpec``, with the documented defaults for zero values (a text job
+    has its own: fewer epochs, smaller batches, AdamW, and a fine-tune's small learning rate)."""
     opt = spec.optimizer
+    finetune = text is not None and text.mode == FINETUNE
     return TrainConfig(
-        optimizer=_enum_name(opt, "kind", "adam"),
-        learning_rate=opt.learning_rate or 1e-3,
+        optimizer="adamw" if text is not None else _enum_name(opt, "kind", "adam"),
+        learning_rate=opt.learning_rate or (5e-5 if finetune else 1e-3),
         momentum=opt.momentum,
-        weight_decay=opt.weight_decay,
+        weight_decay=opt.weight_decay or (0.01 if text is not None else 0.0),
         l1_penalty=opt.l1_penalty,
         schedule=_enum_name(opt, "schedule", "constant"),
         step_size=opt.step_size or 10,
         gamma=opt.gamma or 0.1,
         grad_clip_norm=opt.grad_clip_norm,
-        epochs=spec.epochs or 20,
-        batch_size=spec.batch_size or 64,
+        epochs=spec.epochs or (20 if text is None else 3 if finetune else 15),
+        batch_size=spec.batch_size or (64 if text is None else 16),
         seed=spec.seed,
         early_stopping_metric=spec.early_stopping.metric,
         patience=spec.early_stopping.patience or 5,
@@ -73,6 +108,13 @@ def export_options(request: ExportRequest) -> common_pb2.ExportOptions:
     """The ``ExportOptions`` a job's request carried."""
     options: common_pb2.ExportOptions = common_pb2.ExportOptions.FromString(request.options)
     return options
+
+
+def version_ref(ref: ModelRef) -> common_pb2.VersionRef:
+    """A pinned or aliased model version as the registry takes it."""
+    if ref.alias:
+        return common_pb2.VersionRef(model_name=ref.model_name, alias=ref.alias)
+    return common_pb2.VersionRef(model_name=ref.model_name, version=ref.version)
 
 
 def dataset_ref(dataset: DatasetRef) -> common_pb2.VersionRef:

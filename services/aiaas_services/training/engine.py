@@ -24,7 +24,14 @@ from typing import Any
 from opentelemetry import propagate, trace
 
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from aiaas_services.training.paths import CHECKPOINT_FILE, DATASET_FILE, RESULT_DIR, JobRequest
+from aiaas_services.training.paths import (
+    CHECKPOINT_FILE,
+    DATASET_FILE,
+    RESULT_DIR,
+    SOURCE_DIR,
+    TEXT_CHECKPOINT_FILE,
+    JobRequest,
+)
 from aiaas_services.training.pool import Slot, WorkerPool
 from aiaas_services.training.publishing import Publisher, PublishError
 from aiaas_services.training.settings import TrainingSettings
@@ -40,6 +47,7 @@ from aiaas_services.training.store import (
     JobRecord,
     JobStore,
 )
+from aiaas_services.training.text import checks as text_checks
 from aiaas_services.training.worker import (
     CANCELLED as W_CANCELLED,
 )
@@ -145,8 +153,11 @@ class JobEngine:
             raise ResourceExhausted(
                 f"the training queue is full ({self.settings.max_queued_jobs} jobs waiting); retry later"
             )
+        job_id = uuid.uuid4().hex
+        if spec.text is not None:
+            spec = await text_checks.check_text_job(spec, self.publisher, self.job_dir(job_id))
         job = JobRecord(
-            job_id=uuid.uuid4().hex,
+            job_id=job_id,
             state=QUEUED,
             spec=spec,
             request=request,
@@ -303,6 +314,14 @@ class JobEngine:
                 self._schedule()
                 return
             await asyncio.to_thread(_write_atomically, job_dir / DATASET_FILE, payload)
+        if job.spec.text is not None and job.spec.text.source is not None:
+            try:
+                await text_checks.fetch_source(job.spec.text.source, self.publisher, job_dir)
+            except PublishError as exc:
+                slot.job_id = None
+                self._transition(job, FAILED, f"could not fetch the {job.spec.text.role}: {exc}")
+                self._schedule()
+                return
         request = JobRequest(job.job_id, job.spec, str(job_dir), resume=True, torch_threads=self.settings.torch_threads)
         slot.tasks.put(JobTask(request, job.carrier))
 
@@ -397,6 +416,9 @@ class JobEngine:
         self._transition(job, SUCCEEDED, "succeeded")
         checkpoint = self.job_dir(job.job_id) / CHECKPOINT_FILE
         checkpoint.unlink(missing_ok=True)
+        if job.spec.text is not None:  # the base/teacher copy and the epoch state are not needed any more
+            (self.job_dir(job.job_id) / TEXT_CHECKPOINT_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self.job_dir(job.job_id) / SOURCE_DIR, ignore_errors=True)
 
     def remove_job_files(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

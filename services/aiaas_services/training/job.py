@@ -62,6 +62,10 @@ def model_spec_for(spec: JobSpec, splits: Splits) -> dict[str, Any]:
 
 def run_job(request: JobRequest, hooks: Hooks, dist: Distributed | None = None) -> dict[str, Any]:
     """Train, evaluate and write the result files; returns the result summary (rank 0) or {}."""
+    if request.spec.text is not None:
+        from aiaas_services.training.text.job import run_text_job  # transformers: only when a text job runs
+
+        return run_text_job(request, hooks)
     dist = dist or Distributed()
     configure_torch(request.torch_threads)
     spec = request.spec

@@ -15,12 +15,12 @@ from aiaas.client.registry import RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
 from aiaas.serialization.v1 import serialization_pb2, serialization_pb2_grpc
-from aiaas.wire import FAILED, PENDING, PYTORCH_CHECKPOINT, READY
+from aiaas.wire import FAILED, HF, PENDING, PYTORCH_CHECKPOINT, READY, ModelFormat
 from aiaas_services.runtime.channels import open_channel
 from aiaas_services.training import codec
-from aiaas_services.training.publishing import Published, PublishError
+from aiaas_services.training.publishing import Published, PublishError, SourceModel
 from aiaas_services.training.settings import TrainingSettings
-from aiaas_services.training.spec import DatasetRef, ExportRequest
+from aiaas_services.training.spec import DatasetRef, ExportRequest, ModelRef
 from aiaas_services.training.store import JobRecord
 
 ARTIFACTS = (
@@ -29,6 +29,14 @@ ARTIFACTS = (
     ("curves.png", "image/png"),
     ("reference.json", "application/json"),  # reference statistics for drift monitoring
 )
+
+
+TEXT_MEDIA_TYPES = {
+    ".json": "application/json",
+    ".txt": "text/plain",
+    ".safetensors": "application/vnd.safetensors",
+    ".png": "image/png",
+}
 
 
 def _describe(exc: grpc.aio.AioRpcError) -> str:
@@ -57,7 +65,29 @@ class RegistryPublisher:
         try:
             return await self._registry().download_bytes(codec.dataset_ref(dataset), dataset.artifact_name)
         except grpc.aio.AioRpcError as exc:
-            raise PublishError(f"{dataset.model_name}/{dataset.artifact_name}: {_describe(exc)}") from None
+            not_found = exc.code() == grpc.StatusCode.NOT_FOUND
+            raise PublishError(f"{dataset.model_name}/{dataset.artifact_name}: {_describe(exc)}", not_found) from None
+
+    async def describe(self, ref: ModelRef) -> SourceModel:
+        """The version a text job names (an alias resolved to its number)."""
+        try:
+            version = await self._registry().get_version(codec.version_ref(ref))
+        except grpc.aio.AioRpcError as exc:
+            raise PublishError(f"{ref}: {_describe(exc)}", exc.code() == grpc.StatusCode.NOT_FOUND) from None
+        try:
+            kind = ModelFormat(version.format).text
+        except ValueError:
+            kind = str(version.format)
+        return SourceModel(
+            version.model_name, int(version.version), kind, version.tags.get("task", ""), version.status == READY
+        )
+
+    async def fetch_folder(self, ref: ModelRef, folder: Path) -> None:
+        """Every artifact of a pinned version into ``folder`` (verified downloads)."""
+        try:
+            await self._registry().pull(codec.version_ref(ref), folder)
+        except grpc.aio.AioRpcError as exc:
+            raise PublishError(f"downloading {ref}: {_describe(exc)}") from None
 
     async def publish(self, job: JobRecord, result_dir: Path, after_restart: bool = False) -> Published:
         """Register the checkpoint: one CreateVersion call carries its three artifacts and makes it READY
@@ -67,7 +97,8 @@ class RegistryPublisher:
         client = self._registry()
         spec = job.spec
         if after_restart:
-            adopted = await self._settle_earlier_attempt(client, job, spec.model_name)
+            kind = HF if spec.text is not None else PYTORCH_CHECKPOINT
+            adopted = await self._settle_earlier_attempt(client, job, spec.model_name, kind)
             if adopted is not None:
                 published = Published(spec.model_name, adopted)
                 published.messages.append(f"version {adopted} was registered before the restart; keeping it")
@@ -75,6 +106,74 @@ class RegistryPublisher:
                     ref = common_pb2.VersionRef(model_name=spec.model_name, version=adopted)
                     await self._request_export(job, spec.export, ref, published)
                 return published
+        if spec.text is not None:
+            version_number = await self._push_text(client, job, result_dir)
+        else:
+            version_number = await self._push_checkpoint(client, job, result_dir)
+        ref = common_pb2.VersionRef(model_name=spec.model_name, version=version_number)
+        published = Published(spec.model_name, version_number)
+        if spec.export is not None:
+            await self._request_export(job, spec.export, ref, published)
+        return published
+
+    async def _push_text(self, client: RegistryClient, job: JobRecord, result_dir: Path) -> int:
+        """The text job's HF folder as one version of format HF (READY only once every file is in),
+        with lineage to its base or teacher."""
+        spec, result = job.spec, job.result
+        assert spec.text is not None
+        source = result.get("source") or {}
+        lineage = registry_pb2.Lineage(
+            training_job_id=job.job_id,
+            dataset_digest=result.get("dataset_digest", ""),
+            hyperparameters={
+                **spec.train.hyperparameters(),
+                **{f"text.{k}": str(v) for k, v in result.get("text_settings", {}).items()},
+            },
+            trace_id=job.trace_id,
+            parent_model_name=str(source.get("model_name", "")),
+            parent_version=int(source.get("version", 0)),
+        )
+        labels = int(result["num_classes"])
+        signature = common_pb2.Signature(
+            inputs=[common_pb2.TensorSpec(name="text", datatype="BYTES", shape=[-1])],
+            outputs=[
+                common_pb2.TensorSpec(name="logits", datatype="FP32", shape=[-1, labels]),
+                common_pb2.TensorSpec(name="probabilities", datatype="FP32", shape=[-1, labels]),
+                common_pb2.TensorSpec(name="label", datatype="BYTES", shape=[-1]),
+            ],
+        )
+        files = {name: result_dir / name for name in result["artifacts"]}
+        media = {name: TEXT_MEDIA_TYPES.get(Path(name).suffix, "application/octet-stream") for name in files}
+        tags = {
+            **spec.tags,
+            "task": spec.text.task,
+            "text_job": spec.text.mode,
+            "model_type": "bert",
+            "architecture": "BertForSequenceClassification",
+            "max_positions": str(result.get("max_positions", 512)),
+        }
+        what = {"finetune": "fine-tuned from", "distill": "distilled from"}.get(spec.text.mode, "trained from scratch")
+        origin = f" {source['model_name']}:{source['version']}" if source else ""
+        try:
+            version = await client.push(
+                spec.model_name,
+                files,
+                format=HF,
+                media_types=media,
+                signature=signature,
+                metrics={k: float(v) for k, v in result.get("test_metrics", {}).items()},
+                tags=tags,
+                lineage=lineage,
+                description=spec.description or f"{what}{origin} by training job {job.job_id}",
+                create_model=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PublishError(f"registering a version of {spec.model_name!r}: {_describe(exc)}") from None
+        return int(version.version)
+
+    async def _push_checkpoint(self, client: RegistryClient, job: JobRecord, result_dir: Path) -> int:
+        """A tabular job's checkpoint (weights, spec.json, curves, reference statistics) as one version."""
+        spec = job.spec
         result = job.result
         model_spec = json.loads((result_dir / "spec.json").read_text())
         lineage = registry_pb2.Lineage(
@@ -108,18 +207,16 @@ class RegistryPublisher:
             )
         except grpc.aio.AioRpcError as exc:
             raise PublishError(f"registering a version of {spec.model_name!r}: {_describe(exc)}") from None
-        ref = common_pb2.VersionRef(model_name=spec.model_name, version=version.version)
-        published = Published(spec.model_name, version.version)
-        if spec.export is not None:
-            await self._request_export(job, spec.export, ref, published)
-        return published
+        return int(version.version)
 
-    async def _settle_earlier_attempt(self, client: RegistryClient, job: JobRecord, model_name: str) -> int | None:
+    async def _settle_earlier_attempt(
+        self, client: RegistryClient, job: JobRecord, model_name: str, kind: int
+    ) -> int | None:
         """The versions this job made before the restart (found by their lineage): the READY one, if
         the registration had finished, is the job's; any left PENDING are marked FAILED, so a restart
         never leaves a half-registered version behind."""
         try:
-            versions = await client.list_versions(model_name, format=PYTORCH_CHECKPOINT)
+            versions = await client.list_versions(model_name, format=kind)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None  # the model was never created: nothing was registered

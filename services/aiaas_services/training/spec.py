@@ -132,6 +132,94 @@ class DatasetRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """A registered model version by number or alias (the service pins an alias to its number on submit)."""
+
+    model_name: str
+    version: int = 0
+    alias: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.model_name}@{self.alias}" if self.alias else f"{self.model_name}:{self.version}"
+
+
+TEXT_TASKS = ("sequence-classification",)
+TEXT_TABLE_SUFFIXES = (".csv", ".jsonl", ".json")
+FINETUNE, DISTILL, SCRATCH = "finetune", "distill", "scratch"
+
+
+@dataclasses.dataclass(frozen=True)
+class TextJob:
+    """A text classifier job: fine-tune ``source`` (mode finetune), distill it into a small student
+    (mode distill), or train the student on the labels alone (mode scratch, no source)."""
+
+    mode: str
+    task: str = "sequence-classification"
+    source: ModelRef | None = None
+    max_length: int = 128
+    freeze_encoder: bool = False
+    temperature: float = 2.0
+    alpha: float = 0.7
+    student_vocab_size: int = 2000
+    student_hidden_size: int = 64
+    student_layers: int = 2
+    student_heads: int = 2
+
+    @property
+    def role(self) -> str:
+        """What the source is to this job: its base or its teacher."""
+        return "teacher" if self.mode == DISTILL else "base"
+
+    def check(self, spec: JobSpec) -> None:
+        """Raise ConfigError for a text job no training could run."""
+        if self.task not in TEXT_TASKS:
+            raise ConfigError(f"spec.text.task must be {' or '.join(TEXT_TASKS)}, got {self.task!r}")
+        if self.mode not in (FINETUNE, DISTILL, SCRATCH):
+            raise ConfigError("spec.text: set base (fine-tune) or teacher (distill), not both")
+        if self.source is not None and (not self.source.model_name or not (self.source.version or self.source.alias)):
+            raise ConfigError(f"spec.text.{self.role}: name the model and a version or an alias, got {self.source}")
+        if spec.architecture:
+            raise ConfigError("spec.architecture is not used by a text job (spec.text); leave it unset")
+        registry = spec.data.get("registry")
+        if not registry:
+            raise ConfigError(
+                "a text job takes its labelled text from spec.data.registry: a CSV (text,label header) or JSONL "
+                "artifact uploaded to the registry"
+            )
+        if not registry.get("ref", {}).get("model_name"):
+            raise ConfigError("spec.data.registry.ref.model_name is required (the dataset holding the table)")
+        if not 0 <= float(spec.data.get("test_fraction") or 0) < 0.9:
+            raise ConfigError("spec.data.test_fraction must be in [0, 0.9) (0 = 0.2 held out)")
+        if not str(registry.get("artifact_name", "")).endswith(TEXT_TABLE_SUFFIXES):
+            raise ConfigError(
+                f"spec.data.registry.artifact_name must end with .csv, .jsonl or .json for a text job, got "
+                f"{registry.get('artifact_name', '')!r}"
+            )
+        if registry.get("task") not in (None, "", "classification"):
+            raise ConfigError("spec.data.registry.task must be classification (or empty) for a text job")
+        if not 8 <= self.max_length <= 512:
+            raise ConfigError(f"spec.text.max_length must be between 8 and 512, got {self.max_length}")
+        if not 0 < self.temperature <= 100:
+            raise ConfigError(f"spec.text.temperature must be in (0, 100], got {self.temperature}")
+        if not 0 < self.alpha <= 1:
+            raise ConfigError(f"spec.text.alpha must be in (0, 1], got {self.alpha}")
+        if not 100 <= self.student_vocab_size <= 50_000:
+            raise ConfigError(
+                f"spec.text.student_vocab_size must be between 100 and 50000, got {self.student_vocab_size}"
+            )
+        if not 1 <= self.student_layers <= 12 or not 1 <= self.student_heads <= 16:
+            raise ConfigError("spec.text.student_layers must be 1..12 and student_heads 1..16")
+        if not 8 <= self.student_hidden_size <= 1024 or self.student_hidden_size % self.student_heads:
+            raise ConfigError(
+                f"spec.text.student_hidden_size must be 8..1024 and divisible by student_heads, got "
+                f"{self.student_hidden_size} with {self.student_heads} heads"
+            )
+        if spec.train.world_size != 1:
+            raise ConfigError("spec.world_size: a text job runs in one process (leave it 0 or 1)")
+        spec.train.check_metric("classification")
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportRequest:
     """The export a job asks for once registered: variant names, and the request's ``ExportOptions``
     as it sent them (the training service forwards them to the serialization service unchanged)."""
@@ -152,6 +240,7 @@ class JobSpec:
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     dataset: DatasetRef | None = None  # set when the data lives in the registry
     export: ExportRequest | None = None
+    text: TextJob | None = None  # set for a text classifier job (then architecture is empty)
 
     def check(self, *, max_epochs: int, max_world_size: int) -> None:
         """Every check that can be made without loading data; raises ConfigError."""
@@ -167,6 +256,9 @@ class JobSpec:
                 f"spec.export.variants: unknown {', '.join(unknown_variants)}; choose from {', '.join(VARIANTS)}"
             )
         self.train.check(max_epochs=max_epochs, max_world_size=max_world_size)
+        if self.text is not None:
+            self.text.check(self)
+            return
         task, features = data_task_and_features(self.data)
         try:
             if not self.architecture:
@@ -190,9 +282,15 @@ class JobSpec:
         fields = json.loads(text)
         export = fields.pop("export")
         dataset = fields.pop("dataset")
+        stored = fields.pop("text", None)  # absent in jobs stored before text jobs existed
+        job: TextJob | None = None
+        if stored is not None:
+            source = stored.pop("source")
+            job = TextJob(**stored, source=ModelRef(**source) if source else None)
         return cls(
             **{k: v for k, v in fields.items() if k != "train"},
             train=TrainConfig(**fields["train"]),
             dataset=DatasetRef(**dataset) if dataset else None,
             export=ExportRequest(tuple(export["variants"]), base64.b64decode(export["options"])) if export else None,
+            text=job,
         )

@@ -12,7 +12,7 @@ from aiaas.oip.v2 import grpc_service_pb2_grpc
 from aiaas_services.inference.examples import build_repository
 from tests.support.processes import ServiceProcess, serve
 
-EXAMPLES = ("mlp", "transformer", "bytes", "fp16", "add_sub", "bool", "slow")
+EXAMPLES = ("mlp", "transformer", "bytes", "fp16", "bf16", "add_sub", "bool", "slow")
 
 
 @pytest.fixture(scope="session")

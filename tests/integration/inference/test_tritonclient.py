@@ -55,6 +55,8 @@ def test_tritonclient_drives_the_server(standalone: ServiceProcess, model_reposi
     assert found["mlp_id"] == "t-1"
     assert found["bytes"] == [["alpha", "beta"], ["gamma", ""]]
     assert found["fp16"] == [[2.0, -5.0, 0.5, 16.0]]
+    assert found["bf16"][0] == "bfloat16"
+    assert found["bf16"][1] == bf16_answer(standalone, found["bf16_input"]), "BF16 over gRPC, bit for bit"
     assert found["stream_ids"] == [f"stream-{i}" for i in range(5)]
     assert found["missing"] == "StatusCode.NOT_FOUND"
     assert found["stats_success"] >= 2
@@ -86,3 +88,23 @@ def test_tritonclient_http_drives_the_rest_front_door(standalone: ServiceProcess
     assert found["missing"][0] == "404" and "missing-model" in found["missing"][1]
     assert found["bad_shape"][0] == "400" and "63" in found["bad_shape"][1]
     assert found["stats_success"] >= 3
+    expected_bf16 = bf16_answer(standalone, found["bf16_input"])
+    for binary_out in ("False", "True"):  # JSON numbers or binary bytes: the same bits as gRPC's
+        assert found[f"bf16_{binary_out}"] == ["bfloat16", expected_bf16], binary_out
+
+
+def bf16_answer(standalone: ServiceProcess, bits: list[list[int]]) -> list[list[int]]:
+    """Our own gRPC answer of the bf16 model to an input given as bfloat16 bits, as bits."""
+    import grpc
+
+    from aiaas.oip.v2 import grpc_service_pb2 as pb
+    from aiaas.oip.v2 import grpc_service_pb2_grpc
+
+    x = np.asarray(bits, np.uint16)
+    request = pb.ModelInferRequest(model_name="bf16")
+    request.inputs.add(name="input", datatype="BF16", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    with grpc.insecure_channel(standalone.address) as channel:
+        reply = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    assert reply.outputs[0].datatype == "BF16"
+    return np.frombuffer(reply.raw_output_contents[0], np.uint16).reshape(list(reply.outputs[0].shape)).tolist()

@@ -151,6 +151,21 @@ def test_a_worker_killed_under_load_is_restarted_and_no_request_fails(two_worker
     assert "exited with code -9; restarting it" in two_workers.log()
     after = workers_of(two_workers)
     assert len(after) == 2 and first[0] not in after and first[1] in after
+    # The restarted worker opened its REST port only once every model was loaded (a balancer never reaches
+    # a worker that would answer 503 or 404 while its sibling serves).
+    (restarted,) = set(after) - {first[1]}
+    lines = worker_lines(two_workers.log(), restarted)
+    serving = [i for i, line in enumerate(lines) if " serving " in line and ": default version" in line]
+    rest = [i for i, line in enumerate(lines) if "REST (KServe V2) on" in line]
+    assert serving and len(rest) == 1 and rest[0] > max(serving), "\n".join(lines)
+
+
+def worker_lines(log: str, pid: int) -> list[str]:
+    """The log lines of the worker process ``pid`` (its slot's lines from the moment the supervisor started it)."""
+    lines = log.splitlines()
+    start = next(i for i, line in enumerate(lines) if f"started (pid {pid})" in line)
+    slot = lines[start].split("worker ")[1].split()[0]
+    return [line for line in lines[start:] if f"inference/w{slot} " in line]
 
 
 def test_a_worker_that_cannot_start_fails_the_service_with_the_reason(tmp_path: Path) -> None:

@@ -41,6 +41,15 @@ def main(url: str) -> dict:
     inp.set_data_from_numpy(half)
     found["fp16"] = client.infer("fp16", [inp]).as_numpy("output").astype(float).tolist()
 
+    import ml_dtypes  # BF16 tensors are ml_dtypes.bfloat16 arrays for tritonclient; bits travel as uint16
+
+    brain = np.random.default_rng(2).standard_normal((3, 64)).astype(ml_dtypes.bfloat16)
+    inp = grpcclient.InferInput("input", list(brain.shape), "BF16")
+    inp.set_data_from_numpy(brain)
+    answer = client.infer("bf16", [inp]).as_numpy("output")
+    found["bf16_input"] = brain.view(np.uint16).tolist()
+    found["bf16"] = [str(answer.dtype), answer.view(np.uint16).tolist()]
+
     answers: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     for i in range(5):

@@ -52,6 +52,18 @@ def main(url: str) -> dict:
             infer(client, "fp16", "input", half, "FP16", binary).as_numpy("output").astype(float).tolist()
         )
 
+    # BF16 as ml_dtypes.bfloat16 (tritonclient sends BF16 inputs only as binary data over HTTP); bits as uint16
+    import ml_dtypes
+
+    brain = np.random.default_rng(2).standard_normal((3, 64)).astype(ml_dtypes.bfloat16)
+    found["bf16_input"] = brain.view(np.uint16).tolist()
+    for binary_out in (False, True):
+        inp = httpclient.InferInput("input", list(brain.shape), "BF16")
+        inp.set_data_from_numpy(brain, binary_data=True)
+        out = httpclient.InferRequestedOutput("output", binary_data=binary_out)
+        answer = client.infer("bf16", [inp], outputs=[out]).as_numpy("output")
+        found[f"bf16_{binary_out}"] = [str(answer.dtype), answer.astype(ml_dtypes.bfloat16).view(np.uint16).tolist()]
+
     try:
         infer(client, "missing-model", "input", x, "FP32", True)
         found["missing"] = "no error"

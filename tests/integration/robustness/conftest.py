@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.models import export_digits_mlp
-from tests.support.processes import ServiceProcess, serve
+from tests.support.processes import ServiceProcess, serve, start_service
 
 FORBIDDEN_IN_DETAILS = ("Traceback", 'File "', "/work/", "/tmp/", "site-packages", "Error(")
 
@@ -44,6 +44,37 @@ def inference_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         home,
         env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(repo), "AIAAS_INFERENCE_QUEUE_LIMIT": "64"},
     )
+
+
+# Tokens of the guarded inference server: one per rule of runtime/access.py that a REST call can break.
+GUARDED_TOKENS = {
+    "reader": {"principal": "reader", "scopes": ["read"]},
+    "digits-only": {"principal": "digits-app", "scopes": ["read:digits*"]},
+    "no-quota": {"principal": "spent", "scopes": ["read"], "quota": {"requests": 0, "per_seconds": 3600}},
+    "slow": {"principal": "slow", "scopes": ["read"], "rate_per_second": 1, "burst": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def guarded_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """Inference with bearer tokens (GUARDED_TOKENS) serving `digits` and `other` from a local repository."""
+    import json
+    import shutil
+
+    home = tmp_path_factory.mktemp("robust-guarded")
+    repo = home / "models"
+    export_digits_mlp(repo / "digits" / "1" / "model.onnx")
+    (repo / "other" / "1").mkdir(parents=True)
+    shutil.copy(repo / "digits" / "1" / "model.onnx", repo / "other" / "1" / "model.onnx")
+    tokens = home / "tokens.json"
+    tokens.write_text(json.dumps(GUARDED_TOKENS))
+    service = start_service(
+        "inference",
+        home,
+        env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(repo), "AIAAS_AUTH_TOKENS_FILE": str(tokens)},
+    )
+    yield service
+    service.terminate()
 
 
 @pytest.fixture(scope="session")

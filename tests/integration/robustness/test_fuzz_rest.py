@@ -1,5 +1,6 @@
-"""Property-based fuzzing of the REST front door: generated JSON and binary infer bodies never get a 5xx,
-a traceback or a leaked path; every refusal is a JSON ``{"error": ...}``; the service stays healthy."""
+"""Property-based fuzzing of the REST front door: generated JSON and binary infer bodies (and, under bearer
+tokens, generated Authorization headers, models and endpoints) never get a 5xx, a traceback or a leaked path;
+every refusal is a JSON ``{"error": ...}``; the service stays healthy."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.integration.robustness.conftest import assert_clean_details, fuzz_settings
+from tests.integration.robustness.conftest import GUARDED_TOKENS, assert_clean_details, fuzz_settings
 from tests.support.processes import ServiceProcess
 
 FUZZ = fuzz_settings(500)
@@ -94,3 +95,63 @@ def test_fuzz_rest_infer(inference_standalone: ServiceProcess) -> None:
     session.close()
     assert inference_standalone.process.poll() is None
     assert requests.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
+
+
+# Header text requests can send: printable latin-1, no line breaks.
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=40)
+authorizations = st.one_of(
+    st.sampled_from([f"Bearer {token}" for token in GUARDED_TOKENS]),
+    st.builds(
+        lambda prefix, token: prefix + token,
+        st.sampled_from(["Bearer ", "bearer  ", "Basic ", "", "Bearer"]),
+        st.one_of(st.sampled_from(list(GUARDED_TOKENS)), header_text),
+    ).filter(lambda value: not value[:1].isspace()),  # what an HTTP client lets through
+    st.none(),
+)
+endpoints = st.sampled_from(
+    [
+        ("POST", "/v2/models/{m}/infer"),
+        ("POST", "/v2/models/{m}/versions/1/infer"),
+        ("GET", "/v2/models/{m}"),
+        ("GET", "/v2/models/{m}/ready"),
+        ("GET", "/v2/models/{m}/config"),
+        ("GET", "/v2/models/{m}/stats"),
+        ("GET", "/v2/models/stats"),
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/repository/models/{m}/unload"),
+        ("GET", "/v2"),
+        ("GET", "/v2/health/ready"),
+    ]
+)
+GOOD = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.25] * 64}]})
+
+
+def test_fuzz_rest_tokens_scopes_and_limits(guarded_inference: ServiceProcess) -> None:
+    url = guarded_inference.http_url
+    session = requests.Session()
+    seen: set[int] = set()
+
+    @FUZZ
+    @given(authorizations, endpoints, st.one_of(st.sampled_from(["digits", "other", "ghost"]), names), st.booleans())
+    def check(authorization: str | None, endpoint: tuple[str, str], model: str, good: bool) -> None:
+        method, template = endpoint
+        path = template.format(m=quote(model, safe=""))
+        headers = {} if authorization is None else {"Authorization": authorization}
+        reply = session.request(method, url + path, data=GOOD if good else b"{", headers=headers, timeout=10)
+        seen.add(reply.status_code)
+        assert reply.status_code < 500 or reply.status_code == 503, (reply.status_code, reply.text)
+        if reply.status_code == 429:
+            assert int(reply.headers["Retry-After"]) >= 1
+        if reply.status_code >= 400:
+            message = reply.json()["error"]
+            assert message and "Traceback" not in message
+            assert_clean_details(message, guarded_inference.home)
+
+    check()
+    session.close()
+    assert {401, 403, 429} <= seen, seen  # the generated calls did reach every kind of refusal
+    assert guarded_inference.process.poll() is None
+    ok = requests.post(
+        f"{url}/v2/models/digits/infer", data=GOOD, headers={"Authorization": "Bearer digits-only"}, timeout=10
+    )
+    assert ok.status_code == 200, ok.text

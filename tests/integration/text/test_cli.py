@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.text.conftest import SERVED, minilm_folder
+from tests.integration.text.conftest import SERVED, STUDENT_SERVED, minilm_folder
 from tests.integration.text.test_import_export_serve import wait_ready
 from tests.support.processes import ServiceProcess
 
@@ -42,3 +42,12 @@ def test_infer_text_from_the_cli(text_inference: ServiceProcess, text_infer, tmp
     done = aiaas("infer", SERVED, "--text-file", str(lines), "--text", "third", "--target", text_inference.address)
     assert done.returncode == 0, done.stderr
     assert "embedding [3, 384]" in done.stdout
+
+
+def test_infer_the_distilled_student_from_the_cli(text_inference: ServiceProcess, text_infer) -> None:  # type: ignore[no-untyped-def]
+    wait_ready(text_infer, STUDENT_SERVED)
+    text = "The chef simmered a spicy curry."
+    done = aiaas("infer", STUDENT_SERVED, "--text", text, "--target", text_inference.address, "--json")
+    assert done.returncode == 0, done.stderr
+    outputs = json.loads(done.stdout)["outputs"]
+    assert outputs["label"] == ["cooking"] and len(outputs["probabilities"][0]) == 3

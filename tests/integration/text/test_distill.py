@@ -1,22 +1,25 @@
-"""Distillation: a small from-scratch student (its own WordPiece vocabulary, a BiGRU) learns from the
-fine-tuned MiniLM teacher, downloaded from the registry; it keeps most of the teacher's accuracy while
-being far smaller and faster, and exports with the tokenizer in the graph like the teacher."""
+"""Distillation through the training service: a small student (a narrow BERT with its own WordPiece
+vocabulary learned from the training split) learns from the fine-tuned MiniLM teacher registered in the
+registry; it keeps most of the teacher's accuracy while being far smaller, is registered with lineage to
+the teacher, exports with the tokenizer in the graph, and the served student answers strings. The same
+student trained from scratch (no teacher) is the cheap option."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import onnxruntime as ort
 import pytest
 
+from aiaas.client.inference import SyncInferenceClient
 from aiaas.client.registry import SyncRegistryClient
+from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
-from aiaas_services.runtime import custom_ops
+from aiaas.training.v1 import training_pb2
+from aiaas.wire import HF, READY
 from aiaas_services.training.text.data import parse_table
-from aiaas_services.training.text.finetune import FinetuneConfig, split
-from aiaas_services.training.text.student import StudentConfig, StudentTrainer, latency_ms, teacher_soft_targets
-from tests.integration.text.conftest import CLASSIFIER
+from aiaas_services.training.text.finetune import split
+from tests.integration.text.conftest import CLASSIFIER, STUDENT_SERVED, TOPICS_DATA, train
+from tests.integration.text.test_import_export_serve import wait_ready
+from tests.support.processes import ServiceProcess
 from tests.support.text_data import csv_bytes
 
 # The session's fixtures import, fine-tune and export MiniLM once; the first test here may wait for them.
@@ -24,57 +27,48 @@ pytestmark = pytest.mark.timeout(1500)
 
 
 def test_distilled_student_keeps_the_teachers_accuracy(
-    classifier_exported: tuple[pb.ImportModelResponse, pb.ExportJob],
-    finetuned: tuple[Path, dict],
-    text_registry: SyncRegistryClient,
-    tmp_path: Path,
+    distilled: training_pb2.Job, finetuned: training_pb2.Job, text_registry: SyncRegistryClient
 ) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    job = distilled
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.failure_reason
+    metrics = job.test_metrics
+    teacher = finetuned.test_metrics["accuracy"]
+    assert metrics["teacher_accuracy"] == pytest.approx(teacher, abs=1e-6)  # same held-out rows, same answers
+    assert metrics["accuracy"] >= teacher - 0.15 and metrics["accuracy"] >= metrics["majority_baseline"] + 0.3, metrics
+    assert metrics["accuracy_delta_vs_teacher"] == pytest.approx(metrics["accuracy"] - teacher)
+    assert len(job.history) == 15
 
-    imported, _ = classifier_exported
-    ref = (CLASSIFIER, imported.registered.version)
-    teacher_dir = tmp_path / "teacher"
-    teacher_dir.mkdir()
-    for artifact in text_registry.get_version(ref).artifacts:  # the teacher is the registered version
-        (teacher_dir / artifact.name).write_bytes(text_registry.download_bytes(ref, artifact.name))
-    teacher = AutoModelForSequenceClassification.from_pretrained(str(teacher_dir), local_files_only=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir), local_files_only=True)
-
-    table = parse_table(csv_bytes(90), "topics.csv")  # the teacher's table and split
-    train_rows, test_rows = split(table, FinetuneConfig().test_fraction, FinetuneConfig().seed)
-    config = StudentConfig(epochs=8, temperature=2.0, alpha=0.7)
-    student = StudentTrainer(table, train_rows, test_rows, config)
-    history = student.fit(
-        lambda rows: teacher_soft_targets(teacher, tokenizer, [table.texts[i] for i in rows], config.temperature)
+    version = text_registry.get_version(job.registered)
+    assert (version.status, version.format) == (READY, HF)
+    assert (version.lineage.parent_model_name, version.lineage.parent_version) == (
+        CLASSIFIER,
+        finetuned.registered.version,
     )
-    held_out = table.labels[test_rows]
-    student_accuracy = float((student.predict(test_rows) == held_out).mean())
-    teacher_accuracy = finetuned[1]["test_metrics"]["accuracy"]
-    majority = finetuned[1]["majority_baseline"]
-    assert history[-1]["validation"]["accuracy"] == student_accuracy
-    assert student_accuracy >= teacher_accuracy - 0.15 and student_accuracy >= majority + 0.3, (
-        student_accuracy,
-        teacher_accuracy,
-    )
+    assert version.lineage.hyperparameters["text.mode"] == "distill"
+    teacher_size = sum(a.size_bytes for a in text_registry.get_version(finetuned.registered).artifacts)
+    student_size = sum(a.size_bytes for a in version.artifacts if a.name == "model.safetensors")
+    assert student_size * 20 < teacher_size, (student_size, teacher_size)
 
-    # smaller and faster (torch, batch 32 of held-out sentences, same process)
-    texts = [table.texts[i] for i in test_rows][:32]
-    encoded = tokenizer(texts, padding=True, return_tensors="pt")
-    teacher_ms = latency_ms(lambda: teacher(**encoded))
-    ids, mask = student.encode(test_rows[:32])
-    student_ms = latency_ms(lambda: student.model.logits(ids, mask))
-    teacher_params = sum(p.numel() for p in teacher.parameters())
-    student_params = sum(p.numel() for p in student.model.parameters())
-    assert student_params * 20 < teacher_params and student_ms < teacher_ms, (student_ms, teacher_ms)
 
-    # the student exports like the teacher: strings in, labels out
-    path = student.export(tmp_path / "student")
-    session = ort.InferenceSession(
-        str(path), custom_ops.register(ort.SessionOptions()), providers=["CPUExecutionProvider"]
+def test_student_export_is_proven_and_served(
+    student_exported: pb.ExportJob, distilled: training_pb2.Job, text_infer: SyncInferenceClient
+) -> None:
+    assert student_exported.reports and student_exported.reports[0].accepted, student_exported.failure_reason
+    wait_ready(text_infer, STUDENT_SERVED)
+    table = parse_table(csv_bytes(90), "data.csv")
+    _, test_rows = split(table, 0.2, 0)
+    outputs = text_infer.infer_text(STUDENT_SERVED, [table.texts[i] for i in test_rows]).outputs
+    labels = [label.decode() for label in outputs["label"]]
+    assert labels == [table.label_names[i] for i in outputs["logits"].argmax(1)]
+    served = float(
+        np.mean([label == table.label_names[table.labels[i]] for label, i in zip(labels, test_rows, strict=True)])
     )
-    logits, _, labels = session.run(None, {"text": np.array(texts, dtype=object)})
-    assert [label.decode() if isinstance(label, bytes) else label for label in labels] == [
-        table.label_names[i] for i in logits.argmax(1)
-    ]
-    agreement = float((logits.argmax(1) == student.predict(test_rows[:32])).mean())
-    assert agreement == 1.0
+    assert served == pytest.approx(distilled.test_metrics["accuracy"], abs=1 / len(test_rows) + 1e-9)
+
+
+def test_a_student_from_scratch_learns_the_labels(text_training: ServiceProcess, topics_data: int) -> None:
+    data = f"registry:{TOPICS_DATA}/{topics_data}/data.csv"
+    job = train(text_training.address, "topics-small", "--from-scratch", "--data", data, "--max-length", "32")
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.failure_reason
+    assert job.test_metrics["accuracy"] >= job.test_metrics["majority_baseline"] + 0.3, job.test_metrics
+    assert "teacher_accuracy" not in job.test_metrics and len(job.history) == 15

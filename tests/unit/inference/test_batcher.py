@@ -159,6 +159,19 @@ async def test_runs_slower_than_the_inline_limit_stay_on_the_instances() -> None
     batcher.close(5)
 
 
+async def test_a_cpu_priced_run_waiting_without_computing_still_runs_inline() -> None:
+    """Priced by thread CPU time (ONNX Runtime on the CPU), a run whose wall time is long but whose CPU time
+    is not (here it sleeps: as a cheap run does that waits for the GIL, or for a busy machine) stays cheap,
+    so the model does not move off the loop; priced by wall time (the default) it would."""
+    run = ThreadRecorder(seconds=0.02)
+    policy = BatchPolicy(inline_below_s=0.005)
+    batcher = Batcher("m", [run], policy, asyncio.get_running_loop(), run_clock=time.thread_time)
+    for _ in range(3):
+        await batcher.submit(rows(1), 1, (4,), None)
+    assert run.threads == ["m-instance-0", threading.current_thread().name, threading.current_thread().name]
+    batcher.close(5)
+
+
 async def test_a_request_submitted_just_before_close_is_refused_not_stranded() -> None:
     batcher = Batcher("m", [Recorder()], BatchPolicy(inline_below_s=0.5), asyncio.get_running_loop())
     late = batcher.submit(rows(1), 1, (4,), None)  # queued for the end of this loop turn

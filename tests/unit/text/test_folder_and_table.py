@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import save
 
 from aiaas_services.textmodel.folder import FolderRefused, unpack, vet
-from aiaas_services.training.text.data import TableError, parse_table
+from aiaas_services.training.text.data import TableError, check_split, parse_table
 
 CONFIG = {"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 8, "max_position_embeddings": 64}
 
@@ -119,8 +119,18 @@ def test_tables_parse_csv_and_jsonl() -> None:
         (b"text,label\na,\n", "t.csv", "row 2"),
         (b'{"text": "a"}\n', "t.jsonl", "row 1"),
         (b"[1, 2]\n", "t.jsonl", "must be an object"),
+        (b"text,label\n", "t.csv", "has no rows"),
+        (b"text,label\na,x\nb,x,extra\n", "t.csv", "row 3: more fields than the header"),
+        (b"text,label\n  ,x\n", "t.csv", "row 2: needs a non-empty text"),
     ],
 )
 def test_bad_tables_name_the_problem(payload: bytes, name: str, words: str) -> None:
     with pytest.raises(TableError, match=words):
         parse_table(payload, name)
+
+
+def test_a_split_needs_every_label_on_both_sides() -> None:
+    check_split(10, 3, 0.3)
+    for rows, classes, fraction in ((6, 3, 0.2), (4, 2, 0.9)):
+        with pytest.raises(TableError, match="cannot be split"):
+            check_split(rows, classes, fraction)

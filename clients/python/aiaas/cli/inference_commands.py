@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from aiaas.cli._common import EXIT_OK, add_connection_flags, open_channel, print_json, run_command
@@ -36,7 +38,14 @@ def read_inputs(path: Path, input_names: list[str], datatypes: dict[str, str]) -
     if unknown:
         raise ValueError(f"unknown input(s) {sorted(unknown)}; the model takes {input_names}")
     arrays = {}
-    numpy_types = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}
+    numpy_types = {
+        "FP32": np.float32,
+        "FP64": np.float64,
+        "FP16": np.float16,
+        "BF16": ml_dtypes.bfloat16,
+        "INT64": np.int64,
+        "INT32": np.int32,
+    }
     for name, value in raw.items():
         datatype = datatypes.get(name, "FP32")
         array = np.asarray(value, dtype=object if datatype == "BYTES" else numpy_types.get(datatype))
@@ -67,7 +76,7 @@ def _text_input(names: list[str], datatypes: dict[str, str]) -> str:
 @run_command
 def infer(args: argparse.Namespace) -> int:
     """Run one ModelInfer and print the outputs."""
-    client = SyncInferenceClient(open_channel(args), timeout=args.timeout)
+    client = SyncInferenceClient(open_channel(args), timeout=args.timeout, on_wait=_waiting(args.target))
     metadata = client.metadata(args.model, args.version or "")
     names = [tensor.name for tensor in metadata.inputs]
     datatypes = {tensor.name: tensor.datatype for tensor in metadata.inputs}
@@ -78,6 +87,9 @@ def infer(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give --input FILE, or --text/--text-file for a text model")
     result = client.infer(args.model, inputs, version=args.version or "", variant=args.variant)
+    for name, array in result.outputs.items():  # BF16 prints as the float32 numbers it holds exactly
+        if array.dtype == ml_dtypes.bfloat16:
+            result.outputs[name] = array.astype(np.float32)
     if args.json:
         payload: dict[str, Any] = {"model": result.model, "version": result.version, "outputs": {}}
         for name, array in result.outputs.items():
@@ -96,6 +108,19 @@ def infer(args: argparse.Namespace) -> int:
         else:
             print(f"{name} {list(array.shape)}: {array.tolist()}")
     return EXIT_OK
+
+
+def _waiting(target: str) -> Any:
+    """Says on stderr that the call waits for the service (a restart, or a server not up yet)."""
+
+    def say(error: Any, seconds: float) -> None:
+        print(
+            f"inference at {target} is unavailable ({error.details()}); waiting up to {seconds:.0f}s for it",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return say
 
 
 def _str(value: Any) -> str:

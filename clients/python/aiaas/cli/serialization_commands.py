@@ -90,6 +90,13 @@ def register(subparsers: Any) -> None:
     )
     imp.add_argument("--description", default="")
     imp.add_argument("--tag", action="append", default=[], help="KEY=VALUE (repeatable)")
+    imp.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="ONNX: .npz of representative inputs (one array per input name): registers reference statistics "
+        "so `aiaas monitor` can score drift",
+    )
     add_connection_flags(imp, "serialization")
     imp.set_defaults(func=import_command)
 
@@ -217,6 +224,8 @@ def import_command(args: argparse.Namespace) -> int:
     if len(tags) != len(args.tag):
         raise ValueError("--tag takes KEY=VALUE")
     if args.path.is_dir():
+        if args.calibration is not None:
+            raise ValueError("--calibration is for ONNX files; a Hugging Face folder takes none")
         if args.task and args.task not in HF_TASKS:
             raise ValueError(f"a Hugging Face folder takes --task {' or '.join(HF_TASKS)}, got {args.task!r}")
         response = _client(args).import_hf_folder(
@@ -226,13 +235,17 @@ def import_command(args: argparse.Namespace) -> int:
     else:
         if args.task in HF_TASKS:
             raise ValueError(f"--task {args.task} needs a Hugging Face folder, not a file")
-        response = _client(args).import_file(args.path, args.name, args.description, tags, args.task)
+        response = _client(args).import_file(
+            args.path, args.name, args.description, tags, args.task, calibration=args.calibration
+        )
         kind = f"fp32, opset {response.opset}"
     if args.json:
         print_json(response)
         return EXIT_OK
     ref = response.registered
     print(f"registered {ref.model_name}:{ref.version} ({kind})")
+    if response.reference_rows:
+        print(f"  reference.json: drift reference statistics from {response.reference_rows} calibration rows")
     for kind, tensors in (("input", response.signature.inputs), ("output", response.signature.outputs)):
         for t in tensors:
             print(f"  {kind} {t.name}: {t.datatype} {list(t.shape)}")

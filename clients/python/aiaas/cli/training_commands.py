@@ -20,6 +20,7 @@ from aiaas.cli._common import (
     print_table,
     run_command,
 )
+from aiaas.client.refs import version_ref
 from aiaas.client.training import TrainingClient, parse_spec, state_name
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2
@@ -65,6 +66,26 @@ def register(subparsers: Any) -> None:
     data.add_argument("--noise", type=float)
     data.add_argument("--slope", type=float)
     data.add_argument("--intercept", type=float)
+    text = train.add_argument_group(
+        "text models (labelled text from --data registry:MODEL/VERSION/data.csv, a CSV with a text,label header "
+        "or JSONL; the result is registered as a Hugging Face checkpoint)"
+    )
+    text.add_argument("--finetune", metavar="BASE", help="fine-tune this registered HF model (MODEL:N or MODEL@ALIAS)")
+    text.add_argument(
+        "--distill",
+        metavar="TEACHER",
+        help="distill this registered HF classifier into a small student (MODEL:N|@ALIAS)",
+    )
+    text.add_argument("--from-scratch", action="store_true", help="train the small student on the labels alone")
+    text.add_argument("--text-task", default=None, help="sequence-classification (the default and only task)")
+    text.add_argument("--max-length", type=int, help="tokens per text; longer texts are truncated (128 / 64)")
+    text.add_argument("--freeze-encoder", action="store_true", help="fine-tune: train the classification head only")
+    text.add_argument("--temperature", type=float, help="distill: temperature of the soft targets (2.0)")
+    text.add_argument("--alpha", type=float, help="distill: weight of the soft-target loss in (0, 1] (0.7)")
+    text.add_argument("--student-vocab", type=int, help="student: WordPiece vocabulary size (2000)")
+    text.add_argument("--student-hidden", type=int, help="student: width (64)")
+    text.add_argument("--student-layers", type=int, help="student: layers (2)")
+    text.add_argument("--student-heads", type=int, help="student: attention heads (2)")
     opt = train.add_argument_group("training")
     opt.add_argument("--epochs", type=int)
     opt.add_argument("--batch-size", type=int)
@@ -80,6 +101,7 @@ def register(subparsers: Any) -> None:
     opt.add_argument("--device", help="cpu, cuda or auto")
     opt.add_argument("--world-size", type=int, help="DDP processes")
     opt.add_argument("--export", help="ONNX variants to make when done, e.g. fp32,int8-dynamic")
+    opt.add_argument("--alias", help="with --export: point this alias (e.g. production) at the best proven variant")
     opt.add_argument("--tag", action="append", default=[], help="KEY=VALUE label (repeatable)")
     opt.add_argument("--description")
     opt.add_argument("--request-id", default="", help="idempotency key")
@@ -112,6 +134,12 @@ def build_spec(args: argparse.Namespace) -> training_pb2.TrainingSpec:
         spec.model_name = args.model
     if not spec.model_name:
         raise ValueError("give the model name to register under (aiaas train MODEL ...)")
+    if _apply_text(spec, args):
+        _apply_data(spec, args)
+        _apply_training(spec, args)
+        if spec.data.WhichOneof("source") != "registry":
+            raise ValueError("a text job reads its labelled text from --data registry:MODEL/VERSION/data.csv")
+        return spec
     kind = args.arch or spec.architecture.WhichOneof("kind") or "mlp"
     block = getattr(spec.architecture, kind)
     block.SetInParent()
@@ -153,6 +181,47 @@ def build_spec(args: argparse.Namespace) -> training_pb2.TrainingSpec:
     if spec.data.WhichOneof("source") is None:
         raise ValueError("give the data: --data sklearn:digits, synthetic:linear or registry:MODEL/VERSION/ARTIFACT")
     return spec
+
+
+TEXT_FLAGS = (
+    ("max_length", "max_length"),
+    ("temperature", "temperature"),
+    ("alpha", "alpha"),
+    ("student_vocab", "student_vocab_size"),
+    ("student_hidden", "student_hidden_size"),
+    ("student_layers", "student_layers"),
+    ("student_heads", "student_heads"),
+)
+
+
+def _apply_text(spec: training_pb2.TrainingSpec, args: argparse.Namespace) -> bool:
+    """Fill spec.text from the text flags; True when the job is a text job."""
+    modes = [flag for flag in ("finetune", "distill", "from_scratch") if getattr(args, flag)]
+    if len(modes) > 1:
+        raise ValueError("choose one of --finetune, --distill and --from-scratch")
+    if not modes and not spec.HasField("text"):
+        used = [f"--{flag.replace('_', '-')}" for flag, _ in TEXT_FLAGS if getattr(args, flag) is not None]
+        if used or args.freeze_encoder or args.text_task:
+            raise ValueError(
+                f"{', '.join(used) or '--freeze-encoder/--text-task'} need --finetune, --distill or --from-scratch"
+            )
+        return False
+    if args.arch or spec.architecture.WhichOneof("kind"):
+        raise ValueError("a text job (--finetune, --distill, --from-scratch) takes no --arch")
+    text = spec.text
+    text.SetInParent()
+    if args.finetune:
+        text.base.CopyFrom(version_ref(args.finetune))
+    if args.distill:
+        text.teacher.CopyFrom(version_ref(args.distill))
+    if args.text_task:
+        text.task = args.text_task
+    if args.freeze_encoder:
+        text.freeze_encoder = True
+    for flag, field in TEXT_FLAGS:
+        if getattr(args, flag) is not None:
+            setattr(text, field, getattr(args, flag))
+    return True
 
 
 def _apply_data(spec: training_pb2.TrainingSpec, args: argparse.Namespace) -> None:
@@ -218,6 +287,10 @@ def _apply_training(spec: training_pb2.TrainingSpec, args: argparse.Namespace) -
             spec.early_stopping.patience = int(patience)
     if args.export:
         spec.export.variants.extend(v for v in args.export.split(",") if v)
+    if args.alias:
+        if not spec.export.variants:
+            raise ValueError("--alias needs --export (the alias goes on an exported variant)")
+        spec.export.set_alias = args.alias
     for tag in args.tag:
         key, sep, value = tag.partition("=")
         if not sep:
@@ -285,6 +358,13 @@ def _summary(job: training_pb2.Job) -> int:
     return EXIT_OK
 
 
+def _kind(spec: training_pb2.TrainingSpec) -> str:
+    """What a job trains, for tables: the architecture, or the text job's kind."""
+    if spec.HasField("text"):
+        return "finetune" if spec.text.HasField("base") else "distill" if spec.text.HasField("teacher") else "text"
+    return spec.architecture.WhichOneof("kind") or ""
+
+
 @run_command
 def train_command(args: argparse.Namespace) -> int:
     """Start a training job; follow it unless --detach."""
@@ -326,7 +406,7 @@ def jobs_ls(args: argparse.Namespace) -> int:
                 job.job_id[:12],
                 state_name(job.state),
                 job.spec.model_name,
-                job.spec.architecture.WhichOneof("kind"),
+                _kind(job.spec),
                 f"{job.current_epoch}/{job.total_epochs}",
                 _main_metric(job.test_metrics),
                 registered,
@@ -347,7 +427,7 @@ def jobs_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"job        {job.job_id}")
     print(f"state      {state_name(job.state)}" + (f" ({job.failure_reason})" if job.failure_reason else ""))
-    print(f"model      {job.spec.model_name} ({job.spec.architecture.WhichOneof('kind')})")
+    print(f"model      {job.spec.model_name} ({_kind(job.spec)})")
     print(f"epoch      {job.current_epoch}/{job.total_epochs}  device {job.device or '-'}")
     if job.registered.version:
         print(f"registered {job.registered.model_name} version {job.registered.version}")

@@ -3,7 +3,10 @@
 ``InferenceClient`` is asyncio-based (``grpc.aio``); ``SyncInferenceClient`` is the same for scripts
 and threads. Tensors travel as raw little-endian bytes; BYTES tensors (numpy object/str/bytes arrays)
 carry each element with a 4-byte length prefix. Every call takes a ``timeout`` (seconds), sent as the
-gRPC deadline: the server drops a queued request whose deadline passed (DEADLINE_EXCEEDED).
+gRPC deadline: the server drops a queued request whose deadline passed (DEADLINE_EXCEEDED). Inference
+and the other reads wait out a restart of the service within that deadline (up to ``restart_wait_s``,
+default 30 s): on UNAVAILABLE they wait for the channel to reconnect and are sent again
+(``aiaas.client.retry.call_across_restart``); load/unload and streams are never re-sent.
 
     async with grpc.aio.insecure_channel("127.0.0.1:8001") as channel:
         client = InferenceClient(channel)
@@ -13,19 +16,23 @@ gRPC deadline: the server drops a queued request whose deadline passed (DEADLINE
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import ml_dtypes
 import numpy as np
 
 from aiaas.client.channels import aio_channel, dial
+from aiaas.client.retry import RESTART_WAIT_S, call_across_restart, call_across_restart_async
 from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 
-_DTYPES: dict[str, str] = {
+# V2 datatype -> numpy dtype (little-endian); BF16 is ml_dtypes.bfloat16, as tritonclient has it.
+_DTYPES: dict[str, Any] = {
     "BOOL": "|b1",
     "UINT8": "<u1",
     "UINT16": "<u2",
@@ -38,6 +45,7 @@ _DTYPES: dict[str, str] = {
     "FP16": "<f2",
     "FP32": "<f4",
     "FP64": "<f8",
+    "BF16": ml_dtypes.bfloat16,
 }
 _LENGTH = struct.Struct("<I")
 
@@ -149,18 +157,35 @@ def text_batch(texts: Sequence[str]) -> np.ndarray:
 class InferenceClient:
     """Async client of ``inference.GRPCInferenceService``."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        timeout: float | None = 10.0,
+        restart_wait_s: float = RESTART_WAIT_S,
+        on_wait: Callable[[grpc.RpcError, float], None] | None = None,
+    ) -> None:
         self.stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         self.channel = channel
         self.timeout = timeout
+        self.restart_wait_s = restart_wait_s  # 0 = fail at once when the server is away
+        self.on_wait = on_wait  # told (error, seconds) when a call starts waiting for the server
 
     @classmethod
-    def connect(cls, target: str | Sequence[str], timeout: float | None = 10.0) -> InferenceClient:
+    def connect(
+        cls,
+        target: str | Sequence[str],
+        timeout: float | None = 10.0,
+        restart_wait_s: float = RESTART_WAIT_S,
+        on_wait: Callable[[grpc.RpcError, float], None] | None = None,
+    ) -> InferenceClient:
         """A client on a new insecure aio channel (call inside the event loop; ``close()`` when done).
 
         ``target``: one replica, ``a:p,b:p`` or a ``dns:///`` name, balanced as in ``SyncInferenceClient``.
         """
-        return cls(aio_channel(target), timeout)
+        return cls(aio_channel(target), timeout, restart_wait_s, on_wait)
+
+    async def _read(self, call: Any, request: Any, timeout: float | None) -> Any:
+        return await call_across_restart_async(call, request, timeout, self.channel, self.restart_wait_s, self.on_wait)
 
     async def close(self) -> None:
         """Close the channel."""
@@ -178,7 +203,7 @@ class InferenceClient:
     ) -> InferResult:
         """Run one request; raises grpc.aio.AioRpcError with the server's status on failure."""
         request = build_request(model, inputs, version, outputs, request_id, variant)
-        response = await self.stub.ModelInfer(request, timeout=timeout or self.timeout)
+        response = await self._read(self.stub.ModelInfer, request, timeout or self.timeout)
         return InferResult.from_response(response)
 
     async def infer_text(
@@ -197,28 +222,33 @@ class InferenceClient:
     async def ready(self, model: str = "", version: str | int = "", timeout: float | None = None) -> bool:
         """Server readiness, or a model's."""
         if not model:
-            response = await self.stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout or self.timeout)
+            response = await self._read(self.stub.ServerReady, pb.ServerReadyRequest(), timeout or self.timeout)
             return bool(response.ready)
         request = pb.ModelReadyRequest(name=model, version=str(version or ""))
-        return bool((await self.stub.ModelReady(request, timeout=timeout or self.timeout)).ready)
+        return bool((await self._read(self.stub.ModelReady, request, timeout or self.timeout)).ready)
 
     async def metadata(self, model: str, version: str | int = "") -> pb.ModelMetadataResponse:
         """Inputs, outputs, versions and platform (with the execution provider in use)."""
         request = pb.ModelMetadataRequest(name=model, version=str(version or ""))
-        return await self.stub.ModelMetadata(request, timeout=self.timeout)
+        response: pb.ModelMetadataResponse = await self._read(self.stub.ModelMetadata, request, self.timeout)
+        return response
 
     async def config(self, model: str, version: str | int = "") -> pb.ModelConfig:
         """The model's configuration (batching, instances, variant and provider in ``parameters``)."""
         request = pb.ModelConfigRequest(name=model, version=str(version or ""))
-        return (await self.stub.ModelConfig(request, timeout=self.timeout)).config
+        config: pb.ModelConfig = (await self._read(self.stub.ModelConfig, request, self.timeout)).config
+        return config
 
     async def statistics(self, model: str = "") -> pb.ModelStatisticsResponse:
         """Cumulative per-version statistics."""
-        return await self.stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=self.timeout)
+        request = pb.ModelStatisticsRequest(name=model)
+        response: pb.ModelStatisticsResponse = await self._read(self.stub.ModelStatistics, request, self.timeout)
+        return response
 
     async def index(self) -> list[pb.RepositoryIndexResponse.ModelIndex]:
         """Every model version the server knows, with its state."""
-        return list((await self.stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=self.timeout)).models)
+        reply = await self._read(self.stub.RepositoryIndex, pb.RepositoryIndexRequest(), self.timeout)
+        return list(reply.models)
 
     async def load(self, model: str) -> None:
         """Load (or reload) a model."""
@@ -232,24 +262,44 @@ class InferenceClient:
 class SyncInferenceClient:
     """Blocking client over a ``grpc.Channel`` (scripts, the CLI, threads)."""
 
-    def __init__(self, channel: grpc.Channel, timeout: float | None = 10.0, wait_for_ready: bool = False) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        timeout: float | None = 10.0,
+        wait_for_ready: bool = False,
+        restart_wait_s: float = RESTART_WAIT_S,
+        on_wait: Callable[[grpc.RpcError, float], None] | None = None,
+    ) -> None:
         self.stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        self.channel = channel
         self.timeout = timeout
-        # True: while the server is unreachable (a restart), infer waits for it within its deadline instead of
-        # failing at once; the retry policy covers UNAVAILABLE answers, this covers the gap between processes.
+        # Reads wait out a restart (UNAVAILABLE) for up to restart_wait_s within their deadline; 0 = fail at
+        # once. wait_for_ready=True also holds each send until the channel connects (gRPC's own flag).
         self.wait_for_ready = wait_for_ready
+        self.restart_wait_s = restart_wait_s
+        self.on_wait = on_wait  # told (error, seconds) when a call starts waiting for the server
 
     @classmethod
     def connect(
-        cls, target: str | Sequence[str], timeout: float | None = 10.0, wait_for_ready: bool = False
+        cls,
+        target: str | Sequence[str],
+        timeout: float | None = 10.0,
+        wait_for_ready: bool = False,
+        restart_wait_s: float = RESTART_WAIT_S,
+        on_wait: Callable[[grpc.RpcError, float], None] | None = None,
     ) -> SyncInferenceClient:
         """A client on a new insecure channel to ``target``: one replica, ``a:p,b:p`` or a ``dns:///`` name.
 
-        Several replicas are balanced round-robin with client-side health checking, and inference calls
-        are retried on UNAVAILABLE (see aiaas.client.channels).
+        Several replicas are balanced round-robin with client-side health checking; inference calls are
+        retried on UNAVAILABLE (see aiaas.client.channels) and wait out a restart (see the module doc).
         """
         resolved, options = dial(target)
-        return cls(grpc.insecure_channel(resolved, options=options), timeout, wait_for_ready)
+        return cls(grpc.insecure_channel(resolved, options=options), timeout, wait_for_ready, restart_wait_s, on_wait)
+
+    def _read(self, call: Any, request: Any, timeout: float | None) -> Any:
+        if self.wait_for_ready:
+            call = functools.partial(call, wait_for_ready=True)
+        return call_across_restart(call, request, timeout, self.channel, self.restart_wait_s, self.on_wait)
 
     def infer(
         self,
@@ -263,7 +313,7 @@ class SyncInferenceClient:
     ) -> InferResult:
         """Run one request; raises grpc.RpcError with the server's status on failure."""
         request = build_request(model, inputs, version, outputs, request_id, variant)
-        response = self.stub.ModelInfer(request, timeout=timeout or self.timeout, wait_for_ready=self.wait_for_ready)
+        response = self._read(self.stub.ModelInfer, request, timeout or self.timeout)
         return InferResult.from_response(response)
 
     def infer_text(
@@ -275,16 +325,17 @@ class SyncInferenceClient:
     def metadata(self, model: str, version: str | int = "") -> pb.ModelMetadataResponse:
         """Inputs, outputs, versions and platform."""
         request = pb.ModelMetadataRequest(name=model, version=str(version or ""))
-        return self.stub.ModelMetadata(request, timeout=self.timeout)
+        response: pb.ModelMetadataResponse = self._read(self.stub.ModelMetadata, request, self.timeout)
+        return response
 
     def config(self, model: str, version: str | int = "") -> Any:
         """The model's configuration."""
         request = pb.ModelConfigRequest(name=model, version=str(version or ""))
-        return self.stub.ModelConfig(request, timeout=self.timeout).config
+        return self._read(self.stub.ModelConfig, request, self.timeout).config
 
     def ready(self, model: str = "", version: str | int = "") -> bool:
         """Server readiness, or a model's."""
         if not model:
-            return bool(self.stub.ServerReady(pb.ServerReadyRequest(), timeout=self.timeout).ready)
+            return bool(self._read(self.stub.ServerReady, pb.ServerReadyRequest(), self.timeout).ready)
         request = pb.ModelReadyRequest(name=model, version=str(version or ""))
-        return bool(self.stub.ModelReady(request, timeout=self.timeout).ready)
+        return bool(self._read(self.stub.ModelReady, request, self.timeout).ready)

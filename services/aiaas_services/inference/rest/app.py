@@ -3,7 +3,10 @@
 Plain ASGI (no framework) keeps the per-request cost to a path split and a dict lookup. Inference goes
 through ``plane.infer`` exactly as gRPC does; metadata, config, statistics and the repository calls reuse
 the servicer's answers (the protocol's messages) rendered as JSON, so both transports say the same.
-Errors are ``{"error": "..."}`` with the HTTP status of the gRPC code; never a traceback.
+Errors are ``{"error": "..."}`` with the HTTP status of the gRPC code; never a traceback. Tokens, per-model
+scopes, rate limits and quotas are the gRPC door's (rest/auth.py; a refusal past a limit is 429 with
+``Retry-After``), and an answered inference is metered per token and model, and sampled for drift, exactly as
+the gRPC servicer does, so usage reports and drift windows count both doors.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from aiaas_services.inference.rest.metrics import observe_request
 from aiaas_services.inference.rest.openapi import openapi_document
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.runtime import metrics as runtime_metrics
+from aiaas_services.runtime.access import RateLimited
+from aiaas_services.runtime.auth import current_principal
 from aiaas_services.runtime.errors import (
     INTERNAL_MESSAGE,
     DomainError,
@@ -64,6 +69,8 @@ HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 JSON = b"application/json"
+# Routes whose first path argument is the model they are about (checked against model-limited scopes).
+_MODEL_ROUTES = ("/v2/models/{name}", "/v2/repository/models/{name}")
 OCTETS = b"application/octet-stream"
 _EMPTY = b"{}"
 
@@ -89,15 +96,16 @@ def http_status(exc: BaseException) -> tuple[int, str]:
 
 
 class Reply:
-    """A response: status, body, content type and an optional binary-header length."""
+    """A response: status, body, content type, an optional binary-header length and extra headers."""
 
-    __slots__ = ("body", "content_type", "header_length", "status")
+    __slots__ = ("body", "content_type", "extra", "header_length", "status")
 
     def __init__(self, body: bytes, status: int = 200, content_type: bytes = JSON, header_length: int | None = None):
         self.status = status
         self.body = body
         self.content_type = content_type
         self.header_length = header_length
+        self.extra: list[tuple[bytes, bytes]] = []
 
 
 def _json(value: Any, status: int = 200) -> Reply:
@@ -128,7 +136,9 @@ class RestApp:
             route, handler, args, need = self._route(method, path)
             if tracing_enabled() and need is not None:
                 span, token = self._start_span(method, route, path, headers)
-            principal = self.auth.check(headers, need, f"{method} {route}")
+            model = args[0] if route.startswith(_MODEL_ROUTES) else ""
+            principal = self.auth.check(headers, need, f"{method} {route}", model, route == "/v2")
+            current_principal.set(principal)  # this request's own task: the handler meters usage under it
             if need == "write":
                 reply = await self._audited(principal, f"{method} {route}", handler, args, headers, receive)
             else:
@@ -149,13 +159,18 @@ class RestApp:
             logger.info("%s %s -> %d: %s", method, path, status, message)
         else:
             logger.exception("%s %s failed unexpectedly", method, path, exc_info=exc)
-        return Reply(orjson.dumps({"error": message}), status)
+        reply = Reply(orjson.dumps({"error": message}), status)
+        if isinstance(exc, RateLimited):  # as the gRPC door's retry-after metadata: whole seconds, rounded up
+            reply.extra.append((b"retry-after", exc.retry_after_header.encode()))
+        return reply
 
     @staticmethod
     async def _send(send: Send, reply: Reply) -> None:
         headers = [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode())]
         if reply.header_length is not None:
             headers.append((b"inference-header-content-length", str(reply.header_length).encode()))
+        if reply.extra:
+            headers.extend(reply.extra)
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
 
@@ -298,6 +313,11 @@ class RestApp:
             return arrays, selected
 
         result = await plane.infer(self.manager, name, version, codec.request_variant(request), decode, deadline)
+        servicer = self.servicer
+        if servicer.usage is not None:  # as InferenceServicer._infer does: answered calls, per token and model
+            servicer.usage.add(current_principal.get(), result.model.name, result.rows, result.elapsed_ns)
+        if servicer.monitor is not None:
+            servicer.monitor.observe(result.model, result.inputs, result.outputs, request.id)
         payload, length = codec.encode_response(request, result.model, result.outputs, result.selected, binary)
         if length is None:
             return Reply(payload)

@@ -9,12 +9,21 @@ _ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$
 _EMPTY = {"description": "OK (empty JSON object)"}
 
 
+_LIMITED = {
+    "description": "The token is over its rate limit or quota; retry after the Retry-After header's seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
 def _op(summary: str, ok: dict[str, Any], body: dict[str, Any] | None = None, open_: bool = False) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, "default": _ERROR}}
     if body is not None:
         op["requestBody"] = body
     if open_:
         op["security"] = []
+    else:
+        op["responses"]["429"] = _LIMITED
     return op
 
 

@@ -2,7 +2,9 @@
 
 We bind the socket ourselves (so a taken port is a clear start-up error, and port 0 reports the port it
 got) and leave signals to the runtime: uvicorn's own handlers would race the gRPC server's ordered
-shutdown. TLS uses the service's certificate settings (mutual TLS when a client CA is set).
+shutdown. TLS uses the service's certificate settings (mutual TLS when a client CA is set). A request the
+HTTP parser itself refuses (a control character in a header, broken framing) is answered 400 in JSON, as
+every other refusal is, not with uvicorn's plain-text line.
 """
 
 from __future__ import annotations
@@ -17,11 +19,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from aiaas_services.runtime.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+
+_UNPARSEABLE = orjson.dumps(
+    {
+        "error": "the request is not valid HTTP/1.1 (its request line, a header name or value, or its framing; "
+        "for example a control character in a header value); fix the client"
+    }
+)
+
+
+class _JsonErrorsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering a request it cannot parse with a JSON error."""
+
+    def send_400_response(self, msg: str) -> None:
+        content = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(_UNPARSEABLE)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            _UNPARSEABLE,
+        ]
+        self.transport.write(b"".join(content))
+        self.transport.close()
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -76,7 +105,7 @@ class HttpServer:
             lifespan="off",
             log_config=None,
             access_log=False,
-            http="httptools",
+            http=_JsonErrorsProtocol,
             server_header=False,
             timeout_graceful_shutdown=max(1, int(s.grace_seconds)),
             timeout_keep_alive=30,

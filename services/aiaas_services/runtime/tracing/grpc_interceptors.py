@@ -14,7 +14,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from aiaas_services.runtime.interceptors import wrap_handler
+from aiaas_services.runtime.interceptors import HandlerInterceptor, wrap_handler
 from aiaas_services.runtime.tracing.configure import INSTRUMENTATION_NAME, UNTRACED_PREFIXES, tracing_enabled
 from aiaas_services.runtime.tracing.jsonlines import StaticAttributes
 
@@ -86,7 +86,7 @@ def _context_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
     return code  # type: ignore[no-any-return]
 
 
-class TracingServerInterceptor(grpc.aio.ServerInterceptor):
+class TracingServerInterceptor(HandlerInterceptor):
     """Puts every incoming RPC (except health and reflection) in a SERVER span continuing the caller's trace.
 
     Unary and streaming, both directions. The span is current while the handler runs, so the service's own
@@ -108,15 +108,12 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
             self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=self._tracer_provider)
         return self._tracer
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not self._active():
+        """The traced twin of ``handler`` (built once per method), or ``handler`` while tracing is off."""
+        if not self._active():
             return handler
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]

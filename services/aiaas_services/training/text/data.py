@@ -6,14 +6,17 @@ every problem names the row. Labels are kept as names (sorted), so the classifie
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
 import json
+import math
 
 import numpy as np
 
 MAX_ROWS = 200_000
+MAX_TABLE_BYTES = 64 * 2**20
 MAX_TEXT_CHARS = 20_000
 
 
@@ -37,10 +40,12 @@ def parse_table(payload: bytes, name: str = "data.csv") -> TextTable:
     except UnicodeDecodeError as exc:
         raise TableError(f"{name} is not UTF-8 text (byte {exc.start})") from exc
     rows = _jsonl(text, name) if name.endswith((".jsonl", ".json")) else _csv(text, name)
+    if not rows:
+        raise TableError(f"{name} has no rows")
     if len(rows) > MAX_ROWS:
         raise TableError(f"{name} has {len(rows)} rows; at most {MAX_ROWS} are taken")
     names = tuple(sorted({label for _, label in rows}))
-    counts = {n: sum(1 for _, label in rows if label == n) for n in names}
+    counts = dict(sorted(collections.Counter(label for _, label in rows).items()))
     if len(names) < 2 or min(counts.values()) < 2:
         raise TableError(f"{name} needs at least two labels with two rows each, got {counts}")
     index = {n: i for i, n in enumerate(names)}
@@ -48,8 +53,8 @@ def parse_table(payload: bytes, name: str = "data.csv") -> TextTable:
 
 
 def _check(row: int, text: object, label: object, name: str) -> tuple[str, str]:
-    if not isinstance(text, str) or label is None or str(label).strip() == "":
-        raise TableError(f"{name} row {row}: needs a text string and a non-empty label")
+    if not isinstance(text, str) or not text.strip() or label is None or str(label).strip() == "":
+        raise TableError(f"{name} row {row}: needs a non-empty text string and a non-empty label")
     if len(text) > MAX_TEXT_CHARS:
         raise TableError(f"{name} row {row}: text is over {MAX_TEXT_CHARS} characters")
     return text, str(label).strip()
@@ -59,7 +64,12 @@ def _csv(text: str, name: str) -> list[tuple[str, str]]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
         raise TableError(f"{name}: the CSV header must have the columns text and label, got {reader.fieldnames}")
-    return [_check(i, row.get("text"), row.get("label"), name) for i, row in enumerate(reader, start=2)]
+    rows = []
+    for i, row in enumerate(reader, start=2):
+        if None in row:
+            raise TableError(f"{name} row {i}: more fields than the header has (quote texts that hold commas)")
+        rows.append(_check(i, row.get("text"), row.get("label"), name))
+    return rows
 
 
 def _jsonl(text: str, name: str) -> list[tuple[str, str]]:
@@ -75,3 +85,13 @@ def _jsonl(text: str, name: str) -> list[tuple[str, str]]:
             raise TableError(f"{name} line {i}: each line must be an object with text and label")
         rows.append(_check(i, item.get("text"), item.get("label"), name))
     return rows
+
+
+def check_split(rows: int, classes: int, fraction: float) -> None:
+    """A stratified split needs a row of every label on both sides; TableError says how many rows are missing."""
+    held_out = math.ceil(rows * fraction)
+    if held_out < classes or rows - held_out < classes:
+        raise TableError(
+            f"{rows} rows with {classes} labels cannot be split {1 - fraction:.0%}/{fraction:.0%} with every label "
+            "on both sides; add rows"
+        )

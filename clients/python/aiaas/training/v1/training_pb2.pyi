@@ -224,7 +224,7 @@ class EarlyStopping(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., patience: _Optional[int] = ..., min_delta: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
-    __slots__ = ("model_name", "architecture", "data", "optimizer", "epochs", "batch_size", "seed", "early_stopping", "device", "world_size", "export", "tags", "description")
+    __slots__ = ("model_name", "architecture", "data", "optimizer", "epochs", "batch_size", "seed", "early_stopping", "device", "world_size", "export", "tags", "description", "text")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +245,7 @@ class TrainingSpec(_message.Message):
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     architecture: Architecture
     data: DataSpec
@@ -258,7 +259,34 @@ class TrainingSpec(_message.Message):
     export: _common_pb2.ExportOptions
     tags: _containers.ScalarMap[str, str]
     description: str
-    def __init__(self, model_name: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., device: _Optional[str] = ..., world_size: _Optional[int] = ..., export: _Optional[_Union[_common_pb2.ExportOptions, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ...) -> None: ...
+    text: TextSpec
+    def __init__(self, model_name: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., device: _Optional[str] = ..., world_size: _Optional[int] = ..., export: _Optional[_Union[_common_pb2.ExportOptions, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., text: _Optional[_Union[TextSpec, _Mapping]] = ...) -> None: ...
+
+class TextSpec(_message.Message):
+    __slots__ = ("task", "base", "teacher", "max_length", "freeze_encoder", "temperature", "alpha", "student_vocab_size", "student_hidden_size", "student_layers", "student_heads")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FREEZE_ENCODER_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_HEADS_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    base: _common_pb2.VersionRef
+    teacher: _common_pb2.VersionRef
+    max_length: int
+    freeze_encoder: bool
+    temperature: float
+    alpha: float
+    student_vocab_size: int
+    student_hidden_size: int
+    student_layers: int
+    student_heads: int
+    def __init__(self, task: _Optional[str] = ..., base: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., max_length: _Optional[int] = ..., freeze_encoder: _Optional[bool] = ..., temperature: _Optional[float] = ..., alpha: _Optional[float] = ..., student_vocab_size: _Optional[int] = ..., student_hidden_size: _Optional[int] = ..., student_layers: _Optional[int] = ..., student_heads: _Optional[int] = ...) -> None: ...
 
 class EpochMetrics(_message.Message):
     __slots__ = ("epoch", "train", "validation", "learning_rate", "seconds")
