@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from aiaas_services.registry.app import RegistryApp, open_blobs
-from aiaas_services.registry.encryption import EncryptedBlobStore, EncryptionConfigError, generate_key
+from aiaas_services.registry.encryption import EncryptedBlobStore
+from aiaas_services.registry.keyring import EncryptionConfigError, generate_key
 from aiaas_services.registry.settings import RegistrySettings
 from aiaas_services.runtime.errors import DomainError
 from aiaas_services.runtime.server import run_service

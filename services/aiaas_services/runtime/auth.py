@@ -16,6 +16,7 @@ what, when and the resulting status code.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -23,7 +24,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -228,33 +229,30 @@ def _audited(handler: grpc.RpcMethodHandler, audit: AuditLog, principal: str, me
         code = context.code()
         return code.name if isinstance(code, grpc.StatusCode) else "OK"
 
+    @contextlib.contextmanager
+    def audited(context: grpc.aio.ServicerContext) -> Iterator[None]:
+        token = current_principal.set(principal)
+        try:
+            yield
+        except BaseException:
+            audit.record(principal, method, code_of(context) if context.code() else "ERROR")
+            raise
+        finally:
+            current_principal.reset(token)
+        audit.record(principal, method, code_of(context))
+
     def wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = current_principal.set(principal)
-            try:
-                result = await fn(request, context)
-            except BaseException:
-                audit.record(principal, method, code_of(context) if context.code() else "ERROR")
-                raise
-            finally:
-                current_principal.reset(token)
-            audit.record(principal, method, code_of(context))
-            return result
+            with audited(context):
+                return await fn(request, context)
 
         return call
 
     def wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = current_principal.set(principal)
-            try:
+            with audited(context):
                 async for item in fn(request, context):
                     yield item
-            except BaseException:
-                audit.record(principal, method, code_of(context) if context.code() else "ERROR")
-                raise
-            finally:
-                current_principal.reset(token)
-            audit.record(principal, method, code_of(context))
 
         return call
 

@@ -56,13 +56,15 @@ def state_name(state: int) -> str:
     if not state:
         return ""
     try:
-        return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_")  # type: ignore[arg-type]
+        name: str = common_pb2.JobState.Name(state)
+        return name.removeprefix("JOB_STATE_")
     except ValueError:
         return f"UNKNOWN_{state}"
 
 
 def state_number(state: str) -> common_pb2.JobState:
-    return common_pb2.JobState.Value(f"JOB_STATE_{state}")
+    number: common_pb2.JobState = common_pb2.JobState.Value(f"JOB_STATE_{state}")
+    return number
 
 
 def spec_from(options: common_pb2.ExportOptions) -> ExportSpec:

@@ -16,15 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiaas.client.registry import RegistryClient
-from aiaas.wire import FAILED, ONNX, READY
+from aiaas.wire import ONNX
 from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument
 from aiaas_services.serialization import reference
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.inputs import DataMismatch
 from aiaas_services.serialization.pipeline.variants import PREFERRED_PROVIDER
 from aiaas_services.serialization.records import Imported, ImportHeader, ImportPart, Ref
-from aiaas_services.serialization.registration import MODEL_ARTIFACT, ONNX_MEDIA_TYPE, signature_from
-from aiaas_services.serialization.registry_errors import translate
+from aiaas_services.serialization.registration import MODEL_ARTIFACT, ONNX_MEDIA_TYPE, register_upload
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.text import hf_import
 
@@ -140,26 +139,17 @@ class Importer:
         tags = dict(header.tags) | {"preferred_provider": PREFERRED_PROVIDER["fp32"], "imported": "true"}
         if header.task:
             tags["task"] = header.task
-        with translate("registering the imported model"):
-            version = await self.registry.create_version(
-                header.model_name,
-                format=ONNX,
-                variant="fp32",
-                signature=signature_from(info),
-                tags=tags,
-                description=header.description or f"imported ONNX model (opset {info.opset})",
-                required_artifacts=[MODEL_ARTIFACT, *([REFERENCE_ARTIFACT] if reference_file else [])],
-            )
-            try:
-                await self.registry.upload_file(
-                    header.model_name, version.version, MODEL_ARTIFACT, path, media_type=ONNX_MEDIA_TYPE
-                )
-                if reference_file is not None:  # drift monitoring finds it beside the model
-                    await self.registry.upload_file(
-                        header.model_name, version.version, REFERENCE_ARTIFACT, reference_file, "application/json"
-                    )
-            except BaseException:
-                await self.registry.set_status((header.model_name, version.version), FAILED, "import upload failed")
-                raise
-            await self.registry.set_status((header.model_name, version.version), READY)
-        return Ref(header.model_name, int(version.version))
+        files = [(MODEL_ARTIFACT, path, ONNX_MEDIA_TYPE)]
+        if reference_file is not None:  # drift monitoring finds it beside the model
+            files.append((REFERENCE_ARTIFACT, reference_file, "application/json"))
+        return await register_upload(
+            self.registry,
+            header.model_name,
+            files,
+            format=ONNX,
+            variant="fp32",
+            info=info,
+            tags=tags,
+            description=header.description or f"imported ONNX model (opset {info.opset})",
+            step="registering the imported model",
+        )

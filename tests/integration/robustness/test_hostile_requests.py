@@ -57,6 +57,12 @@ def arch(**kind: Any) -> t.Architecture:
     return t.Architecture(**kind)
 
 
+def load_refused(model: str, message: str) -> tuple[str, str, Any, grpc.StatusCode, str]:
+    """RepositoryModelLoad of a broken repository model: FAILED_PRECONDITION saying ``message``."""
+    request = o.RepositoryModelLoadRequest(model_name=model)
+    return ("inference-repo", "RepositoryModelLoad", request, PRECONDITION, message)
+
+
 def usage_of(**fields: Any) -> u.RecordUsageRequest:
     """A usage report of one entry."""
     return u.RecordUsageRequest(entries=[u.UsageEntry(**fields)])
@@ -181,41 +187,11 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
         UNAVAILABLE,
         "error id",
     ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="digits"),
-        PRECONDITION,
-        "version 2 failed to load",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="hardlink"),
-        PRECONDITION,
-        "hard link",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="symlink"),
-        PRECONDITION,
-        "symbolic link",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="dotdot"),
-        PRECONDITION,
-        "inside the model's folder",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="absolute"),
-        PRECONDITION,
-        "relative path",
-    ),
+    load_refused("digits", "version 2 failed to load"),
+    load_refused("hardlink", "hard link"),
+    load_refused("symlink", "symbolic link"),
+    load_refused("dotdot", "inside the model's folder"),
+    load_refused("absolute", "relative path"),
     ("inference-repo", "ModelInfer", o.ModelInferRequest(model_name="hardlink"), UNAVAILABLE, "hard link"),
     # usage metering (served by the registry)
     ("usage", "RecordUsage", usage_of(principal="", model="m", requests=1), INVALID, "principal"),

@@ -13,6 +13,7 @@ from aiaas.cli._common import (
     EXIT_REFUSED,
     ProgressBar,
     add_connection_flags,
+    add_job_actions,
     open_channel,
     print_json,
     print_table,
@@ -105,15 +106,15 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--state", default="", help="queued, running, succeeded, failed or cancelled")
     add_connection_flags(ls, "serialization")
     ls.set_defaults(func=list_command)
-    for name, func, text in (
-        ("show", show_command, "a job and its proof table"),
-        ("watch", watch_command, "follow a job until it ends"),
-        ("cancel", cancel_command, "cancel a queued or running job"),
-    ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("job_id")
-        add_connection_flags(action, "serialization")
-        action.set_defaults(func=func)
+    add_job_actions(
+        actions,
+        "serialization",
+        (
+            ("show", show_command, "a job and its proof table"),
+            ("watch", watch_command, "follow a job until it ends"),
+            ("cancel", cancel_command, "cancel a queued or running job"),
+        ),
+    )
 
 
 def _client(args: argparse.Namespace) -> SerializationClient:
