@@ -26,8 +26,8 @@ protos: setup  ## Regenerate Python code from protos/ into clients/python
 docs: setup  ## Regenerate docs/configuration.md from the settings classes
 	$(PY) scripts/settings_table.py > docs/configuration.md
 
-run: setup  ## Start the four services and run the pipeline once (ARGS=--once to exit after it)
-	$(PY) -m aiaas_services.pipeline $(ARGS)
+run: setup  ## Start the four services and run the demo: train, export, deploy, infer (ARGS=--once to exit after it)
+	$(PY) -m aiaas_services.demo $(ARGS)
 
 test: setup triton-client  ## Run the whole test suite
 	$(PY) -m pytest tests

@@ -75,3 +75,9 @@ def start_process(
             raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
     return process, f"127.0.0.1:{int(port_file.read_text())}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, from Linux /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

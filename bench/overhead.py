@@ -2,8 +2,14 @@
 ``inference.monitoring_on_vs_off`` (rps ratios at c=32, targets >= 0.95).
 
 For each feature, two inference processes serve the digits MLP from the same repository, one with the
-feature on and one with it off; a separate load process drives each at c=32 in turn (the order
-alternating), and the record is the median of the per-pair rps ratios on/off.
+feature on and one with it off; a separate load process drives each at c=32 in turn (rounds interleaved,
+the order alternating), and the record is the median of the per-pair rps ratios on/off. On a shared
+machine rps swings with whatever else runs, so each round also reads the server's CPU time (user +
+system, all threads, /proc) over the round and divides it by the requests it answered:
+``inference.<feature>_cpu_per_request_on_vs_off`` (on / off, lower is better, 1.0 = free) is the median of
+the per-pair ratios and is the steadier figure under load. ``--simultaneous`` drives both servers at
+once in each round instead (they share the cores, so the rps are lower, but whatever else loads the
+machine then slows both alike; for measuring on a busy machine).
 
 - quota: both require the same bearer token; "on" gives it a rate limit and a quota (far above the load,
   so every call is admitted but counted) and meters usage; "off" has the token without limits, no metering.
@@ -26,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Record, median, start_process
+from bench.common import ROOT, Record, cpu_seconds, median, start_process
 from bench.inference import METHOD, SERVER_ENV, request_bytes
 
 TOKEN = "bench-token"
@@ -76,24 +82,26 @@ async def _load(
     metadata = (("authorization", f"Bearer {TOKEN}"),) if token else ()
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(METHOD)
-        done = 0
+        done = answered = 0
         errors: dict[str, int] = {}
         begin = time.perf_counter() + warmup
         end = begin + seconds
 
         async def worker() -> None:
-            nonlocal done
+            nonlocal done, answered
             while (started := time.perf_counter()) < end:
                 try:
                     await call(payload, timeout=30, metadata=metadata)
                 except grpc.aio.AioRpcError as exc:
                     errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
                     continue
+                answered += 1
                 if started >= begin:
                     done += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"rps": done / seconds, "errors": errors}
+    # "answered" counts the warm-up too: the server's CPU is read over the whole round.
+    return {"rps": done / seconds, "answered": answered + sum(errors.values()), "errors": errors}
 
 
 def _run_load(target: str, request_file: Path, seconds: float, warmup: float, token: bool) -> dict[str, Any]:
@@ -110,45 +118,81 @@ def _run_load(target: str, request_file: Path, seconds: float, warmup: float, to
     return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def _compare(home: Path, repository: Path, payload: Path, feature: str, quick: bool) -> Record:
-    seconds, warmup, pairs = (2.0, 0.5, 3) if quick else (4.0, 1.0, 7)
-    processes = []
+def _round(process: subprocess.Popen[bytes], target: str, payload: Path, seconds: float, warmup: float,
+           token: bool) -> dict[str, Any]:  # fmt: skip
+    """One load round against one server: its rps and the server's CPU seconds per answered request."""
+    before = cpu_seconds(process.pid)
+    result = _run_load(target, payload, seconds, warmup, token)
+    result["cpu_per_request"] = (cpu_seconds(process.pid) - before) / max(1, result["answered"])
+    return result
+
+
+def _pair(processes: dict[bool, subprocess.Popen[bytes]], targets: dict[bool, str], payload: Path, seconds: float,
+          warmup: float, token: bool, first: bool, simultaneous: bool) -> dict[bool, dict[str, Any]]:  # fmt: skip
+    """One round against each server: one after the other (``first`` first), or both at once."""
+    order = (first, not first)
+    if not simultaneous:
+        return {on: _round(processes[on], targets[on], payload, seconds, warmup, token) for on in order}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = {on: pool.submit(_round, processes[on], targets[on], payload, seconds, warmup, token) for on in order}
+        return {on: future.result() for on, future in futures.items()}
+
+
+def _compare(
+    home: Path, repository: Path, payload: Path, feature: str, quick: bool, simultaneous: bool = False
+) -> list[Record]:
+    seconds, warmup, pairs = (2.0, 0.5, 3) if quick else (4.0, 1.0, 9)
+    processes: dict[bool, subprocess.Popen[bytes]] = {}
     try:
         targets = {}
         for on in (True, False):
-            process, targets[on] = _start(home, repository, feature, on)
-            processes.append(process)
-        rps: dict[bool, list[float]] = {True: [], False: []}
+            processes[on], targets[on] = _start(home, repository, feature, on)
+        rounds: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
         errors: dict[str, int] = {}
-        for pair in range(pairs):
-            for on in (True, False) if pair % 2 else (False, True):
-                result = _run_load(targets[on], payload, seconds, warmup, feature == "quota")
-                rps[on].append(result["rps"])
+        for pair in range(pairs + 1):  # the first pair warms both servers up and is not counted
+            results = _pair(
+                processes, targets, payload, seconds, warmup, feature == "quota", pair % 2 == 1, simultaneous
+            )
+            for on, result in results.items():
+                if pair:
+                    rounds[on].append(result)
                 for code, count in result["errors"].items():
                     errors[code] = errors.get(code, 0) + count
     finally:
-        for process in processes:
+        for process in processes.values():
             process.terminate()
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
-    ratios = [a / b for a, b in zip(rps[True], rps[False], strict=True)]
+    measured_on, measured_off = rounds[True], rounds[False]
+    ratios = [a["rps"] / b["rps"] for a, b in zip(measured_on, measured_off, strict=True)]
+    cpu_ratios = [a["cpu_per_request"] / b["cpu_per_request"] for a, b in zip(measured_on, measured_off, strict=True)]
     params = {
         "model": "mlp",
         "concurrency": CONCURRENCY,
         "pairs": pairs,
+        "rounds": "simultaneous" if simultaneous else "interleaved",
         "seconds": seconds,
-        "rps_on": round(median(rps[True]), 1),
-        "rps_off": round(median(rps[False]), 1),
+        "rps_on": round(median([r["rps"] for r in measured_on]), 1),
+        "rps_off": round(median([r["rps"] for r in measured_off]), 1),
         "ratios": [round(r, 3) for r in ratios],
+        "cpu_us_per_request_on": round(median([r["cpu_per_request"] for r in measured_on]) * 1e6, 1),
+        "cpu_us_per_request_off": round(median([r["cpu_per_request"] for r in measured_off]) * 1e6, 1),
+        "cpu_ratios": [round(r, 3) for r in cpu_ratios],
         "errors": errors,
         "target": 0.95,
     }
-    return Record(f"inference.{feature}_on_vs_off", median(ratios), "ratio", "higher", params)
+    cpu_params = {k: v for k, v in params.items() if k not in ("ratios", "target")} | {"target": 1.05}
+    return [
+        Record(f"inference.{feature}_on_vs_off", median(ratios), "ratio", "higher", params),
+        Record(f"inference.{feature}_cpu_per_request_on_vs_off", median(cpu_ratios), "ratio", "lower", cpu_params),
+    ]
 
 
-def run(quick: bool) -> list[Record]:
+def run(quick: bool, simultaneous: bool = False) -> list[Record]:
     """Each feature's pair of servers in turn; one record each."""
     import numpy as np
 
@@ -163,7 +207,11 @@ def run(quick: bool) -> list[Record]:
         (repository / "mlp" / "1" / "reference.json").write_text(json.dumps(reference))
         payload = home / "mlp.bin"
         payload.write_bytes(request_bytes("mlp"))
-        return [_compare(home, repository, payload, feature, quick) for feature in ("quota", "monitoring")]
+        return [
+            record
+            for feature in ("quota", "monitoring")
+            for record in _compare(home, repository, payload, feature, quick, simultaneous)
+        ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="bench.overhead")
     parser.add_argument("--quick", action="store_true")
-    for record in run(parser.parse_args(args).quick):
+    parser.add_argument(
+        "--simultaneous",
+        action="store_true",
+        help="drive both servers at once in each round (a busy machine's noise then hits both alike)",
+    )
+    options = parser.parse_args(args)
+    for record in run(options.quick, options.simultaneous):
         print(json.dumps(record.as_dict()))
     return 0
 

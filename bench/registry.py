@@ -25,7 +25,7 @@ import grpc
 
 from aiaas.client.registry import RegistryClient
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
-from bench.common import Record, median, start_process
+from bench.common import Record, cpu_seconds, median, start_process
 
 MiB = 1024 * 1024
 CHECKPOINT_FILES = {"weights.safetensors": 70_000, "spec.json": 2_000, "curves.png": 30_000}  # the MLP job's sizes
@@ -345,13 +345,16 @@ def run(quick: bool) -> list[Record]:
 def encryption_records(quick: bool, work: Path) -> list[Record]:
     """``registry.encrypted_vs_plain.<upload|download>``: two registries side by side, one with blobs
     encrypted at rest (AES-256-GCM envelopes), the same fresh artifact through each in turn (the order
-    alternating); ratio = plain seconds / encrypted seconds, the median of the per-pair ratios."""
+    alternating); ratio = plain seconds / encrypted seconds, the median of the per-pair ratios.
+    ``registry.encrypted_cpu_vs_plain.<way>``: the registry process's CPU seconds per transfer (/proc),
+    encrypted / plain, median of the pairs (lower is better): steadier than wall time on a shared machine."""
     keys = work / "bench.keys"
     keys.write_text(base64.b64encode(os.urandom(32)).decode())
     plain, plain_address = _start_registry(work / "plain")
     sealed, sealed_address = _start_registry(work / "sealed", extra={"AIAAS_REGISTRY_ENCRYPTION_KEY_FILE": str(keys)})
     try:
-        times = asyncio.run(_paired_transfers(work, plain_address, sealed_address, quick))
+        pids = {"plain": plain.pid, "sealed": sealed.pid}
+        times = asyncio.run(_paired_transfers(work, plain_address, sealed_address, quick, pids))
     finally:
         _stop(plain)
         _stop(sealed)
@@ -367,15 +370,28 @@ def encryption_records(quick: bool, work: Path) -> list[Record]:
             "target": 0.8,
         }
         records.append(Record(f"registry.encrypted_vs_plain.{way}", median(ratios), "ratio", "higher", params))
+        cpu = [s / p for p, s in zip(times[f"plain_{way}_cpu"], times[f"sealed_{way}_cpu"], strict=True)]
+        cpu_params = {
+            "size_mib": size_mib,
+            "pairs": len(cpu),
+            "plain_cpu_s": round(median(times[f"plain_{way}_cpu"]), 3),
+            "encrypted_cpu_s": round(median(times[f"sealed_{way}_cpu"]), 3),
+            "ratios": [round(r, 3) for r in cpu],
+        }
+        records.append(Record(f"registry.encrypted_cpu_vs_plain.{way}", median(cpu), "ratio", "lower", cpu_params))
     return records
 
 
-async def _paired_transfers(work: Path, plain: str, sealed: str, quick: bool) -> dict[str, list[float]]:
+async def _paired_transfers(
+    work: Path, plain: str, sealed: str, quick: bool, pids: dict[str, int]
+) -> dict[str, list[float]]:
     size = (32 if quick else 128) * MiB
     pairs = 5 if quick else 9
     source = work / "paired.bin"
     _write_file(source, size)
-    times: dict[str, list[float]] = {f"{s}_{w}": [] for s in ("plain", "sealed") for w in ("upload", "download")}
+    times: dict[str, list[float]] = {
+        f"{s}_{w}{c}": [] for s in ("plain", "sealed") for w in ("upload", "download") for c in ("", "_cpu")
+    }
     options = [("grpc.max_receive_message_length", 64 * MiB)]
     async with (
         grpc.aio.insecure_channel(plain, options=options) as plain_channel,
@@ -388,17 +404,19 @@ async def _paired_transfers(work: Path, plain: str, sealed: str, quick: bool) ->
                 _stamp(source, pair * 2 + (side == "sealed"))
                 client = clients[side]
                 version = await client.create_version("bench-encryption")
-                started = time.perf_counter()
+                cpu, started = cpu_seconds(pids[side]), time.perf_counter()
                 await client.upload_file("bench-encryption", version.version, "a.bin", source)
-                upload = time.perf_counter() - started
+                upload, upload_cpu = time.perf_counter() - started, cpu_seconds(pids[side]) - cpu
                 target = work / f"paired-{side}.bin"
-                started = time.perf_counter()
+                cpu, started = cpu_seconds(pids[side]), time.perf_counter()
                 await client.download_to(("bench-encryption", version.version), "a.bin", target)
-                download = time.perf_counter() - started
+                download, download_cpu = time.perf_counter() - started, cpu_seconds(pids[side]) - cpu
                 target.unlink()
                 if pair:
                     times[f"{side}_upload"].append(upload)
                     times[f"{side}_download"].append(download)
+                    times[f"{side}_upload_cpu"].append(upload_cpu)
+                    times[f"{side}_download_cpu"].append(download_cpu)
     source.unlink()
     return times
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve
 
 
 @pytest.fixture
@@ -27,6 +27,4 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def registry_process(session_home: Path) -> Iterator[ServiceProcess]:
     """A registry service process (SQLite + local blobs under a session AIAAS_HOME)."""
-    service = start_service("registry", session_home / "registry")
-    yield service
-    service.terminate()
+    yield from serve("registry", session_home / "registry")

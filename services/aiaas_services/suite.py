@@ -179,6 +179,10 @@ class Suite:
         replica = int(name.split("-")[1]) - 1 if "-" in name else 0
         return ["--http-port", str(DEFAULT_HTTP_PORT + replica)] if replica else []
 
+    def stop_and_say(self) -> str:
+        """Stop the suite; "stopped: <service> exit <code>, ..." for the console."""
+        return "stopped: " + ", ".join(f"{name} exit {code}" for name, code in self.stop().items())
+
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM in reverse start order; returns exit codes."""
         codes: dict[str, int] = {}
@@ -235,8 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop and all(s.process.poll() is None for s in suite.services.values()):
             time.sleep(0.5)
     finally:
-        codes = suite.stop()
-        print("stopped: " + ", ".join(f"{name} exit {code}" for name, code in codes.items()))
+        print(suite.stop_and_say())
     return 0
 
 

@@ -16,7 +16,7 @@ def test_pipeline_once_trains_exports_deploys_and_serves(tmp_path: Path) -> None
         [
             sys.executable,
             "-m",
-            "aiaas_services.pipeline",
+            "aiaas_services.demo",
             "--once",
             "--ephemeral-ports",
             "--home",

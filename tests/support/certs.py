@@ -1,16 +1,25 @@
-"""Throwaway certificates for TLS tests: a CA, a server certificate for localhost, a client certificate."""
+"""Throwaway security material for tests: a CA, a server certificate for localhost, a client certificate, and
+bearer-token files."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def write_tokens(path: Path, grants: dict[str, dict[str, Any]]) -> Path:
+    """A tokens file (``auth_tokens_file``): token -> {"principal": ..., "scopes": [...], ...}."""
+    path.write_text(json.dumps(grants))
+    return path
 
 
 @dataclass

@@ -11,13 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 
 SERVICES = ("registry", "training", "serialization", "inference")
 
@@ -123,6 +125,33 @@ def start_service(
         time.sleep(0.05)
     process.kill()
     raise TimeoutError(f"{name} did not start within {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+def start_inference(home: Path, registry: str, models: str, env: Mapping[str, str] | None = None) -> ServiceProcess:
+    """An inference service serving ``models`` (comma-separated) from the registry at ``registry``."""
+    return start_service(
+        "inference",
+        home,
+        env={"AIAAS_INFERENCE_REGISTRY_TARGET": registry, "AIAAS_INFERENCE_MODELS": models, **(env or {})},
+    )
+
+
+def serve(name: str, home: Path, **options: Any) -> Iterator[ServiceProcess]:
+    """A fixture's body: ``start_service(name, home, **options)`` yielded, then stopped (SIGTERM)."""
+    service = start_service(name, home, **options)
+    yield service
+    service.terminate()
+
+
+def wait_model_ready(service: ServiceProcess, model: str, timeout: float = 60.0) -> None:
+    """Poll the inference service's ModelReady until ``model`` is ready; fail with the service's log after
+    ``timeout`` seconds."""
+    with grpc.insecure_channel(service.address) as channel:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        deadline = time.monotonic() + timeout
+        while not stub.ModelReady(grpc_service_pb2.ModelReadyRequest(name=model), timeout=10).ready:
+            assert time.monotonic() < deadline, service.log()[-3000:]
+            time.sleep(0.2)
 
 
 def wait_serving(address: str, service: str = "", timeout: float = 30.0, tls: Any = None) -> None:

@@ -52,14 +52,6 @@ class Splits:
         return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
 
 
-def data_spec_to_json(data_spec: Any) -> dict[str, Any]:
-    """A ``DataSpec`` message as the JSON dict this module reads (and ``spec.json`` stores)."""
-    from google.protobuf import json_format
-
-    result: dict[str, Any] = json_format.MessageToDict(data_spec, preserving_proto_field_name=True)
-    return result
-
-
 def dataset_digest(x: np.ndarray, y: np.ndarray) -> str:
     """sha256 over shapes, dtypes and little-endian bytes of the full x and y: same data, same digest."""
     h = hashlib.sha256()
@@ -78,6 +70,7 @@ def fit_standardization(x_train: np.ndarray) -> dict[str, list[float]]:
 
 
 def _load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
+    # scikit-learn loads here, in a job: the training server imports this package only for its names.
     from sklearn import datasets as sk
 
     if name not in SKLEARN_DATASETS:

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from aiaas.client.registry import RegistryClient
 from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas_services.inference.batcher import BatchPolicy
@@ -25,6 +26,8 @@ from aiaas_services.inference.rest.server import HttpServer
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
 from aiaas_services.inference.usage import UsageFlusher, new_meter
+from aiaas_services.inference.usage_channel import RegistryUsageSender
+from aiaas_services.runtime.channels import open_channel
 
 logger = logging.getLogger(__name__)
 
@@ -90,22 +93,7 @@ def registry_factory(settings: InferenceSettings) -> Callable[[], Any]:
     """Opens the registry client; called inside the running event loop (aio channels bind to it)."""
 
     def factory() -> Any:
-        from aiaas.client.registry import RegistryClient
-        from aiaas_services.runtime.channels import open_channel
-
         return RegistryClient(open_channel(settings.registry_target, settings), actor="inference")
-
-    return factory
-
-
-def usage_stub_factory(settings: InferenceSettings) -> Callable[[], Any]:
-    """Opens the registry's UsageService stub (inside the running loop, like the registry client)."""
-
-    def factory() -> Any:
-        from aiaas.usage.v1 import usage_pb2_grpc
-        from aiaas_services.runtime.channels import open_channel
-
-        return usage_pb2_grpc.UsageServiceStub(open_channel(settings.registry_target, settings))
 
     return factory
 
@@ -165,7 +153,7 @@ class InferenceApp:
             await self._open_rest()
         if self.usage is not None and self.settings.registry_target:
             self.flusher = UsageFlusher(
-                self.usage, usage_stub_factory(self.settings), self.settings.usage_flush_seconds, "inference"
+                self.usage, RegistryUsageSender(self.settings, "inference"), self.settings.usage_flush_seconds
             )
             self.flusher.start()
         if self.monitor is not None:

@@ -240,7 +240,7 @@ class Batcher:
             if self._closing or self._queue or not self._runs_inline():
                 return None
         future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
-        self._execute(self._inline_run, [WorkItem(inputs, rows, key, deadline, future)], inline=True)  # type: ignore[arg-type]
+        self._execute(self._inline_run, [WorkItem(inputs, rows, key, deadline, future)], inline=True)
         return future.result()  # set by the run, or its exception raised here
 
     def _flush(self) -> None:

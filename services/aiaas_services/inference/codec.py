@@ -27,7 +27,8 @@ def request_variant(request: pb.ModelInferRequest) -> str:
     param = request.parameters["variant"]
     if param.WhichOneof("parameter_choice") != "string_param":
         raise InvalidArgument("parameter 'variant' must be a string such as 'fp32' or 'int8-dynamic'")
-    return param.string_param
+    variant: str = param.string_param
+    return variant
 
 
 def decode_inputs(request: pb.ModelInferRequest, model: LoadedModel) -> dict[str, np.ndarray]:

@@ -10,20 +10,18 @@ inference/ortvalues.py).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper
 
 NUM_FEATURES = 64
 
 
-def _export(module: object, path: Path, example: object) -> Path:
-    import torch
-
-    assert isinstance(module, torch.nn.Module)
+def _export(module: torch.nn.Module, path: Path, example: torch.Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,8 +39,6 @@ def _export(module: object, path: Path, example: object) -> Path:
 
 def export_mlp(path: Path, seed: int = 0, hidden: int = 128, classes: int = 10) -> Path:
     """A digits-shaped MLP: [batch, 64] -> logits [batch, classes]."""
-    import torch
-
     torch.manual_seed(seed)
     module = torch.nn.Sequential(
         torch.nn.Linear(NUM_FEATURES, hidden),
@@ -56,8 +52,6 @@ def export_mlp(path: Path, seed: int = 0, hidden: int = 128, classes: int = 10) 
 
 def export_transformer(path: Path, seed: int = 0, d_model: int = 128, layers: int = 4, tokens: int = 16) -> Path:
     """A small transformer encoder over 64 features viewed as ``tokens`` tokens: a few ms per batch-1 run."""
-    import torch
-
     torch.manual_seed(seed)
 
     class Encoder(torch.nn.Module):
@@ -71,7 +65,8 @@ def export_transformer(path: Path, seed: int = 0, d_model: int = 128, layers: in
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             steps = x.reshape(x.shape[0], self.tokens, NUM_FEATURES // self.tokens)
-            return self.head(self.encoder(self.project(steps)).mean(dim=1))
+            logits: torch.Tensor = self.head(self.encoder(self.project(steps)).mean(dim=1))
+            return logits
 
     return _export(Encoder(), path, torch.zeros(2, NUM_FEATURES))
 
@@ -85,28 +80,29 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
     return path
 
 
-def make_bytes_identity(path: Path) -> Path:
-    """BYTES in, BYTES out (the same strings): [batch, 2] string tensors."""
+def _one_node(
+    path: Path, name: str, op: str, elem_type: int, width: int, constants: Sequence[onnx.TensorProto] = ()
+) -> Path:
+    """``output = op(input, *constants)``, both [batch, width] of ``elem_type``."""
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["output"])],
-        "bytes_identity",
-        [helper.make_tensor_value_info("input", TensorProto.STRING, ["batch", 2])],
-        [helper.make_tensor_value_info("output", TensorProto.STRING, ["batch", 2])],
+        [helper.make_node(op, ["input", *(c.name for c in constants)], ["output"])],
+        name,
+        [helper.make_tensor_value_info("input", elem_type, ["batch", width])],
+        [helper.make_tensor_value_info("output", elem_type, ["batch", width])],
+        initializer=list(constants),
     )
     return _save(graph, path)
+
+
+def make_bytes_identity(path: Path) -> Path:
+    """BYTES in, BYTES out (the same strings): [batch, 2] string tensors."""
+    return _one_node(path, "bytes_identity", "Identity", TensorProto.STRING, 2)
 
 
 def make_fp16_double(path: Path) -> Path:
     """FP16 [batch, 4] -> 2 * input."""
     two = helper.make_tensor("two", TensorProto.FLOAT16, [], [2.0])
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["input", "two"], ["output"])],
-        "fp16_double",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT16, ["batch", 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT16, ["batch", 4])],
-        initializer=[two],
-    )
-    return _save(graph, path)
+    return _one_node(path, "fp16_double", "Mul", TensorProto.FLOAT16, 4, [two])
 
 
 def make_bf16_mlp(path: Path, seed: int = 0, hidden: int = 32, classes: int = 10) -> Path:
@@ -159,13 +155,7 @@ def make_add_sub(path: Path, datatype: int = TensorProto.INT32) -> Path:
 
 def make_bool_not(path: Path) -> Path:
     """BOOL [batch, 3] -> logical not."""
-    graph = helper.make_graph(
-        [helper.make_node("Not", ["input"], ["output"])],
-        "bool_not",
-        [helper.make_tensor_value_info("input", TensorProto.BOOL, ["batch", 3])],
-        [helper.make_tensor_value_info("output", TensorProto.BOOL, ["batch", 3])],
-    )
-    return _save(graph, path)
+    return _one_node(path, "bool_not", "Not", TensorProto.BOOL, 3)
 
 
 def make_slow(path: Path, loops: int = 200) -> Path:

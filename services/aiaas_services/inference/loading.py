@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from aiaas.client.refs import ArtifactCorrupted
 from aiaas_services.runtime.errors import DomainError, FailedPrecondition
 
@@ -37,8 +39,6 @@ class UnsafeModelFile(FailedPrecondition):
 
 def _external_locations(model: Any) -> list[tuple[str, str, int, int]]:
     """(tensor name, location, offset, length) of every initializer stored outside the file, subgraphs too."""
-    import onnx
-
     found: list[tuple[str, str, int, int]] = []
 
     def tensors(graph: Any) -> Any:
@@ -68,8 +68,6 @@ def _external_locations(model: Any) -> list[tuple[str, str, int, int]]:
 
 def check_external_data(path: Path) -> int:
     """Refuse a model whose external data could reach outside its folder; returns how many tensors use it."""
-    import onnx
-
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:

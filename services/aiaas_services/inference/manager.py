@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
+
 from aiaas.wire import ONNX, READY, EventType
 from aiaas_services.inference.batcher import BatchPolicy
 from aiaas_services.inference.cachelock import cache_lock
@@ -487,7 +489,7 @@ class ModelManager:
         A cached copy is reused only while it still hashes to its digest: one damaged on disk after it
         was verified is removed and downloaded again, instead of being served or failing every load.
         """
-        folder = self.cache_dir / version.model_name / str(version.version)
+        folder: Path = self.cache_dir / version.model_name / str(version.version)
         target = folder / f"{digest or 'unknown'}.onnx"
         if digest and await _cached(target, digest):
             return target
@@ -609,8 +611,6 @@ class ModelManager:
 
     def _warmup(self) -> Any:
         if self._warmup_control is None:
-            import onnxruntime as ort
-
             self._warmup_control = ort.RunOptions()
         return self._warmup_control
 
@@ -715,7 +715,7 @@ def _reason(exc: BaseException) -> str:
     """A short, client-safe description of a load failure."""
     details = getattr(exc, "details", None)
     if callable(details):
-        code = exc.code().name if hasattr(exc, "code") else "ERROR"  # type: ignore[attr-defined]
+        code = exc.code().name if hasattr(exc, "code") else "ERROR"
         return f"registry said {code}: {details()}"
     if isinstance(exc, DomainError):
         return str(exc)

@@ -1,11 +1,17 @@
 """Drift monitoring of served versions: sampled requests into a rolling window, scored off the hot path.
 
 The hot path (``DriftMonitor.observe``) counts requests and, for one in ``sample_every``, copies the first
-input's rows and the predicted classes into the version's ring buffer. A background task scores every
+input's rows and the first output into a pending list (two array copies, nothing else). Off the response
+path, ``refresh`` folds what is pending into each version's ring buffer in one vectorized step per version
+(a thread; the classes come from one argmax over the batch). A background task does that and scores every
 window each ``interval`` seconds against the version's reference statistics (``reference.json`` beside a
 repository model, or the registry version's own / its ``source`` version's artifact), keeps a short
 history of the largest feature PSI, and Prometheus reads the last scores when it scrapes
 (``aiaas_drift_*``). ``GetDrift`` scores the window afresh.
+
+With several worker processes (``share``), windows are scored as bin counts, and each worker adds the
+counts the others published (``drift_share``), so scores describe the service's traffic, not one
+worker's share of it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import asyncio
 import collections
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +31,7 @@ from prometheus_client import REGISTRY, Metric
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from aiaas_services.inference.drift_share import Counts, FleetShare, PeerEntry
 from aiaas_services.inference.model import LoadedModel
 from aiaas_services.monitoring.drift import MIN_ROWS, PSI_THRESHOLD, Reference
 from aiaas_services.runtime.errors import InvalidArgument, NotFound
@@ -66,11 +75,12 @@ class Window:
 
 @dataclass
 class Scores:
-    """Drift of one window against its reference."""
+    """Drift of one window (or the workers' windows together) against its reference."""
 
     rows: int
     features: list[float]
     prediction: float | None
+    windows: int = 1  # worker windows with rows that these scores cover
 
     @property
     def max_psi(self) -> float:
@@ -84,14 +94,26 @@ class Scores:
 
 @dataclass
 class Tracked:
-    """A served version under watch."""
+    """A served version under watch (``model`` is None when only other workers have seen its traffic)."""
 
-    model: LoadedModel
+    name: str
+    version: str
+    model: LoadedModel | None
     window: Window
     reference: Reference | None = None
+    reference_stats: dict[str, Any] | None = None
     reference_source: str = ""
     last: Scores | None = None
     history: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
+
+    def counts(self, feedback: tuple[int, int]) -> Counts | None:
+        """This process's window as bin counts (None without a reference or with the wrong width)."""
+        reference = self.reference
+        if reference is None or self.window.x.shape[1] != reference.num_features:
+            return None
+        x, predicted = self.window.view()
+        classes = reference.class_counts(predicted) if self.window.has_predictions else None
+        return Counts(len(x), reference.bin_counts(x), classes, feedback)
 
 
 class DriftMonitor:
@@ -102,9 +124,13 @@ class DriftMonitor:
         self.sample_every = max(1, sample_every)
         self.capacity = max(MIN_ROWS, capacity)
         self.tracked: dict[tuple[str, str], Tracked] = {}
+        self.share: FleetShare | None = None
+        self._peers: dict[tuple[str, str], list[PeerEntry]] = {}
         self.predictions: collections.OrderedDict[tuple[str, str], tuple[str, np.ndarray]] = collections.OrderedDict()
         self.feedback: dict[tuple[str, str], list[int]] = {}  # (model, version) -> [correct, total]
         self._count = 0
+        self._pending: list[tuple[LoadedModel, np.ndarray, np.ndarray | None]] = []
+        self._lock = threading.Lock()  # windows are written and read in threads (refresh, scoring)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -115,8 +141,9 @@ class DriftMonitor:
         outputs: Sequence[np.ndarray],
         request_id: str = "",
     ) -> None:
-        """On the hot path: count, and keep one request in ``sample_every`` (a copy of its rows); remember
-        the predicted classes of a request that carries an id, for later feedback."""
+        """On the hot path: count, and keep one request in ``sample_every`` (a copy of its rows and first
+        output, folded into the window later by ``refresh``); remember the predicted classes of a request
+        that carries an id, for later feedback."""
         if request_id and outputs and np.ndim(outputs[0]) == 2:
             self.predictions[(model.name, request_id)] = (model.version, np.asarray(outputs[0]).argmax(axis=1))
             if len(self.predictions) > REMEMBERED:
@@ -124,21 +151,69 @@ class DriftMonitor:
         self._count += 1
         if self._count % self.sample_every or not inputs:
             return
-        x = np.asarray(next(iter(inputs.values())))
-        if x.ndim == 0 or x.dtype.kind not in "fiub":
+        if len(self._pending) >= self.capacity:  # the background has not caught up: this sample is dropped
             return
-        x = x.reshape(len(x), -1)
-        key = (model.name, model.version)
-        tracked = self.tracked.get(key)
-        if tracked is None:
-            tracked = self.tracked[key] = Tracked(model, Window(self.capacity, x.shape[1]))
-            self._spawn(self._attach_reference(tracked))
-        if x.shape[1] != tracked.window.x.shape[1]:
-            return
-        predicted = None
-        if outputs and np.ndim(outputs[0]) == 2 and np.shape(outputs[0])[1] > 1:
-            predicted = np.asarray(outputs[0]).argmax(axis=1)
-        tracked.window.add(x, predicted)
+        signature = getattr(model, "inputs", None)  # the model's first input, as the reference has it
+        first = inputs.get(signature[0].name) if signature else None
+        output = outputs[0] if outputs else None
+        x = np.array(first if first is not None else next(iter(inputs.values())))
+        self._pending.append((model, x, None if output is None else np.array(output)))
+        if len(self._pending) == self.capacity // 2:  # busy: fold now rather than at the next round
+            self._spawn(self.refresh())
+
+    def _take_pending(self) -> list[tuple[Tracked, list[tuple[np.ndarray, np.ndarray | None]]]]:
+        """On the event loop: what observe kept, by version (new versions are tracked here, where their
+        reference starts loading)."""
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[str, str], tuple[Tracked, list[tuple[np.ndarray, np.ndarray | None]]]] = {}
+        for model, x, output in pending:
+            if x.ndim == 0:
+                continue
+            key = (model.name, model.version)
+            group = groups.get(key)
+            if group is None:
+                tracked = self.tracked.get(key)
+                if tracked is None:
+                    # Strings (a text model's input) have no histograms; their predictions still count.
+                    width = x[:1].size if x.dtype.kind in "fiub" else 0
+                    tracked = self.tracked[key] = Tracked(
+                        model.name, model.version, model, Window(self.capacity, width)
+                    )
+                    self._spawn(self._attach_reference(tracked))
+                elif tracked.model is None:  # known from another worker's traffic until now
+                    tracked.model = model
+                group = groups[key] = (tracked, [])
+            group[1].append((x, output))
+        return list(groups.values())
+
+    def _fold(self, batches: list[tuple[Tracked, list[tuple[np.ndarray, np.ndarray | None]]]]) -> None:
+        """Add pending samples to their windows: one concatenate and one argmax per version (a thread)."""
+        for tracked, samples in batches:
+            width = tracked.window.x.shape[1]
+            rows = [
+                (x.reshape(len(x), -1) if x.dtype.kind in "fiub" else np.empty((len(x), 0), np.float32), y)
+                for x, y in samples
+            ]
+            rows = [(x, y) for x, y in rows if x.shape[1] == width]
+            if not rows:
+                continue
+            x = np.concatenate([features for features, _ in rows])
+            classified = [y for features, y in rows if y is not None and y.ndim == 2 and len(y) == len(features)]
+            predicted = None
+            if (
+                len(classified) == len(rows)
+                and len({y.shape[1] for y in classified}) == 1
+                and classified[0].shape[1] > 1
+            ):
+                predicted = np.concatenate(classified).argmax(axis=1)
+            with self._lock:
+                tracked.window.add(x, predicted)
+
+    async def refresh(self) -> None:
+        """Fold what observe kept into the windows (off the event loop)."""
+        batches = self._take_pending()
+        if batches:
+            await asyncio.to_thread(self._fold, batches)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -146,27 +221,50 @@ class DriftMonitor:
         task.add_done_callback(self._tasks.discard)
 
     async def _attach_reference(self, tracked: Tracked) -> None:
+        if tracked.model is None:
+            return
         try:
             found = await self.load_reference(tracked.model)
             if found is not None:
                 stats, source = found
                 tracked.reference = Reference(stats)
+                tracked.reference_stats = stats
                 tracked.reference_source = source
         except Exception as exc:  # noqa: BLE001 - no reference: no scores, the model still serves
-            logger.warning("no drift reference for %s:%s: %s", tracked.model.name, tracked.model.version, exc)
+            logger.warning("no drift reference for %s:%s: %s", tracked.name, tracked.version, exc)
 
-    def score(self, tracked: Tracked) -> Scores | None:
-        """Fresh scores of a version's window (None without a reference or rows)."""
+    def share_with_workers(self, folder: Path, worker: str, interval: float) -> None:
+        """Score together with the other workers that publish into ``folder`` (see ``drift_share``)."""
+        self.share = FleetShare(folder, worker, max_age_s=max(30.0, 6 * interval))
+
+    def score(self, tracked: Tracked, fresh_peers: bool = False) -> Scores | None:
+        """Scores of a version: this window now plus, with workers, the others' last published counts
+        (re-read first when ``fresh_peers``). None without a reference or rows. Blocking: run in a thread."""
+        if fresh_peers and self.share is not None:
+            self._peers = self.share.peers()
         reference = tracked.reference
-        if reference is None or tracked.window.rows == 0:
+        if reference is None:
             return None
-        x, predicted = tracked.window.view()
-        if x.shape[1] != reference.num_features:
+        with self._lock:
+            own = tracked.counts((0, 0))
+        peers = [p.counts for p in self._peers.get((tracked.name, tracked.version), [])]
+        shape = (reference.num_features, reference.bins)
+        parts = [c for c in [own, *peers] if c is not None and c.rows > 0 and c.features.shape == shape]
+        if not parts:
             return None
-        prediction = reference.prediction_psi(predicted) if tracked.window.has_predictions else None
-        return Scores(len(x), reference.feature_psi(x), prediction)
+        features = np.sum([c.features for c in parts], axis=0)
+        classes = [c.classes for c in parts if c.classes is not None and len(c.classes) == reference.num_classes]
+        prediction = reference.prediction_psi_of_counts(np.sum(classes, axis=0) if classes else None)
+        return Scores(sum(c.rows for c in parts), reference.psi_of_counts(features), prediction, len(parts))
 
-    def record_feedback(self, name: str, request_id: str, labels: Sequence[int]) -> tuple[str, int, list[int]]:
+    def feedback_totals(self, name: str, version: str) -> tuple[int, int]:
+        """(correct, total) labelled rows of a version: this worker's plus the others' last published."""
+        correct, total = self.feedback.get((name, version), (0, 0))
+        for peer in self._peers.get((name, version), []):
+            correct, total = correct + peer.counts.feedback[0], total + peer.counts.feedback[1]
+        return correct, total
+
+    def record_feedback(self, name: str, request_id: str, labels: Sequence[int]) -> tuple[str, int, tuple[int, int]]:
         """Score the remembered prediction of a request against its labels: (version, correct rows, totals)."""
         remembered = self.predictions.pop((name, request_id), None)
         if remembered is None:
@@ -182,7 +280,7 @@ class DriftMonitor:
         totals = self.feedback.setdefault((name, version), [0, 0])
         totals[0] += correct
         totals[1] += len(labels)
-        return version, correct, totals
+        return version, correct, self.feedback_totals(name, version)
 
     def find(self, name: str, version: str = "") -> Tracked:
         """The tracked version (newest observed when ``version`` is empty)."""
@@ -205,11 +303,53 @@ class DriftMonitor:
     async def _loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            for tracked in list(self.tracked.values()):
-                scores = await asyncio.to_thread(self.score, tracked)
-                if scores is not None:
-                    tracked.last = scores
-                    tracked.history.append(scores.max_psi)
+            await self.refresh()
+            await asyncio.to_thread(self.tick)
+            self._adopt_peers()
+
+    def tick(self) -> None:
+        """One background round (in a thread): publish this worker's counts and read the others' (with
+        workers), then score every version for Prometheus and the history."""
+        if self.share is not None:
+            mine = {}
+            for key, tracked in list(self.tracked.items()):
+                if tracked.model is None:
+                    continue
+                correct, total = self.feedback.get(key, (0, 0))
+                with self._lock:
+                    counts = tracked.counts((correct, total))
+                if counts is None:  # no reference here: only the feedback counts travel
+                    counts = Counts(0, np.zeros((0, 0), np.int64), None, (correct, total))
+                mine[key] = (counts, tracked.reference_stats, tracked.reference_source)
+            try:
+                self.share.publish(mine)
+            except OSError as exc:  # the shared folder full or gone: scored with what there is, tried again
+                logger.warning("drift counts not shared with the other workers: %s", exc)
+            self._peers = self.share.peers()
+        for tracked in list(self.tracked.values()):
+            scores = self.score(tracked)
+            if scores is not None:
+                tracked.last = scores
+                tracked.history.append(scores.max_psi)
+
+    def _adopt_peers(self) -> None:
+        """Versions only other workers have served so far: tracked here too (on the event loop, where
+        ``observe`` adds versions), scored from the others' counts with the reference they loaded."""
+        for (name, version), entries in self._peers.items():
+            if (name, version) in self.tracked:
+                continue
+            for entry in entries:
+                if entry.reference is None:
+                    continue
+                try:
+                    reference = Reference(entry.reference)
+                except (ValueError, KeyError, TypeError):
+                    continue
+                window = Window(self.capacity, reference.num_features)
+                self.tracked[(name, version)] = Tracked(
+                    name, version, None, window, reference, entry.reference, entry.reference_source
+                )
+                break
 
     async def close(self) -> None:
         """Stop the background work."""
@@ -266,11 +406,13 @@ class _DriftCollector(Collector):
         prediction = GaugeMetricFamily(
             "aiaas_drift_prediction_psi", "PSI of the predicted-class distribution against training.", labels=labels
         )
-        rows = GaugeMetricFamily("aiaas_drift_window_rows", "Sampled rows in the drift window.", labels=labels)
+        rows = GaugeMetricFamily(
+            "aiaas_drift_window_rows", "Sampled rows in the drift window (all workers').", labels=labels
+        )
         for monitor in self.monitors:
             for (name, version), tracked in list(monitor.tracked.items()):
-                rows.add_metric([name, version], tracked.window.rows)
                 scores = tracked.last
+                rows.add_metric([name, version], tracked.window.rows if scores is None else scores.rows)
                 if scores is None:
                     continue
                 worst.add_metric([name, version], scores.max_psi)

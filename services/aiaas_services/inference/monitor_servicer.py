@@ -23,16 +23,18 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
     ) -> monitoring_pb2.GetDriftResponse:
         if not request.model_name or len(request.model_name) > 128 or len(request.version) > 64:
             raise InvalidArgument("model_name must be 1-128 characters (and version at most 64)")
+        await self.monitor.refresh()  # what was sampled since the last round counts too
         tracked = self.monitor.find(request.model_name, request.version)
-        scores = await asyncio.to_thread(self.monitor.score, tracked)
+        scores = await asyncio.to_thread(self.monitor.score, tracked, True)
         response = monitoring_pb2.GetDriftResponse(
-            model_name=tracked.model.name,
-            version=tracked.model.version,
-            window_rows=tracked.window.rows,
+            model_name=tracked.name,
+            version=tracked.version,
+            window_rows=tracked.window.rows if scores is None else scores.rows,
             min_rows=MIN_ROWS,
             threshold=PSI_THRESHOLD,
             history=list(tracked.history),
             reference=tracked.reference_source,
+            windows=0 if scores is None else scores.windows,
         )
         if scores is not None:
             response.max_psi = scores.max_psi
@@ -41,7 +43,7 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
                 response.prediction_psi = scores.prediction
             ranked = sorted(enumerate(scores.features), key=lambda item: -item[1])
             response.features.extend(monitoring_pb2.FeatureDrift(index=i, psi=v) for i, v in ranked)
-        correct, total = self.monitor.feedback.get((tracked.model.name, tracked.model.version), (0, 0))
+        correct, total = self.monitor.feedback_totals(tracked.name, tracked.version)
         response.feedback_rows = total
         if total:
             response.live_accuracy = correct / total

@@ -191,7 +191,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             try:
                 while True:
                     await slots.acquire()
-                    request = await anext(request_iterator, None)  # type: ignore[call-overload]
+                    request = await anext(request_iterator, None)
                     if request is None:
                         return
                     remaining = context.time_remaining()

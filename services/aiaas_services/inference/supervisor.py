@@ -103,6 +103,9 @@ class WorkerApp(InferenceApp):
         super().__init__(settings)
         self.fleet_file = fleet_file
         self.parent = os.getppid()
+        if self.monitor is not None:  # drift scored over every worker's traffic (inference/drift_share.py)
+            index = os.environ.get("AIAAS_INFERENCE_WORKER_INDEX", str(os.getpid()))
+            self.monitor.share_with_workers(fleet_file.parent / "drift", index, settings.monitoring_interval_seconds)
         self._preloaded = False
         self._follow: asyncio.Task[None] | None = None
 

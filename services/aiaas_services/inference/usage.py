@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import REGISTRY, Metric
 from prometheus_client.core import CounterMetricFamily
@@ -22,14 +21,17 @@ from prometheus_client.registry import Collector
 logger = logging.getLogger(__name__)
 
 Row = list[float]  # [requests, rows, compute ns]
+Counts = dict[tuple[str, str], Row]  # (principal, model) -> Row
+# Delivers counts stamped with the start of their hour (epoch seconds); raises when they did not arrive.
+Send = Callable[[Counts, int], Awaitable[None]]
 
 
 class UsageMeter:
     """Counts not yet sent (``pending``) and totals since start (``totals``), by (principal, model)."""
 
     def __init__(self) -> None:
-        self.pending: dict[tuple[str, str], Row] = {}
-        self.totals: dict[tuple[str, str], Row] = {}
+        self.pending: Counts = {}
+        self.totals: Counts = {}
 
     def add(self, principal: str, model: str, rows: int, ns: int) -> None:
         """Count one answered call (event loop only: no lock)."""
@@ -40,7 +42,7 @@ class UsageMeter:
         row[1] += rows
         row[2] += ns
 
-    def take(self) -> dict[tuple[str, str], Row]:
+    def take(self) -> Counts:
         """What accumulated since the last take; folded into the totals."""
         taken, self.pending = self.pending, {}
         for key, row in taken.items():
@@ -49,7 +51,7 @@ class UsageMeter:
                 total[i] += row[i]
         return taken
 
-    def put_back(self, taken: dict[tuple[str, str], Row]) -> None:
+    def put_back(self, taken: Counts) -> None:
         """Counts a flush could not deliver: they go out with the next one (totals already have them)."""
         for key, row in taken.items():
             pending = self.pending.setdefault(key, [0, 0, 0])
@@ -75,7 +77,7 @@ class _UsageCollector(Collector):
             "aiaas_usage_compute_seconds", "Seconds spent answering, per caller and model.", labels=labels
         )
         for meter in self.meters:
-            merged: dict[tuple[str, str], Row] = {}
+            merged: Counts = {}
             for table in (meter.totals, meter.pending):
                 for key, row in list(table.items()):
                     into = merged.setdefault(key, [0, 0, 0])
@@ -100,15 +102,13 @@ def new_meter() -> UsageMeter:
 
 
 class UsageFlusher:
-    """Sends a meter's counts to the registry's UsageService in the background."""
+    """Hands a meter's counts to ``send`` (the registry's UsageService, ``usage_channel``) in the background."""
 
-    def __init__(self, meter: UsageMeter, stub_factory: Callable[[], Any], every: float, source: str) -> None:
+    def __init__(self, meter: UsageMeter, send: Send, every: float) -> None:
         self.meter = meter
-        self.stub_factory = stub_factory
+        self.send = send
         self.every = every
-        self.source = source
         self._task: asyncio.Task[None] | None = None
-        self._stub: Any = None
         self._failures = 0
 
     def start(self) -> None:
@@ -122,23 +122,13 @@ class UsageFlusher:
 
     async def flush(self) -> bool:
         """Send what accumulated; True when delivered (or nothing to send)."""
-        from aiaas.usage.v1 import usage_pb2
-
         taken = self.meter.take()
         if not taken:
             return True
         hour = int(time.time())
         hour -= hour % 3600
-        request = usage_pb2.RecordUsageRequest(source=self.source)
-        for (principal, model), row in taken.items():
-            entry = request.entries.add(
-                principal=principal, model=model, requests=int(row[0]), rows=int(row[1]), compute_seconds=row[2] / 1e9
-            )
-            entry.period_start.FromSeconds(hour)
         try:
-            if self._stub is None:
-                self._stub = self.stub_factory()
-            await self._stub.RecordUsage(request, timeout=10)
+            await self.send(taken, hour)
         except Exception as exc:  # noqa: BLE001 - the registry may be away; keep the counts for next time
             self.meter.put_back(taken)
             self._failures += 1

@@ -47,7 +47,8 @@ def reference_stats(
     inputs: np.ndarray, predicted: np.ndarray | None, num_classes: int, bins: int = BINS
 ) -> dict[str, Any]:
     """Reference statistics of a training set's inputs (rows x features) and predicted classes."""
-    x = np.asarray(inputs).reshape(len(inputs), -1)
+    x = np.asarray(inputs)
+    x = x if x.ndim == 2 else x.reshape(len(x), -1)
     features = []
     for j in range(x.shape[1]):
         edges = _edges(x[:, j], bins)
@@ -71,14 +72,66 @@ class Reference:
             raise ValueError("reference.json: each feature needs one more share than edges")
         classes = stats.get("classes")
         self.classes = np.asarray(classes, dtype=np.float64) if classes else None
+        self._widest = max((len(e) for e in self.edges), default=0)
+        self._padded_shares = np.zeros((self.num_features, self._widest + 1))  # empty columns: PSI term 0
+        for j, ref in enumerate(self.shares):
+            self._padded_shares[j, : len(ref)] = ref
 
     @property
     def num_features(self) -> int:
         return len(self.edges)
 
+    @property
+    def bins(self) -> int:
+        """Columns of ``bin_counts`` (the most bins any feature has)."""
+        return self._widest + 1
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.classes is None else len(self.classes)
+
     def feature_psi(self, window: np.ndarray) -> list[float]:
         """PSI of each feature of a window (rows x features)."""
-        return [psi(self.shares[j], shares(window[:, j], self.edges[j])) for j in range(self.num_features)]
+        return self.psi_of_counts(self.bin_counts(window))
+
+    def bin_counts(self, window: np.ndarray) -> np.ndarray:
+        """How many rows of a window (rows x features) fall in each bin: features x ``bins`` ints.
+
+        Counts (not shares) add up across windows, which is how the workers of one service score their
+        traffic together. A feature with fewer edges leaves its last columns empty.
+        """
+        x = np.asarray(window)
+        x = x if x.ndim == 2 else x.reshape(len(x), -1)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"the window has {x.shape[1]} features, the reference {self.num_features}")
+        counts = np.zeros((self.num_features, self.bins), dtype=np.int64)
+        columns = np.ascontiguousarray(x.T)  # one binary search per value and feature, feature by feature
+        for j, edges in enumerate(self.edges):
+            bins = len(edges) + 1
+            counts[j, :bins] = np.bincount(np.searchsorted(edges, columns[j], side="right"), minlength=bins)
+        return counts
+
+    def psi_of_counts(self, counts: np.ndarray) -> list[float]:
+        """PSI of each feature from bin counts (``bin_counts``, or several windows' counts summed)."""
+        counts = np.asarray(counts, dtype=np.float64)
+        rows = counts.sum(axis=1, keepdims=True)
+        live = np.clip(np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0), EPSILON, None)
+        ref = np.clip(self._padded_shares, EPSILON, None)
+        return [float(v) for v in np.sum((live - ref) * np.log(live / ref), axis=1)]
+
+    def class_counts(self, predicted: np.ndarray) -> np.ndarray | None:
+        """Rows predicted as each class (None without reference classes)."""
+        if self.classes is None:
+            return None
+        clipped = np.clip(np.asarray(predicted, dtype=np.int64), 0, len(self.classes) - 1)
+        return np.bincount(clipped, minlength=len(self.classes))
+
+    def prediction_psi_of_counts(self, counts: np.ndarray | None) -> float | None:
+        """PSI of the predicted-class distribution from class counts (None without classes or rows)."""
+        if self.classes is None or counts is None or np.sum(counts) == 0:
+            return None
+        counts = np.asarray(counts, dtype=np.float64)
+        return psi(self.classes, counts / counts.sum())
 
     def prediction_psi(self, predicted: np.ndarray) -> float | None:
         """PSI of the predicted-class distribution (None without reference classes or predictions)."""

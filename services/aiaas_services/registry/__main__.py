@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from aiaas_services.registry.app import RegistryApp, open_blobs
-from aiaas_services.registry.encryption import EncryptedBlobStore, EncryptionConfigError, generate_key
+from aiaas_services.registry.encryption import EncryptedBlobStore
+from aiaas_services.registry.keyring import EncryptionConfigError, generate_key
 from aiaas_services.registry.settings import RegistrySettings
 from aiaas_services.runtime.errors import DomainError
 from aiaas_services.runtime.server import run_service
@@ -25,6 +26,13 @@ def rotate_keys(settings: RegistrySettings) -> int:
         return 2
     report = blobs.rotate()
     print(f"rotated to key {blobs.keyring.primary}: {report.rewrapped} re-wrapped, {report.already} already under it")
+    for reason in report.failed:
+        print(f"registry: not re-wrapped (left as it was): {reason}", file=sys.stderr)
+    if report.failed:
+        print(
+            f"registry: {len(report.failed)} envelopes were not rotated; fix the keyring and run again", file=sys.stderr
+        )
+        return 1
     return 0
 
 

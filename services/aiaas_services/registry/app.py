@@ -13,7 +13,8 @@ from aiaas.usage.v1 import usage_pb2, usage_pb2_grpc
 from aiaas_services.registry import db
 from aiaas_services.registry.blobs import BlobStore, open_blob_store
 from aiaas_services.registry.catalog import Registry
-from aiaas_services.registry.encryption import EncryptedBlobStore, Keyring, check_unencrypted_store
+from aiaas_services.registry.encryption import EncryptedBlobStore, check_unencrypted_store
+from aiaas_services.registry.keyring import Keyring
 from aiaas_services.registry.servicer import RegistryServicer
 from aiaas_services.registry.settings import RegistrySettings
 from aiaas_services.registry.store import RegistryStore

@@ -16,13 +16,15 @@ what, when and the resulting status code.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import hashlib
 import hmac
 import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,17 +53,33 @@ MODEL_SERVICES = (
 SERVER_METHODS = ("ServerLive", "ServerReady", "ServerMetadata")
 
 
-def load_tokens(path: str) -> dict[str, Grant]:
+class TokenTable(dict[str, Grant]):
+    """Tokens and their grants, also indexed by each token's SHA-256: a presented token is found with one
+    dict lookup of its digest, however many tokens there are. Comparing digests tells an attacker nothing
+    useful about the tokens, as timing a byte-by-byte comparison of the tokens themselves could."""
+
+    def __init__(self, grants: Mapping[str, Grant]) -> None:
+        super().__init__(grants)
+        self.by_digest = {_digest(token): grant for token, grant in self.items()}
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def load_tokens(path: str) -> TokenTable:
     """Read the token file; a malformed file is a start-up error, not an open door."""
     raw = json.loads(Path(path).read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected an object mapping tokens to grants")
-    return {
-        token: parse_grant(
-            entry, f"{path}: token of {entry.get('principal', '?') if isinstance(entry, dict) else '?'!r}"
-        )
-        for token, entry in raw.items()
-    }
+    return TokenTable(
+        {
+            token: parse_grant(
+                entry, f"{path}: token of {entry.get('principal', '?') if isinstance(entry, dict) else '?'!r}"
+            )
+            for token, entry in raw.items()
+        }
+    )
 
 
 def authorize(tokens: Mapping[str, Grant], presented: str, method: str, scope: str) -> Grant:
@@ -120,6 +138,8 @@ def _bearer(metadata: Any) -> str:
 
 
 def _find_grant(tokens: Mapping[str, Grant], presented: str) -> Grant | None:
+    if isinstance(tokens, TokenTable):
+        return tokens.by_digest.get(_digest(presented))
     for token, grant in tokens.items():
         if hmac.compare_digest(token.encode(), presented.encode()):
             return grant
@@ -180,7 +200,10 @@ def _model_checked(handler: grpc.RpcMethodHandler, grant: Grant, scope: str, met
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if streaming_requests:
                 return await fn(checked_stream(request), context)
-            await check_or_abort(request, context)
+            try:  # inline, not a coroutine of its own: this runs on every call of a model-limited token
+                check(request)
+            except DomainError as exc:
+                await context.abort(exc.code, str(exc))
             return await fn(request, context)
 
         return call
@@ -206,33 +229,30 @@ def _audited(handler: grpc.RpcMethodHandler, audit: AuditLog, principal: str, me
         code = context.code()
         return code.name if isinstance(code, grpc.StatusCode) else "OK"
 
+    @contextlib.contextmanager
+    def audited(context: grpc.aio.ServicerContext) -> Iterator[None]:
+        token = current_principal.set(principal)
+        try:
+            yield
+        except BaseException:
+            audit.record(principal, method, code_of(context) if context.code() else "ERROR")
+            raise
+        finally:
+            current_principal.reset(token)
+        audit.record(principal, method, code_of(context))
+
     def wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = current_principal.set(principal)
-            try:
-                result = await fn(request, context)
-            except BaseException:
-                audit.record(principal, method, code_of(context) if context.code() else "ERROR")
-                raise
-            finally:
-                current_principal.reset(token)
-            audit.record(principal, method, code_of(context))
-            return result
+            with audited(context):
+                return await fn(request, context)
 
         return call
 
     def wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = current_principal.set(principal)
-            try:
+            with audited(context):
                 async for item in fn(request, context):
                     yield item
-            except BaseException:
-                audit.record(principal, method, code_of(context) if context.code() else "ERROR")
-                raise
-            finally:
-                current_principal.reset(token)
-            audit.record(principal, method, code_of(context))
 
         return call
 
@@ -243,9 +263,24 @@ class AuthInterceptor(HandlerInterceptor):
     """Checks the bearer token's scope for each RPC and audits writes."""
 
     def __init__(self, tokens: Mapping[str, Grant] | None, audit: AuditLog | None) -> None:
-        self.tokens = dict(tokens) if tokens else None
+        self.tokens = TokenTable(tokens) if tokens else None
         self.audit = audit
         self._scopes: dict[str, str | None] = {}  # method -> required scope, worked out once
+        # A method's registered handler is the same object on every call, so its model-checked wrapper
+        # is built once per (method, grant) and reused: the hot path then does the checks, not the wrapping.
+        self._checked: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def _model_checked(
+        self, handler: grpc.RpcMethodHandler, grant: Grant, scope: str, method: str
+    ) -> grpc.RpcMethodHandler:
+        key = (method, id(grant))
+        cached = self._checked.get(key)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _model_checked(handler, grant, scope, method)
+        if len(self._checked) < 4096:  # bounded by tokens x methods; never grows on made-up names
+            self._checked[key] = (handler, wrapped)
+        return wrapped
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
@@ -265,7 +300,7 @@ class AuthInterceptor(HandlerInterceptor):
             # Task-local: the RPC runs in this task, so domain code (usage metering) sees who calls.
             current_principal.set(principal)
             if grant.restricted(scope) and method.rpartition("/")[2] not in SERVER_METHODS:
-                handler = _model_checked(handler, grant, scope, method)
+                handler = self._model_checked(handler, grant, scope, method)
         if scope == "write" and self.audit is not None:
             return _audited(handler, self.audit, principal, method)
         return handler

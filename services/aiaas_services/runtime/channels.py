@@ -11,6 +11,7 @@ import grpc
 from aiaas.client import channels
 from aiaas.wire import AUTHORIZATION_METADATA
 from aiaas_services.runtime import deadlines, tracing
+from aiaas_services.runtime.client_interceptors import rewriting_interceptors
 from aiaas_services.runtime.settings import ServiceSettings
 
 
@@ -24,46 +25,18 @@ def channel_options(max_message_bytes: int = 64 * 1024 * 1024, health_check: boo
     ]
 
 
-class _BearerToken:
-    """Presents this service's bearer token (setting ``service_token``) to the services it calls.
+def token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that present this service's bearer token (setting ``service_token``) to the
+    services it calls: each call gets ``authorization: Bearer <token>``."""
+    header = (AUTHORIZATION_METADATA, f"Bearer {token}")
 
-    grpc.aio files an interceptor under the first call type it implements, so each type gets its own
-    subclass below.
-    """
-
-    def __init__(self, token: str) -> None:
-        self.header = (AUTHORIZATION_METADATA, f"Bearer {token}")
-
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), self.header)
+    def with_token(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), header)
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
-
-class _TokenUnaryUnary(_BearerToken, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
-class _TokenUnaryStream(_BearerToken, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
-class _TokenStreamUnary(_BearerToken, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await continuation(self._details(details), request_iterator)
-
-
-class _TokenStreamStream(_BearerToken, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await continuation(self._details(details), request_iterator)
-
-
-def token_interceptors(token: str) -> list[Any]:
-    """One interceptor per call type, each adding ``authorization: Bearer <token>``."""
-    return [kind(token) for kind in (_TokenUnaryUnary, _TokenUnaryStream, _TokenStreamUnary, _TokenStreamStream)]
+    return rewriting_interceptors(with_token)
 
 
 def open_channel(target: str, settings: ServiceSettings | None = None) -> grpc.aio.Channel:

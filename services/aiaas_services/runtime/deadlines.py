@@ -12,9 +12,10 @@ so inheriting its context) is free of it once the call has been answered.
 from __future__ import annotations
 
 import contextvars
-from typing import Any
 
 import grpc
+
+from aiaas_services.runtime.client_interceptors import rewriting_interceptors
 
 
 class _Call:
@@ -63,39 +64,16 @@ def bounded(timeout: float | None) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-class _Carry:
-    """Client interceptor base: the outgoing call's timeout never exceeds the incoming call's remainder."""
-
-    @staticmethod
-    def _details(details: Any) -> Any:
-        timeout = bounded(details.timeout)
-        if timeout == details.timeout:
-            return details
-        return grpc.aio.ClientCallDetails(
-            details.method, timeout, details.metadata, details.credentials, details.wait_for_ready
-        )
+def _carried(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    """``details`` with a timeout no longer than the incoming call's remainder."""
+    timeout = bounded(details.timeout)
+    if timeout == details.timeout:
+        return details
+    return grpc.aio.ClientCallDetails(
+        details.method, timeout, details.metadata, details.credentials, details.wait_for_ready
+    )
 
 
-class _CarryUnaryUnary(_Carry, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
-class _CarryUnaryStream(_Carry, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
-class _CarryStreamUnary(_Carry, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await continuation(self._details(details), request_iterator)
-
-
-class _CarryStreamStream(_Carry, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await continuation(self._details(details), request_iterator)
-
-
-def carry_interceptors() -> list[Any]:
-    """One client interceptor per call type (grpc.aio files each under the first type it implements)."""
-    return [kind() for kind in (_CarryUnaryUnary, _CarryUnaryStream, _CarryStreamUnary, _CarryStreamStream)]
+def carry_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that bound each outgoing call's timeout by the incoming call's remainder."""
+    return rewriting_interceptors(_carried)

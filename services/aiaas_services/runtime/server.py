@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from aiaas_services.runtime import metrics, tracing
 from aiaas_services.runtime.auth import auth_interceptor
 from aiaas_services.runtime.health import DrainingHealthServicer
 from aiaas_services.runtime.interceptors import ErrorMappingInterceptor, fuse
@@ -134,8 +135,6 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_event: asyncio.
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             loop.add_signal_handler(sig, stop.set)
-
-    from aiaas_services.runtime import metrics, tracing
 
     tracer_shutdown = tracing.setup_tracing(settings)
     metrics_stop = metrics.start_metrics_server(settings)

@@ -56,13 +56,15 @@ def state_name(state: int) -> str:
     if not state:
         return ""
     try:
-        return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_")  # type: ignore[arg-type]
+        name: str = common_pb2.JobState.Name(state)
+        return name.removeprefix("JOB_STATE_")
     except ValueError:
         return f"UNKNOWN_{state}"
 
 
 def state_number(state: str) -> common_pb2.JobState:
-    return common_pb2.JobState.Value(f"JOB_STATE_{state}")
+    number: common_pb2.JobState = common_pb2.JobState.Value(f"JOB_STATE_{state}")
+    return number
 
 
 def spec_from(options: common_pb2.ExportOptions) -> ExportSpec:
@@ -228,7 +230,9 @@ async def import_parts(requests: AsyncIterator[pb.ImportModelRequest]) -> AsyncI
         kind = message.WhichOneof("part") or ""
         if kind == "header":
             h = message.header
-            header = ImportHeader(h.model_name, h.description, dict(h.tags), h.size_bytes, h.task, h.format)
+            header = ImportHeader(
+                h.model_name, h.description, dict(h.tags), h.size_bytes, h.task, h.format, h.calibration_npz
+            )
             yield ImportPart(kind, header=header)
         else:
             yield ImportPart(kind, chunk=message.chunk, sha256=message.sha256)
@@ -243,4 +247,5 @@ def imported_to(imported: Imported) -> pb.ImportModelResponse:
         registered=ref_to(imported.registered),
         signature=common_pb2.Signature(inputs=tensors_to(imported.inputs), outputs=tensors_to(imported.outputs)),
         opset=imported.opset,
+        reference_rows=imported.reference_rows,
     )

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
+import torch
+from captum.attr import IntegratedGradients
 
 from aiaas_services.runtime.errors import InvalidArgument
 
@@ -59,9 +62,6 @@ def integrated_gradients(
     module: Any, x: np.ndarray, baseline: np.ndarray, target: int | None, steps: int = IG_STEPS
 ) -> Attribution:
     """Integrated gradients of ``module`` (a torch.nn.Module taking [batch, features]) at one row."""
-    import torch
-    from captum.attr import IntegratedGradients
-
     if not 2 <= steps <= MAX_STEPS:
         raise InvalidArgument(f"steps must be 2..{MAX_STEPS} for integrated gradients, got {steps}")
     model = module.double().eval()
@@ -141,8 +141,6 @@ def check_row(inputs: list[float], baseline: list[float], features: int) -> tupl
 
 def onnx_session(path: Path) -> Any:
     """A CPU ONNX Runtime session for explanations (1 thread: this runs beside export jobs)."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -6,6 +6,7 @@ import grpc
 
 from aiaas.explain.v1 import explain_pb2, explain_pb2_grpc
 from aiaas_services.runtime.errors import Unavailable
+from aiaas_services.serialization import codec
 from aiaas_services.serialization.explainer import Explainer
 
 
@@ -21,7 +22,7 @@ class ExplanationServicer(explain_pb2_grpc.ExplanationServiceServicer):
         if self.explainer is None:
             raise Unavailable("the serialization service is starting; retry")
         done = await self.explainer.explain(
-            request.ref,
+            codec.ref_from(request.ref),
             list(request.inputs),
             list(request.baseline),
             request.target if request.HasField("target") else None,

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
+import safetensors.torch
 
 from aiaas.client.registry import RegistryClient
-from aiaas.common.v1 import common_pb2
-from aiaas.registry.v1 import registry_pb2
-from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from aiaas.wire import ONNX, PYTORCH_CHECKPOINT
+from aiaas_services.modelzoo import SpecError, build_module, validate_spec
+from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from aiaas_services.serialization import explain
+from aiaas_services.serialization.records import Ref
+from aiaas_services.serialization.registration import Source, find_version
 
 METHODS = ("", "integrated_gradients", "kernel_shap")
 CACHED = 8
@@ -47,39 +49,25 @@ class Explainer:
         self.workdir = workdir
         self._cache: collections.OrderedDict[tuple[str, int, str], Any] = collections.OrderedDict()
 
-    async def _version(self, ref: common_pb2.VersionRef) -> registry_pb2.ModelVersion:
-        try:
-            return await self.registry.get_version(ref)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(exc.details() or "no such version") from None
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(exc.details() or "bad version reference") from None
-            raise Unavailable(f"the registry did not answer: {exc.code().name}") from None
-
-    async def _checkpoint_of(self, version: registry_pb2.ModelVersion) -> registry_pb2.ModelVersion | None:
-        if version.format == registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT:
+    async def _checkpoint_of(self, version: Source) -> Source | None:
+        if version.format == PYTORCH_CHECKPOINT:
             return version
-        name, _, number = version.tags.get("source", "").rpartition(":")
+        name, _, number = version.parent.rpartition(":")
         if not name or not number.isdigit():
             return None
         try:
-            parent = await self._version(common_pb2.VersionRef(model_name=name, version=int(number)))
+            parent = await find_version(self.registry, (name, int(number)))
         except NotFound:
             return None
-        return parent if parent.format == registry_pb2.MODEL_FORMAT_PYTORCH_CHECKPOINT else None
+        return parent if parent.format == PYTORCH_CHECKPOINT else None
 
-    async def _load(self, version: registry_pb2.ModelVersion, kind: str) -> Any:
+    async def _load(self, version: Source, kind: str) -> Any:
         key = (version.model_name, version.version, kind)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         ref = (version.model_name, version.version)
         if kind == "module":
-            import safetensors.torch
-
-            from aiaas_services.modelzoo import SpecError, build_module, validate_spec
-
             try:
                 spec = validate_spec(json.loads(await self.registry.download_bytes(ref, "spec.json")))
                 module = build_module(spec)
@@ -104,7 +92,7 @@ class Explainer:
 
     async def explain(
         self,
-        ref: common_pb2.VersionRef,
+        ref: Ref,
         inputs: list[float],
         baseline: list[float],
         target: int | None,
@@ -120,9 +108,7 @@ class Explainer:
             raise InvalidArgument("inputs must hold one row of 1..100000 features")
         if steps < 0:
             raise InvalidArgument("steps must be >= 0 (0 = the method's default)")
-        if not ref.HasField("version") and not ref.alias:
-            ref = common_pb2.VersionRef(model_name=ref.model_name, alias="production")
-        version = await self._version(ref)
+        version = await find_version(self.registry, (ref.model_name, ref.selector() or "production"))
         checkpoint = None if method == "kernel_shap" else await self._checkpoint_of(version)
         if checkpoint is not None:
             module, width = await self._load(checkpoint, "module")
@@ -136,7 +122,7 @@ class Explainer:
                 f"{version.model_name}:{version.version} has no PyTorch original (an imported ONNX model); "
                 "use kernel_shap"
             )
-        if version.format != registry_pb2.MODEL_FORMAT_ONNX:
+        if version.format != ONNX:
             raise FailedPrecondition(f"{version.model_name}:{version.version} is neither a checkpoint nor ONNX")
         session, width = await self._load(version, "onnx")
         x, b = explain.check_row(inputs, baseline, width or len(inputs))

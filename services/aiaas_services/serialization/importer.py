@@ -1,4 +1,5 @@
-"""ImportModel: receive an uploaded ONNX file (or a Hugging Face folder as a tar), vet it, register it.
+"""ImportModel: receive an uploaded ONNX file (or a Hugging Face folder as a tar), vet it, register it
+(with reference statistics for drift monitoring when the header carries calibration data).
 
 The stream is written to a private temp folder and hashed as it arrives; nothing is parsed until the
 whole file is there and its sha256 matches. Validation (pipeline/validate.py) runs in a thread.
@@ -8,24 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiaas.client.registry import RegistryClient
-from aiaas.wire import FAILED, ONNX, READY
+from aiaas.wire import ONNX
 from aiaas_services.runtime.errors import DigestMismatch, InvalidArgument
+from aiaas_services.serialization import reference
 from aiaas_services.serialization.pipeline import validate
+from aiaas_services.serialization.pipeline.inputs import DataMismatch
 from aiaas_services.serialization.pipeline.variants import PREFERRED_PROVIDER
 from aiaas_services.serialization.records import Imported, ImportHeader, ImportPart, Ref
-from aiaas_services.serialization.registration import MODEL_ARTIFACT, ONNX_MEDIA_TYPE, signature_from
-from aiaas_services.serialization.registry_errors import translate
+from aiaas_services.serialization.registration import MODEL_ARTIFACT, ONNX_MEDIA_TYPE, register_upload
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.text import hf_import
 
 TASKS = ("", "classification", "regression", "vae")
 FORMATS = ("", "onnx", "hf")
+REFERENCE_ARTIFACT = "reference.json"
 
 
 class Importer:
@@ -103,36 +107,49 @@ class Importer:
         try:
             header, path = await self.receive(parts, folder)
             if header.format == "hf":
+                if header.calibration_npz:
+                    raise InvalidArgument("header.calibration_npz is taken for ONNX imports only, not format hf")
                 return await hf_import.import_folder(self.registry, self.settings, header, path, folder / "hf")
             try:
                 info = await asyncio.to_thread(validate.validate_file, path, self.limits)
             except validate.InvalidModel as exc:
                 raise InvalidArgument(f"model refused: {exc}") from exc
-            ref = await self._register(header, path, info)
-            return Imported(ref, info.opset, info.inputs, info.outputs)
+            rows = 0
+            if header.calibration_npz:
+                rows = await self._reference(header, path, folder / REFERENCE_ARTIFACT)
+            ref = await self._register(header, path, info, folder / REFERENCE_ARTIFACT if rows else None)
+            return Imported(ref, info.opset, info.inputs, info.outputs, rows)
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
-    async def _register(self, header: ImportHeader, path: Path, info: validate.ModelInfo) -> Ref:
+    async def _reference(self, header: ImportHeader, model: Path, target: Path) -> int:
+        """Write the reference statistics of the calibration data to ``target``; the rows used."""
+        try:
+            stats, rows = await asyncio.to_thread(
+                reference.import_reference, model, header.calibration_npz, header.task
+            )
+        except DataMismatch as exc:
+            raise InvalidArgument(f"calibration data refused: {exc}") from exc
+        await asyncio.to_thread(target.write_text, json.dumps(stats))
+        return rows
+
+    async def _register(
+        self, header: ImportHeader, path: Path, info: validate.ModelInfo, reference_file: Path | None
+    ) -> Ref:
         tags = dict(header.tags) | {"preferred_provider": PREFERRED_PROVIDER["fp32"], "imported": "true"}
         if header.task:
             tags["task"] = header.task
-        with translate("registering the imported model"):
-            version = await self.registry.create_version(
-                header.model_name,
-                format=ONNX,
-                variant="fp32",
-                signature=signature_from(info),
-                tags=tags,
-                description=header.description or f"imported ONNX model (opset {info.opset})",
-                required_artifacts=[MODEL_ARTIFACT],
-            )
-            try:
-                await self.registry.upload_file(
-                    header.model_name, version.version, MODEL_ARTIFACT, path, media_type=ONNX_MEDIA_TYPE
-                )
-            except BaseException:
-                await self.registry.set_status((header.model_name, version.version), FAILED, "import upload failed")
-                raise
-            await self.registry.set_status((header.model_name, version.version), READY)
-        return Ref(header.model_name, int(version.version))
+        files = [(MODEL_ARTIFACT, path, ONNX_MEDIA_TYPE)]
+        if reference_file is not None:  # drift monitoring finds it beside the model
+            files.append((REFERENCE_ARTIFACT, reference_file, "application/json"))
+        return await register_upload(
+            self.registry,
+            header.model_name,
+            files,
+            format=ONNX,
+            variant="fp32",
+            info=info,
+            tags=tags,
+            description=header.description or f"imported ONNX model (opset {info.opset})",
+            step="registering the imported model",
+        )

@@ -39,7 +39,7 @@ from aiaas_services.serialization.records import (
     JobRecord,
     Ref,
 )
-from aiaas_services.serialization.registry_errors import translate
+from aiaas_services.serialization.registration import translate
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 from aiaas_services.serialization.text import TEXT_VARIANTS

@@ -116,6 +116,7 @@ class ImportHeader:
     size_bytes: int = 0
     task: str = ""
     format: str = ""  # "" or "onnx": one ONNX file; "hf": a tar of a Hugging Face folder
+    calibration_npz: bytes = b""  # representative inputs: reference statistics for drift monitoring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +138,7 @@ class Imported:
     opset: int
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    reference_rows: int = 0  # calibration rows behind the registered reference.json (0 = none)
 
 
 # -- JSON ------------------------------------------------------------------------------------------

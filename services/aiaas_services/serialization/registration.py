@@ -1,28 +1,68 @@
-"""Registering a proven variant in the registry: the serialization side of the registry's wire types.
+"""Serialization's calls to the registry: the one place its domain meets the registry's wire types.
 
-The version is created PENDING with its signature, metrics, tags and lineage, its file uploaded, and only
-then set READY (proof passed) or REJECTED (with the proof's reason), so a crash leaves PENDING versions,
-never a READY one that was not proven.
+A version is created PENDING with its signature, metrics, tags and lineage, its files uploaded, and only
+then set READY (proof passed, import uploaded) or REJECTED / FAILED (with the reason), so a crash leaves
+PENDING versions, never a READY one that was not proven. Failed registry calls become domain errors here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import grpc
 import onnx
 
-from aiaas.client.registry import RegistryClient
+from aiaas.client.registry import RefLike, RegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.registry.v1 import registry_pb2
-from aiaas.wire import ONNX, READY, REJECTED
+from aiaas.wire import FAILED, ONNX, READY, REJECTED
+from aiaas_services.runtime.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.proof import Report
 from aiaas_services.serialization.records import Ref
 
 MODEL_ARTIFACT = "model.onnx"
 ONNX_MEDIA_TYPE = "application/onnx"
+
+
+_BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+}
+
+
+@contextlib.contextmanager
+def translate(step: str) -> Iterator[None]:
+    """Re-raise a registry RpcError as the matching domain error, naming the step."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else ""
+        error = _BY_CODE.get(code, Unavailable)
+        raise error(f"registry {code.name} while {step}: {details}") from exc
+
+
+def rpc_failure(exc: BaseException) -> str | None:
+    """ "CODE: details" when ``exc`` is a failed registry call, else None."""
+    if not isinstance(exc, grpc.RpcError):
+        return None
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else ""
+    return f"{getattr(code, 'name', 'UNKNOWN')}: {details}"
 
 
 class StoppedMeanwhile(Exception):
@@ -41,6 +81,7 @@ class Source:
     training_job_id: str
     dataset_digest: str
     artifacts: tuple[str, ...] = ()  # file names (an HF checkpoint has several)
+    parent: str = ""  # "model:version" this version was exported from (its ``source`` tag), if any
 
     @classmethod
     def of(cls, version: registry_pb2.ModelVersion) -> Source:
@@ -53,7 +94,20 @@ class Source:
             version.lineage.training_job_id,
             version.lineage.dataset_digest,
             tuple(sorted({a.name for a in version.artifacts} | set(version.required_artifacts))),
+            version.tags.get("source", ""),
         )
+
+
+async def find_version(client: RegistryClient, ref: RefLike) -> Source:
+    """The version ``ref`` names: NotFound / InvalidArgument with the registry's message, else Unavailable."""
+    try:
+        return Source.of(await client.get_version(ref))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(exc.details() or "no such version") from None
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidArgument(exc.details() or "bad version reference") from None
+        raise Unavailable(f"the registry did not answer: {exc.code().name}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,3 +180,41 @@ async def register_variant(
     else:
         await client.set_status((target, version.version), REJECTED, report.reason[:1000])
     return Ref(target, int(version.version))
+
+
+async def register_upload(
+    client: RegistryClient,
+    model_name: str,
+    files: Sequence[tuple[str, Path, str]],
+    *,
+    format: int,  # noqa: A002 - the registry's name
+    variant: str,
+    info: validate.ModelInfo,
+    tags: Mapping[str, str],
+    description: str,
+    step: str,
+    export_settings: Mapping[str, str] | None = None,
+) -> Ref:
+    """Register uploaded files (artifact name, path, media type) as one version: PENDING with every file
+    required, uploaded, then READY, or FAILED when an upload fails. Registry failures name ``step``."""
+    lineage = None if export_settings is None else registry_pb2.Lineage(export_settings=dict(export_settings))
+    with translate(step):
+        version = await client.create_version(
+            model_name,
+            format=format,
+            variant=variant,
+            signature=signature_from(info),
+            tags=tags,
+            lineage=lineage,
+            description=description,
+            required_artifacts=[name for name, _, _ in files],
+        )
+        ref = (model_name, version.version)
+        try:
+            for name, path, media_type in files:
+                await client.upload_file(model_name, version.version, name, path, media_type=media_type)
+        except BaseException:
+            await client.set_status(ref, FAILED, "import upload failed")
+            raise
+        await client.set_status(ref, READY)
+    return Ref(model_name, int(version.version))

@@ -29,6 +29,7 @@ from aiaas.client.registry import RegistryClient, version_ref
 from aiaas.wire import HF, ONNX, PYTORCH_CHECKPOINT
 from aiaas_services.datasets import DataError, load_splits
 from aiaas_services.modelzoo import SpecError, build_module, validate_spec
+from aiaas_services.runtime import tracing
 from aiaas_services.runtime.channels import open_channel
 from aiaas_services.serialization import options as request_options
 from aiaas_services.serialization import proofdata, registration
@@ -43,10 +44,10 @@ from aiaas_services.serialization.records import (
     Ref,
     VariantRecord,
 )
-from aiaas_services.serialization.registry_errors import rpc_failure
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
 from aiaas_services.serialization.text import job as text_job
+from aiaas_services.textmodel.folder import FolderRefused
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -63,7 +64,6 @@ def serve_jobs(settings: SerializationSettings, connection: Connection) -> None:
     job ids the service sends, answering "done" after each; exits when the pipe closes."""
     torch.set_num_threads(max(1, settings.torch_threads))
     logging.basicConfig(level=settings.log_level)
-    from aiaas_services.runtime import tracing
 
     setup = getattr(tracing, "setup_worker_tracing", None)
     _exit_with_parent()
@@ -136,7 +136,7 @@ class ExportJobRunner:
             except JobFailure as exc:
                 self._fail(str(exc))
             except Exception as exc:
-                failure = rpc_failure(exc)
+                failure = registration.rpc_failure(exc)
                 if failure is not None:
                     self._fail(f"registry call failed while {self.step}: {failure}")
                 else:
@@ -309,7 +309,6 @@ class ExportJobRunner:
         """Download the HF folder (and the request's calibration sentences), export it with the tokenizer
         in the graph, compute the reference."""
         from aiaas_services.serialization.text import calibration
-        from aiaas_services.textmodel.folder import FolderRefused
 
         sentences = None
         chosen = request.spec.calibration

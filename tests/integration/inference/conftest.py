@@ -10,7 +10,7 @@ import pytest
 
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 from aiaas_services.inference.examples import build_repository
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve
 
 EXAMPLES = ("mlp", "transformer", "bytes", "fp16", "bf16", "add_sub", "bool", "slow")
 
@@ -25,20 +25,18 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def standalone(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Inference on the local repository only (no registry), batching on, 2 instances."""
     home = tmp_path_factory.mktemp("inference-standalone")
-    service = start_service(
+    yield from serve(
         "inference",
         home,
         env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(model_repository), "AIAAS_INFERENCE_METRICS_PORT": "0"},
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")
 def narrow(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One instance, batching off, a queue of 2: for deadline and full-queue tests."""
     home = tmp_path_factory.mktemp("inference-narrow")
-    service = start_service(
+    yield from serve(
         "inference",
         home,
         env={
@@ -48,8 +46,6 @@ def narrow(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             "AIAAS_INFERENCE_QUEUE_LIMIT": "2",
         },
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 from aiaas_services.monitoring.drift import PSI_THRESHOLD, reference_stats
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, start_inference, start_service, wait_model_ready
 
 WINDOW = 400
 
@@ -50,24 +50,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServicePr
                 "digits", {"model.onnx": model}, format=ONNX, tags={"source": f"digits-ckpt:{checkpoint.version}"}
             )
             client.set_alias("digits", "production", exported.version)
-        inference = start_service(
-            "inference",
+        inference = start_inference(
             root / "inference",
-            env={
+            registry.address,
+            "digits",
+            {
                 **env,
-                "AIAAS_INFERENCE_REGISTRY_TARGET": registry.address,
-                "AIAAS_INFERENCE_MODELS": "digits",
                 "AIAAS_INFERENCE_MONITORING_SAMPLE_EVERY": "1",
                 "AIAAS_INFERENCE_MONITORING_WINDOW": str(WINDOW),
                 "AIAAS_INFERENCE_MONITORING_INTERVAL_SECONDS": "0.3",
             },
         )
-        with grpc.insecure_channel(inference.address) as channel:
-            stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            deadline = time.monotonic() + 90
-            while not stub.ModelReady(pb.ModelReadyRequest(name="digits")).ready:
-                assert time.monotonic() < deadline, inference.log()[-3000:]
-                time.sleep(0.2)
+        wait_model_ready(inference, "digits", 90)
         yield inference, x_test, y_test, session
     finally:
         if inference is not None:

@@ -25,7 +25,7 @@ from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 from aiaas.registry.v1 import registry_pb2
 from aiaas_services.inference.examples import export_mlp
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve, start_inference, start_service
 
 MODEL = "swap-mlp-onnx"
 VARIANTS = "variants-mlp-onnx"
@@ -65,13 +65,11 @@ def published(registry_process: ServiceProcess, tmp_path_factory: pytest.TempPat
 @pytest.fixture(scope="module")
 def watching(published, registry_process: ServiceProcess, tmp_path_factory) -> Iterator[ServiceProcess]:
     home = tmp_path_factory.mktemp("inference-registry")
-    service = start_service(
+    yield from serve(
         "inference",
         home,
         env={"AIAAS_INFERENCE_REGISTRY_TARGET": registry_process.address, "AIAAS_INFERENCE_MODELS": MODEL},
     )
-    yield service
-    service.terminate()
 
 
 class Load:
@@ -171,14 +169,7 @@ def variants(registry_process: ServiceProcess, tmp_path_factory) -> dict[str, in
 def _served_variant(address: str, variant: str = "") -> tuple[str, str]:
     with grpc.insecure_channel(address) as channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        request = pb.ModelInferRequest(
-            model_name=VARIANTS,
-            inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[2, 64])],
-            raw_input_contents=[X.tobytes()],
-        )
-        if variant:
-            request.parameters["variant"].string_param = variant
-        version = stub.ModelInfer(request, timeout=10).model_version
+        version = _infer(stub, VARIANTS, variant).model_version
         config = stub.ModelConfig(pb.ModelConfigRequest(name=VARIANTS, version=version)).config
         return version, config.parameters["variant"].string_value
 
@@ -208,11 +199,7 @@ def test_variant_selection(policy, variants, registry_process, tmp_path_factory)
 
 def test_unknown_registry_model_is_unavailable_then_loads_when_published(registry_process, tmp_path_factory) -> None:
     name = "late-mlp-onnx"
-    service = start_service(
-        "inference",
-        tmp_path_factory.mktemp("inference-late"),
-        env={"AIAAS_INFERENCE_REGISTRY_TARGET": registry_process.address, "AIAAS_INFERENCE_MODELS": name},
-    )
+    service = start_inference(tmp_path_factory.mktemp("inference-late"), registry_process.address, name)
     try:
         with grpc.insecure_channel(service.address) as channel:
             stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -288,10 +275,16 @@ def test_watch_reconnects_after_a_registry_restart(tmp_path_factory) -> None:
 
 def _version_of(address: str, name: str) -> str:
     with grpc.insecure_channel(address) as channel:
-        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        request = pb.ModelInferRequest(
-            model_name=name,
-            inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[2, 64])],
-            raw_input_contents=[X.tobytes()],
-        )
-        return stub.ModelInfer(request, timeout=10).model_version
+        return str(_infer(grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel), name).model_version)
+
+
+def _infer(stub: grpc_service_pb2_grpc.GRPCInferenceServiceStub, name: str, variant: str = "") -> pb.ModelInferResponse:
+    """Two digits-shaped rows through ``name`` (its ``variant`` when named)."""
+    request = pb.ModelInferRequest(
+        model_name=name,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[2, 64])],
+        raw_input_contents=[X.tobytes()],
+    )
+    if variant:
+        request.parameters["variant"].string_param = variant
+    return stub.ModelInfer(request, timeout=10)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -27,16 +28,22 @@ def triton_python() -> Path:
     return path
 
 
-def test_tritonclient_drives_the_server(standalone: ServiceProcess, model_repository: Path) -> None:
+def run_triton_script(script: Path, address: str) -> dict[str, Any]:
+    """Run ``script`` against ``address`` under NVIDIA's client (its own venv); what it found, as JSON."""
     completed = subprocess.run(
-        [str(triton_python()), str(SCRIPT), standalone.address],
+        [str(triton_python()), str(script), address],
         capture_output=True,
         text=True,
         timeout=120,
         env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    found: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return found
+
+
+def test_tritonclient_drives_the_server(standalone: ServiceProcess, model_repository: Path) -> None:
+    found = run_triton_script(SCRIPT, standalone.address)
     assert found["live"] and found["ready"] and found["model_ready"]
     assert found["server_name"] == "aiaas-inference"
     assert found["platform"] == "onnxruntime_onnx"
@@ -65,15 +72,7 @@ def test_tritonclient_http_drives_the_rest_front_door(standalone: ServiceProcess
     from tests.integration.inference.test_protocol import raw_request
 
     address = f"127.0.0.1:{standalone.http_port}"
-    completed = subprocess.run(
-        [str(triton_python()), str(HTTP_SCRIPT), address],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    found = run_triton_script(HTTP_SCRIPT, address)
     assert found["live"] and found["ready"] and found["model_ready"] and not found["ghost_ready"]
     assert found["server_name"] == "aiaas-inference" and found["platform"] == "onnxruntime_onnx"
     assert found["max_batch_size"] == 32 and {"mlp", "bytes", "fp16"} <= set(found["index"])

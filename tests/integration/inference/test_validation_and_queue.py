@@ -87,21 +87,13 @@ CASES = [
     ),
     (
         "truncated BYTES",
-        pb.ModelInferRequest(
-            model_name="bytes",
-            inputs=[Tensor(name="input", datatype="BYTES", shape=[1, 2])],
-            raw_input_contents=[b"\x09\0\0\0ab"],
-        ),
+        request("bytes", datatype="BYTES", shape=(1, 2), raw=(b"\x09\0\0\0ab",)),
         grpc.StatusCode.INVALID_ARGUMENT,
         "claims 9 bytes",
     ),
     (
         "non-UTF-8 BYTES",
-        pb.ModelInferRequest(
-            model_name="bytes",
-            inputs=[Tensor(name="input", datatype="BYTES", shape=[1, 2])],
-            raw_input_contents=[b"\x01\0\0\0\xff\x01\0\0\0a"],
-        ),
+        request("bytes", datatype="BYTES", shape=(1, 2), raw=(b"\x01\0\0\0\xff\x01\0\0\0a",)),
         grpc.StatusCode.INVALID_ARGUMENT,
         "not UTF-8",
     ),

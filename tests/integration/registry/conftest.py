@@ -13,12 +13,23 @@ from pathlib import Path
 
 import grpc
 import pytest
+from moto.server import ThreadedMotoServer
 
 from aiaas.client.registry import RegistryClient
 from tests.integration.registry.postgres import create_database, find_pg_bin, start_cluster
 from tests.support.processes import ServiceProcess, start_service
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible endpoint (moto's server on loopback), one per test module."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture(scope="session")

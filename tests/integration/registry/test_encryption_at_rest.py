@@ -7,14 +7,12 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import grpc
 import pytest
-from moto.server import ThreadedMotoServer
 
 from aiaas.client.registry import READY, RegistryClient
 from aiaas_services.registry.encryption import SEGMENT_BYTES
@@ -48,9 +46,14 @@ def rotate(home: Path, key_file: Path, env: dict[str, str] | None = None) -> str
         "AIAAS_REGISTRY_ENCRYPTION_KEY_FILE": str(key_file),
         **(env or {}),
     }
+    return registry_command("rotate-keys", full_env)
+
+
+def registry_command(command: str, env: dict[str, str] | None = None) -> str:
+    """``aiaas-registry <command>``'s output (it must succeed)."""
     done = subprocess.run(
-        [sys.executable, "-m", "aiaas_services.registry", "rotate-keys"],
-        env=full_env,
+        [sys.executable, "-m", "aiaas_services.registry", command],
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -139,13 +142,7 @@ async def test_local_blobs_are_ciphertext_and_survive_rotation_and_restart(tmp_p
 
 
 def test_generate_key_prints_a_usable_key(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "aiaas_services.registry", "generate-key"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+    out = registry_command("generate-key").strip()
     assert len(base64.b64decode(out, validate=True)) == 32
 
 
@@ -154,15 +151,6 @@ def test_unreadable_key_file_stops_the_start_with_a_clear_message(tmp_path: Path
     keys.write_text("# no keys yet\n")
     with pytest.raises(RuntimeError, match="holds no keys"):
         start(tmp_path / "home", keys)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def keys_under(s3: Any, prefix: str) -> list[str]:

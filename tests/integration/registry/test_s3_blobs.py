@@ -11,23 +11,13 @@ from typing import Any
 import boto3
 import grpc
 import pytest
-from moto.server import ThreadedMotoServer
 
 from aiaas.client.registry import READY, RegistryClient
 from aiaas.registry.v1 import registry_pb2
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve
 
 MiB = 1024 * 1024
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +42,7 @@ def s3_registry(s3_endpoint: str, bucket: Any, tmp_path_factory: pytest.TempPath
         "AIAAS_REGISTRY_S3_PART_SIZE": str(5 * MiB),
         "OTEL_TRACES_EXPORTER": "none",
     }
-    service = start_service("registry", tmp_path_factory.mktemp("registry-s3"), env=env)
-    yield service
-    service.terminate()
+    yield from serve("registry", tmp_path_factory.mktemp("registry-s3"), env=env)
 
 
 def keys(s3: Any, prefix: str) -> list[str]:

@@ -8,12 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from hypothesis import HealthCheck, settings
 
-from aiaas_services.modelzoo import build_module
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.models import export_digits_mlp
+from tests.support.processes import ServiceProcess, serve, start_service
 
 FORBIDDEN_IN_DETAILS = ("Traceback", 'File "', "/work/", "/tmp/", "site-packages", "Error(")
+
+
+def fuzz_settings(max_examples: int) -> settings:
+    """Hypothesis settings of the fuzz suites: no deadline, no example database, fixtures shared."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        database=None,
+    )
 
 
 def assert_clean_details(details: str | None, home: Path) -> None:
@@ -23,46 +33,17 @@ def assert_clean_details(details: str | None, home: Path) -> None:
         assert marker not in text, f"leaked {marker!r} in {text!r}"
 
 
-def export_digits_mlp(path: Path) -> None:
-    """A digits-shaped MLP (64 → 10) exported to ONNX with a dynamic batch axis."""
-    spec = {
-        "architecture": {"kind": "mlp", "hidden_sizes": [32], "activation": "relu", "dropout": 0.0},
-        "task": "classification",
-        "num_features": 64,
-        "num_classes": 10,
-        "input_name": "input",
-        "output_name": "output",
-        "standardization": None,
-    }
-    torch.manual_seed(0)
-    module = build_module(spec).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.from_numpy(np.zeros((2, 64), dtype=np.float32))
-    torch.onnx.export(
-        module,
-        (example,),
-        str(path),
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-
-
 @pytest.fixture(scope="session")
 def inference_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Inference serving `digits` v1 from a local model repository (no registry)."""
     home = tmp_path_factory.mktemp("robust-inference")
     repo = home / "models"
     export_digits_mlp(repo / "digits" / "1" / "model.onnx")
-    service = start_service(
+    yield from serve(
         "inference",
         home,
         env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(repo), "AIAAS_INFERENCE_QUEUE_LIMIT": "64"},
     )
-    yield service
-    service.terminate()
 
 
 # Tokens of the guarded inference server: one per rule of runtime/access.py that a REST call can break.
@@ -100,25 +81,19 @@ def guarded_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
 def registry_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A registry of its own for hostile requests."""
     home = tmp_path_factory.mktemp("robust-registry")
-    service = start_service("registry", home)
-    yield service
-    service.terminate()
+    yield from serve("registry", home)
 
 
 @pytest.fixture(scope="session")
 def training_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A training service of its own (no registry: nothing is started by the requests sent to it)."""
-    service = start_service("training", tmp_path_factory.mktemp("robust-training"))
-    yield service
-    service.terminate()
+    yield from serve("training", tmp_path_factory.mktemp("robust-training"))
 
 
 @pytest.fixture(scope="session")
 def serialization_robust(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A serialization service of its own."""
-    service = start_service("serialization", tmp_path_factory.mktemp("robust-serialization"))
-    yield service
-    service.terminate()
+    yield from serve("serialization", tmp_path_factory.mktemp("robust-serialization"))
 
 
 def save_external_model(folder: Path, location: str = "weights.bin") -> Path:
@@ -178,6 +153,4 @@ def broken_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     """Inference over ``build_broken_repository``."""
     home = tmp_path_factory.mktemp("robust-broken")
     build_broken_repository(home / "models", home / "outside")
-    service = start_service("inference", home, env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(home / "models")})
-    yield service
-    service.terminate()
+    yield from serve("inference", home, env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(home / "models")})

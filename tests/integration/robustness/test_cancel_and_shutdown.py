@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2 as oip
 from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
 from tests.integration.robustness.slow_model import SIDE, export_slow_model
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve, start_service
 
 SLOW_ENV = {
     "AIAAS_INFERENCE_INSTANCES": "1",
@@ -43,11 +43,7 @@ def slow_request() -> oip.ModelInferRequest:
 def slow_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     home = tmp_path_factory.mktemp("slow-inference")
     export_slow_model(home / "models" / "slow" / "1" / "model.onnx")
-    service = start_service(
-        "inference", home, env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(home / "models"), **SLOW_ENV}
-    )
-    yield service
-    service.terminate()
+    yield from serve("inference", home, env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(home / "models"), **SLOW_ENV})
 
 
 def _executions(stub: oip_grpc.GRPCInferenceServiceStub) -> tuple[int, int]:

@@ -19,9 +19,9 @@ from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
 from aiaas.serialization.v1 import serialization_pb2 as ser
 from aiaas.serialization.v1 import serialization_pb2_grpc as ser_grpc
 from aiaas_services.inference.examples import export_mlp
-from tests.integration.robustness.conftest import export_digits_mlp
 from tests.integration.serialization.checkpoints import train_checkpoint
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.models import export_digits_mlp
+from tests.support.processes import ServiceProcess, start_inference, start_service
 
 ROW = np.random.default_rng(3).uniform(0, 16, (1, 64)).astype("<f4")
 
@@ -108,14 +108,8 @@ def test_inference_keeps_serving_without_the_registry_and_catches_up(tmp_path: P
     second = export_mlp(tmp_path / "v2.onnx", seed=2)
     v1 = client.push("fault-mlp", {"model.onnx": first}, format=ONNX, variant="fp32")
     client.set_alias("fault-mlp", "production", v1.version)
-    inference = start_service(
-        "inference",
-        tmp_path / "inference",
-        env={
-            "AIAAS_INFERENCE_REGISTRY_TARGET": registry.address,
-            "AIAAS_INFERENCE_MODELS": "fault-mlp",
-            "AIAAS_INFERENCE_WATCH_BACKOFF_MAX_SECONDS": "1",
-        },
+    inference = start_inference(
+        tmp_path / "inference", registry.address, "fault-mlp", {"AIAAS_INFERENCE_WATCH_BACKOFF_MAX_SECONDS": "1"}
     )
     client.close()
     try:

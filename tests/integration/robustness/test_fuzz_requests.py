@@ -3,10 +3,12 @@ UNKNOWN/INTERNAL status, no crash, no leak of the server's paths or stack; the s
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiaas.common.v1 import common_pb2
@@ -16,16 +18,11 @@ from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
 from aiaas.registry.v1 import registry_pb2 as reg
 from aiaas.registry.v1 import registry_pb2_grpc as reg_grpc
 from aiaas.usage.v1 import usage_pb2, usage_pb2_grpc
-from tests.integration.robustness.conftest import assert_clean_details
+from tests.integration.robustness.conftest import assert_clean_details, fuzz_settings
 from tests.support.processes import ServiceProcess
 
 BAD_CODES = (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
-FUZZ = settings(
-    max_examples=600,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
+FUZZ = fuzz_settings(600)
 
 names = st.one_of(
     st.sampled_from(["digits", "", "DIGITS", "digits/../../etc", "..", "a" * 300, "nul\x00l", "tab\tname"]),
@@ -146,24 +143,31 @@ def registry_calls(draw: st.DrawFn) -> tuple[str, object]:
     )
 
 
+def fuzz_calls(
+    service: ServiceProcess, stub_type: Any, calls: st.SearchStrategy[tuple[str, object]], fuzz: Any = FUZZ
+) -> None:
+    """Send each generated (method, request) to ``service``: never UNKNOWN or INTERNAL, never a leak of its
+    paths or stack; afterwards the process is up and SERVING."""
+    with grpc.insecure_channel(service.address) as channel:
+        stub = stub_type(channel)
+
+        @fuzz
+        @given(calls)
+        def check(call: tuple[str, object]) -> None:
+            method, request = call
+            try:
+                getattr(stub, method)(request, timeout=10)
+            except grpc.RpcError as exc:
+                assert exc.code() not in BAD_CODES, (method, exc.code(), exc.details(), request)
+                assert_clean_details(exc.details(), service.home)
+
+        check()
+    assert service.process.poll() is None
+    assert _healthy(service.address)
+
+
 def test_fuzz_registry(registry_robust: ServiceProcess) -> None:
-    channel = grpc.insecure_channel(registry_robust.address)
-    stub = reg_grpc.RegistryServiceStub(channel)
-
-    @FUZZ
-    @given(registry_calls())
-    def check(call: tuple[str, object]) -> None:
-        method, request = call
-        try:
-            getattr(stub, method)(request, timeout=10)
-        except grpc.RpcError as exc:
-            assert exc.code() not in BAD_CODES, (method, exc.code(), exc.details(), request)
-            assert_clean_details(exc.details(), registry_robust.home)
-
-    check()
-    channel.close()
-    assert registry_robust.process.poll() is None
-    assert _healthy(registry_robust.address)
+    fuzz_calls(registry_robust, reg_grpc.RegistryServiceStub, registry_calls())
 
 
 @st.composite
@@ -191,20 +195,4 @@ def usage_calls(draw: st.DrawFn) -> tuple[str, object]:
 
 
 def test_fuzz_usage(registry_robust: ServiceProcess) -> None:
-    channel = grpc.insecure_channel(registry_robust.address)
-    stub = usage_pb2_grpc.UsageServiceStub(channel)
-
-    @settings(FUZZ, max_examples=300)
-    @given(usage_calls())
-    def check(call: tuple[str, object]) -> None:
-        method, request = call
-        try:
-            getattr(stub, method)(request, timeout=10)
-        except grpc.RpcError as exc:
-            assert exc.code() not in BAD_CODES, (method, exc.code(), exc.details(), request)
-            assert_clean_details(exc.details(), registry_robust.home)
-
-    check()
-    channel.close()
-    assert registry_robust.process.poll() is None
-    assert _healthy(registry_robust.address)
+    fuzz_calls(registry_robust, usage_pb2_grpc.UsageServiceStub, usage_calls(), settings(FUZZ, max_examples=300))

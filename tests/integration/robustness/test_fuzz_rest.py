@@ -9,18 +9,13 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.integration.robustness.conftest import GUARDED_TOKENS, assert_clean_details
+from tests.integration.robustness.conftest import GUARDED_TOKENS, assert_clean_details, fuzz_settings
 from tests.support.processes import ServiceProcess
 
-FUZZ = settings(
-    max_examples=500,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
+FUZZ = fuzz_settings(500)
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=8)),

@@ -57,6 +57,12 @@ def arch(**kind: Any) -> t.Architecture:
     return t.Architecture(**kind)
 
 
+def load_refused(model: str, message: str) -> tuple[str, str, Any, grpc.StatusCode, str]:
+    """RepositoryModelLoad of a broken repository model: FAILED_PRECONDITION saying ``message``."""
+    request = o.RepositoryModelLoadRequest(model_name=model)
+    return ("inference-repo", "RepositoryModelLoad", request, PRECONDITION, message)
+
+
 def usage_of(**fields: Any) -> u.RecordUsageRequest:
     """A usage report of one entry."""
     return u.RecordUsageRequest(entries=[u.UsageEntry(**fields)])
@@ -181,41 +187,11 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
         UNAVAILABLE,
         "error id",
     ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="digits"),
-        PRECONDITION,
-        "version 2 failed to load",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="hardlink"),
-        PRECONDITION,
-        "hard link",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="symlink"),
-        PRECONDITION,
-        "symbolic link",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="dotdot"),
-        PRECONDITION,
-        "inside the model's folder",
-    ),
-    (
-        "inference-repo",
-        "RepositoryModelLoad",
-        o.RepositoryModelLoadRequest(model_name="absolute"),
-        PRECONDITION,
-        "relative path",
-    ),
+    load_refused("digits", "version 2 failed to load"),
+    load_refused("hardlink", "hard link"),
+    load_refused("symlink", "symbolic link"),
+    load_refused("dotdot", "inside the model's folder"),
+    load_refused("absolute", "relative path"),
     ("inference-repo", "ModelInfer", o.ModelInferRequest(model_name="hardlink"), UNAVAILABLE, "hard link"),
     # usage metering (served by the registry)
     ("usage", "RecordUsage", usage_of(principal="", model="m", requests=1), INVALID, "principal"),
@@ -367,6 +343,51 @@ def test_hostile_imports(suite: Suite) -> None:
         error = _import(suite, parts)
         assert error.code() == code, (error.code(), error.details())
         assert fragment in (error.details() or "").lower(), error.details()
+
+
+def _npz(**arrays: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_hostile_import_calibration_data(suite: Suite, tmp_path: Path) -> None:
+    """ImportModel's calibration ``.npz`` (#19: reference statistics of imports): refused with what to fix,
+    before anything is registered."""
+    import numpy as np
+
+    from aiaas_services.inference.examples import export_mlp
+
+    model = export_mlp(tmp_path / "model.onnx").read_bytes()
+    digest = hashlib.sha256(model).hexdigest()
+    rows = np.zeros((20, 64), np.float32)
+    cases = [
+        (b"PK\x03\x04 not really a zip", "onnx", "not a readable .npz"),
+        (_npz(pixels=rows), "onnx", "no array for input 'input'"),
+        (_npz(input=rows[:, :10]), "onnx", "axis 1 must be 64"),
+        (_npz(input=np.array([{"a": 1}] * 20, dtype=object)), "onnx", "not a readable .npz"),  # a pickle
+        (_npz(input=np.zeros((0, 64), np.float32)), "onnx", "no rows"),
+        (_npz(input=rows), "hf", "ONNX imports only"),
+    ]
+    for payload, kind, fragment in cases:
+        task = "embedding" if kind == "hf" else ""
+        header = s.ImportHeader(model_name="calibrated", format=kind, task=task, calibration_npz=payload)
+        parts = [
+            s.ImportModelRequest(header=header),
+            s.ImportModelRequest(chunk=model),
+            s.ImportModelRequest(sha256=digest),
+        ]
+        error = _import(suite, parts)
+        assert error.code() == INVALID, (error.code(), error.details())
+        assert fragment in (error.details() or ""), error.details()
+        assert_clean_details(error.details(), suite.home)
+    with grpc.insecure_channel(suite.target("registry")) as channel, pytest.raises(grpc.RpcError) as absent:
+        rg.RegistryServiceStub(channel).GetModel(r.GetModelRequest(name="calibrated"), timeout=30)
+    assert absent.value.code() == NOT_FOUND  # nothing was registered
 
 
 def test_every_service_still_healthy(suite: Suite) -> None:

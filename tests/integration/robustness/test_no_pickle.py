@@ -18,6 +18,7 @@ from aiaas.serialization.v1 import serialization_pb2 as ser
 from aiaas.serialization.v1 import serialization_pb2_grpc as ser_grpc
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
 from aiaas_services.suite import DEFAULT_PORTS, Suite
+from tests.support.models import digits_mlp_spec
 
 
 class Exploit:
@@ -35,21 +36,7 @@ def test_pickled_checkpoints_and_datasets_never_execute(tmp_path: Path) -> None:
     payload = pickle.dumps({"weights": Exploit(marker)})
     with pickle_free_suite(tmp_path) as suite, SyncRegistryClient(suite.target("registry"), actor="attacker") as reg:
         spec = tmp_path / "spec.json"
-        spec.write_text(
-            json.dumps(
-                {
-                    "architecture": {"kind": "mlp", "hidden_sizes": [8]},
-                    "task": "classification",
-                    "num_features": 64,
-                    "num_classes": 10,
-                    "input_name": "input",
-                    "output_name": "output",
-                    "standardization": None,
-                    "data": {"sklearn": "digits"},
-                    "seed": 0,
-                }
-            )
-        )
+        spec.write_text(json.dumps(digits_mlp_spec(8, data={"sklearn": "digits"}, seed=0)))
         weights = tmp_path / "weights.safetensors"
         weights.write_bytes(payload)  # a pickle posing as safetensors
         version = reg.push("evil", {"spec.json": spec, "weights.safetensors": weights}, format=PYTORCH_CHECKPOINT)

@@ -12,7 +12,6 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from aiaas.client.registry import ONNX, SyncRegistryClient
 from aiaas.common.v1 import common_pb2
@@ -21,9 +20,9 @@ from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
 from aiaas.registry.v1 import registry_pb2_grpc as rg
 from aiaas.serialization.v1 import serialization_pb2 as ser
 from aiaas.serialization.v1 import serialization_pb2_grpc as ser_grpc
-from aiaas_services.modelzoo import build_module
 from tests.support.fault_proxy import FaultProxy
-from tests.support.processes import start_service
+from tests.support.models import export_digits_mlp
+from tests.support.processes import start_service, wait_model_ready
 
 MiB = 1024 * 1024
 
@@ -75,35 +74,10 @@ def test_the_callers_deadline_travels_to_the_registry(tmp_path: Path) -> None:
         server.stop(0)
 
 
-def _export_wide_mlp(path: Path) -> None:
-    """A digits MLP with a 8192-wide hidden layer: ~2.4 MB of ONNX, so a download takes several chunks."""
-    spec = {
-        "architecture": {"kind": "mlp", "hidden_sizes": [8192], "activation": "relu", "dropout": 0.0},
-        "task": "classification",
-        "num_features": 64,
-        "num_classes": 10,
-        "input_name": "input",
-        "output_name": "output",
-        "standardization": None,
-    }
-    torch.manual_seed(5)
-    module = build_module(spec).eval()
-    torch.onnx.export(
-        module,
-        (torch.zeros(2, 64),),
-        str(path),
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-
-
 def test_registry_connection_cut_mid_download_loses_nothing(tmp_path: Path) -> None:
     registry = start_service("registry", tmp_path / "registry")
     model = tmp_path / "wide.onnx"
-    _export_wide_mlp(model)
+    export_digits_mlp(model, hidden=8192, seed=5)  # ~2.4 MB of ONNX: a download takes several chunks
     assert model.stat().st_size > 2 * MiB
     with SyncRegistryClient(registry.address, actor="proxy-test") as client:
         version = client.push("wide", {"model.onnx": model}, format=ONNX)
@@ -123,13 +97,9 @@ def test_registry_connection_cut_mid_download_loses_nothing(tmp_path: Path) -> N
         request = oip.ModelInferRequest(model_name="wide")
         request.inputs.add(name="input", datatype="FP32", shape=[3, 64])
         request.raw_input_contents.append(rows.tobytes())
+        wait_model_ready(inference, "wide", 90)
         with grpc.insecure_channel(inference.address) as channel:
-            stub = oip_grpc.GRPCInferenceServiceStub(channel)
-            deadline = time.monotonic() + 90
-            while not stub.ModelReady(oip.ModelReadyRequest(name="wide"), timeout=5).ready:
-                assert time.monotonic() < deadline, inference.log()[-3000:]
-                time.sleep(0.2)
-            reply = stub.ModelInfer(request, timeout=30)
+            reply = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
         assert len(proxy.cuts) == 1 and proxy.connections >= 2, (proxy.cuts, proxy.connections)
         expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": rows})[0]
         served = np.frombuffer(reply.raw_output_contents[0], dtype="<f4").reshape(expected.shape)

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.robustness.conftest import export_digits_mlp
+from tests.support.models import export_digits_mlp
 from tests.support.processes import ServiceProcess, start_service
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from aiaas.oip.v2 import grpc_service_pb2 as oip
 from aiaas.oip.v2 import grpc_service_pb2_grpc as oip_grpc
-from tests.integration.robustness.conftest import export_digits_mlp
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.models import export_digits_mlp
+from tests.support.processes import ServiceProcess, serve
 
 ROWS = 1024  # 1024 x 64 float32 = 256 KiB a request
 FLOOD = 800  # 200 MiB in all
@@ -42,9 +42,7 @@ def inference_big_batches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     home = tmp_path_factory.mktemp("stream-flood")
     export_digits_mlp(home / "models" / "digits" / "1" / "model.onnx")
     env = {"AIAAS_INFERENCE_MODEL_REPOSITORY": str(home / "models"), "AIAAS_INFERENCE_MAX_BATCH_SIZE": str(ROWS)}
-    service = start_service("inference", home, env=env)
-    yield service
-    service.terminate()
+    yield from serve("inference", home, env=env)
 
 
 def test_flooding_a_stream_without_reading_keeps_server_memory_bounded(inference_big_batches: ServiceProcess) -> None:

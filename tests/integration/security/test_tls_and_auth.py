@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import grpc
@@ -13,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
 from aiaas_services.runtime.auth import required_scope
-from tests.support.certs import make_certs
-from tests.support.processes import start_service
+from tests.support.certs import make_certs, write_tokens
+from tests.support.processes import start_inference, start_service, wait_model_ready
 
 
 def test_scopes_by_method_name() -> None:
@@ -67,14 +66,12 @@ def test_tls_server(tmp_path: Path, mutual: bool) -> None:
 
 
 def test_bearer_tokens_scopes_and_audit(tmp_path: Path) -> None:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(
-        json.dumps(
-            {
-                "reader-token": {"principal": "dashboard", "scopes": ["read"]},
-                "writer-token": {"principal": "ci-bot", "scopes": ["read", "write"]},
-            }
-        )
+    tokens = write_tokens(
+        tmp_path / "tokens.json",
+        {
+            "reader-token": {"principal": "dashboard", "scopes": ["read"]},
+            "writer-token": {"principal": "ci-bot", "scopes": ["read", "write"]},
+        },
     )
     home = tmp_path / "home"
     service = start_service("training", home, env={"AIAAS_AUTH_TOKENS_FILE": str(tokens)})
@@ -123,8 +120,7 @@ def test_bearer_tokens_scopes_and_audit(tmp_path: Path) -> None:
 
 
 def test_inference_reads_need_only_read_scope(tmp_path: Path) -> None:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"r": {"principal": "app", "scopes": ["read"]}}))
+    tokens = write_tokens(tmp_path / "tokens.json", {"r": {"principal": "app", "scopes": ["read"]}})
     service = start_service("inference", tmp_path / "home", env={"AIAAS_AUTH_TOKENS_FILE": str(tokens)})
     try:
         with grpc.insecure_channel(service.address) as channel:
@@ -143,14 +139,12 @@ def test_services_present_their_token_to_an_authenticated_registry(tmp_path: Pat
     from aiaas.client.registry import ONNX, SyncRegistryClient
     from aiaas_services.inference.examples import export_mlp
 
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(
-        json.dumps(
-            {
-                "deployer": {"principal": "deployer", "scopes": ["read", "write"]},
-                "inference-svc": {"principal": "inference", "scopes": ["read"]},
-            }
-        )
+    tokens = write_tokens(
+        tmp_path / "tokens.json",
+        {
+            "deployer": {"principal": "deployer", "scopes": ["read", "write"]},
+            "inference-svc": {"principal": "inference", "scopes": ["read"]},
+        },
     )
     registry = start_service("registry", tmp_path / "registry", env={"AIAAS_AUTH_TOKENS_FILE": str(tokens)})
     served = None
@@ -161,21 +155,10 @@ def test_services_present_their_token_to_an_authenticated_registry(tmp_path: Pat
         ) as client:
             version = client.push("secured-mlp", {"model.onnx": model}, format=ONNX, variant="fp32")
             client.set_alias("secured-mlp", "production", version.version)
-        served = start_service(
-            "inference",
-            tmp_path / "inference",
-            env={
-                "AIAAS_INFERENCE_REGISTRY_TARGET": registry.address,
-                "AIAAS_INFERENCE_MODELS": "secured-mlp",
-                "AIAAS_SERVICE_TOKEN": "inference-svc",
-            },
+        served = start_inference(
+            tmp_path / "inference", registry.address, "secured-mlp", {"AIAAS_SERVICE_TOKEN": "inference-svc"}
         )
-        with grpc.insecure_channel(served.address) as channel:
-            stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            deadline = time.monotonic() + 60
-            while not stub.ModelReady(grpc_service_pb2.ModelReadyRequest(name="secured-mlp"), timeout=10).ready:
-                assert time.monotonic() < deadline, served.log()[-3000:]
-                time.sleep(0.2)
+        wait_model_ready(served, "secured-mlp", 60)
         audit = (tmp_path / "registry" / "audit" / "registry.jsonl").read_text()
         assert '"principal": "deployer"' in audit and "SetAlias" in audit
     finally:

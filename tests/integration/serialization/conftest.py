@@ -12,12 +12,12 @@ from aiaas.client.registry import PYTORCH_CHECKPOINT, SyncRegistryClient
 from aiaas.serialization.v1 import serialization_pb2_grpc
 from tests.integration.serialization.checkpoints import train_checkpoint
 from tests.support import minilm as minilm_support
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve
 
 
 @pytest.fixture(scope="session")
 def serialization_process(registry_process: ServiceProcess, session_home: Path) -> Iterator[ServiceProcess]:
-    service = start_service(
+    yield from serve(
         "serialization",
         session_home / "serialization",
         env={
@@ -26,8 +26,6 @@ def serialization_process(registry_process: ServiceProcess, session_home: Path) 
             "AIAAS_SERIALIZATION_MAX_CONCURRENT_JOBS": "2",
         },
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")

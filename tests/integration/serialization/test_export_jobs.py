@@ -23,10 +23,17 @@ ALL_VARIANTS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
 Stub: TypeAlias = serialization_pb2_grpc.SerializationServiceStub
 
 
-def start(stub: Stub, ref: tuple[str, int], variants: list[str], **fields: object) -> pb.ExportJob:
-    options = fields.pop("options", None) or common_pb2.ExportOptions(variants=variants)
+def start(
+    stub: Stub,
+    ref: tuple[str, int],
+    variants: list[str],
+    options: common_pb2.ExportOptions | None = None,
+    **fields: str,
+) -> pb.ExportJob:
     request = pb.StartExportJobRequest(
-        source=common_pb2.VersionRef(model_name=ref[0], version=ref[1]), options=options, **fields
+        source=common_pb2.VersionRef(model_name=ref[0], version=ref[1]),
+        options=options or common_pb2.ExportOptions(variants=variants),
+        **fields,
     )
     return stub.StartExportJob(request, timeout=30).job
 

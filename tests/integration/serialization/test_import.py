@@ -4,7 +4,6 @@ calibration data); hostile or broken files are refused with INVALID_ARGUMENT and
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import onnx
 import pytest
 import safetensors.torch
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper
 
@@ -26,6 +24,7 @@ from aiaas.serialization.v1 import serialization_pb2_grpc
 from aiaas_services.datasets import load_splits
 from aiaas_services.modelzoo import build_module
 from tests.integration.serialization.checkpoints import train_checkpoint
+from tests.support.models import onnx_bytes
 from tests.support.processes import ServiceProcess
 
 Stub: TypeAlias = serialization_pb2_grpc.SerializationServiceStub
@@ -47,18 +46,7 @@ def digits_onnx(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     folder = train_checkpoint("mlp", tmp_path_factory.mktemp("import-mlp"), epochs=10)
     module = build_module(json.loads((folder / "spec.json").read_text()))
     module.load_state_dict(safetensors.torch.load_file(folder / "weights.safetensors"))
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        module.eval(),
-        (torch.zeros(2, 64),),
-        buffer,
-        dynamo=False,
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        opset_version=17,
-    )
-    return buffer.getvalue()
+    return onnx_bytes(module.eval())
 
 
 def test_import_round_trips_and_quantizes(

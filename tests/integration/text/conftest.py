@@ -26,7 +26,7 @@ from aiaas.client.registry import SyncRegistryClient
 from aiaas.client.serialization import SerializationClient
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve, start_service
 from tests.support.text_data import csv_bytes
 
 MODEL = "minilm"
@@ -49,7 +49,7 @@ def minilm_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def text_serialization(registry_process: ServiceProcess, session_home: Path) -> Iterator[ServiceProcess]:
-    service = start_service(
+    yield from serve(
         "serialization",
         session_home / "serialization-text",
         env={
@@ -58,8 +58,6 @@ def text_serialization(registry_process: ServiceProcess, session_home: Path) -> 
             "HF_HUB_OFFLINE": "1",
         },
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")
@@ -194,7 +192,7 @@ def text_inference(
     registry_process: ServiceProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    service = start_service(
+    yield from serve(
         "inference",
         tmp_path_factory.mktemp("inference-text"),
         env={
@@ -203,8 +201,6 @@ def text_inference(
             "AIAAS_INFERENCE_METRICS_PORT": "0",
         },
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from aiaas.client.registry import SyncRegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve
 
 TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
 
@@ -29,13 +29,11 @@ def training_env(registry: ServiceProcess, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def serialization_for_training(session_home: Path, registry_process: ServiceProcess) -> Iterator[ServiceProcess]:
     """A real serialization service, for jobs with an export block."""
-    service = start_service(
+    yield from serve(
         "serialization",
         session_home / "serialization-for-training",
         env={"AIAAS_SERIALIZATION_REGISTRY_TARGET": registry_process.address},
     )
-    yield service
-    service.terminate()
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +41,7 @@ def training_process(
     session_home: Path, registry_process: ServiceProcess, serialization_for_training: ServiceProcess
 ) -> Iterator[ServiceProcess]:
     env = training_env(registry_process, AIAAS_TRAINING_SERIALIZATION_TARGET=serialization_for_training.address)
-    service = start_service("training", session_home / "training", env=env)
-    yield service
-    service.terminate()
+    yield from serve("training", session_home / "training", env=env)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from aiaas.client.registry import SyncRegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
 from tests.integration.training.conftest import digits_mlp, start, training_env, wait
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, serve, start_service
 
 Stub: TypeAlias = training_pb2_grpc.TrainingServiceStub
 
@@ -29,6 +29,17 @@ def private_home(tmp_path: Path) -> Path:
 def open_stub(service: ServiceProcess) -> tuple[grpc.Channel, Stub]:
     channel = grpc.insecure_channel(service.address)
     return channel, training_pb2_grpc.TrainingServiceStub(channel)
+
+
+def start_and_wait_first_epoch(stub: Stub, spec: training_pb2.TrainingSpec) -> training_pb2.Job:
+    """Start the job and return once it has reported its first epoch."""
+    job = start(stub, spec)
+    stream = stub.WatchJob(training_pb2.WatchJobRequest(job_id=job.job_id), timeout=60)
+    for event in stream:
+        if event.HasField("epoch"):
+            break
+    stream.cancel()
+    return job
 
 
 def weights_digest(registry: SyncRegistryClient, job: training_pb2.Job) -> str:
@@ -47,12 +58,7 @@ def test_restart_resumes_from_the_last_epoch_checkpoint(
     service = start_service("training", private_home, env=env)
     channel, stub = open_stub(service)
     try:
-        job = start(stub, spec)
-        stream = stub.WatchJob(training_pb2.WatchJobRequest(job_id=job.job_id), timeout=60)
-        for event in stream:
-            if event.HasField("epoch"):
-                break
-        stream.cancel()
+        job = start_and_wait_first_epoch(stub, spec)
     finally:
         channel.close()
     assert service.terminate() == 0  # graceful stop while the job trains
@@ -145,23 +151,15 @@ def child_pids(pid: int) -> list[int]:
 
 @pytest.fixture
 def lone_service(private_home: Path, registry_process: ServiceProcess) -> Iterator[ServiceProcess]:
-    service = start_service(
+    yield from serve(
         "training", private_home, env=training_env(registry_process, AIAAS_TRAINING_MAX_CONCURRENT_JOBS="1")
     )
-    yield service
-    service.terminate()
 
 
 def test_a_dying_worker_fails_its_job_and_the_service_carries_on(lone_service: ServiceProcess) -> None:
     channel, stub = open_stub(lone_service)
     try:
-        spec = digits_mlp("doomed", epochs=500)
-        job = start(stub, spec)
-        stream = stub.WatchJob(training_pb2.WatchJobRequest(job_id=job.job_id), timeout=60)
-        for event in stream:
-            if event.HasField("epoch"):
-                break
-        stream.cancel()
+        job = start_and_wait_first_epoch(stub, digits_mlp("doomed", epochs=500))
         workers = [pid for pid in child_pids(lone_service.process.pid) if "spawn_main" in _cmdline(pid)]
         assert workers
         for pid in workers:

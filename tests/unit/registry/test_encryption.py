@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 
 from aiaas_services.registry.blobs import LocalBlobStore
-from aiaas_services.registry.encryption import (
-    HEADER_BYTES,
-    EncryptedBlobStore,
-    EncryptionConfigError,
-    Keyring,
-    KeyUnavailable,
-    check_unencrypted_store,
-    generate_key,
-)
+from aiaas_services.registry.encryption import HEADER_BYTES, EncryptedBlobStore, check_unencrypted_store
+from aiaas_services.registry.keyring import EncryptionConfigError, Keyring, KeyUnavailable, generate_key
 from aiaas_services.runtime.errors import DigestMismatch
 
 SEGMENT = 4096

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
 import pytest
 
 from aiaas.oip.v2 import grpc_service_pb2 as oip
 from aiaas.registry.v1 import registry_pb2
 from aiaas_services.runtime.access import Quota, RateLimited, TokenBucket, model_of, parse_grant
-from aiaas_services.runtime.errors import PermissionDenied
+from aiaas_services.runtime.auth import AuthInterceptor, TokenTable, authorize, load_tokens
+from aiaas_services.runtime.errors import PermissionDenied, Unauthenticated
 
 
 def test_model_scopes_match_patterns_and_unrestricted_scopes_match_all() -> None:
@@ -99,3 +107,44 @@ def test_model_of_reads_the_fields_requests_use() -> None:
     upload = registry_pb2.UploadArtifactRequest(header=registry_pb2.UploadHeader(model_name="m3"))
     assert model_of(upload) == "m3"
     assert model_of(registry_pb2.ListModelsRequest()) == ""
+
+
+def test_tokens_are_found_by_digest_and_model_checks_hold_with_the_cached_wrapper(tmp_path: Path) -> None:
+    """The tokens file loads into a table indexed by digest (one lookup per call); the model-checked
+    handler of a (method, token) is built once and still refuses a model outside the token's scope."""
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps(
+            {"tok-a": {"principal": "a", "scopes": ["read:mlp"]}, "tok-b": {"principal": "b", "scopes": ["read"]}}
+        )
+    )
+    table = load_tokens(str(tokens))
+    assert isinstance(table, TokenTable) and set(table) == {"tok-a", "tok-b"}
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    assert authorize(table, "tok-a", method, "read").principal == "a"
+    assert authorize(dict(table), "tok-b", method, "read").principal == "b"  # a plain mapping still works
+    with pytest.raises(Unauthenticated, match="unknown bearer token"):
+        authorize(table, "tok-c", method, "read")
+
+    async def answer(request: Any, context: Any) -> str:
+        return "answered"
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        async def abort(self, code: Any, message: str) -> None:
+            raise Aborted(message)
+
+    handler = grpc.unary_unary_rpc_method_handler(answer)
+    details: Any = SimpleNamespace(method=method, invocation_metadata=(("authorization", "Bearer tok-a"),))
+    interceptor = AuthInterceptor(table, None)
+    first = interceptor.wrap(handler, method, details)
+    assert interceptor.wrap(handler, method, details) is first  # built once, reused
+
+    async def calls() -> None:
+        assert await first.unary_unary(oip.ModelInferRequest(model_name="mlp"), Context()) == "answered"
+        with pytest.raises(Aborted, match="may not read model 'other'"):
+            await first.unary_unary(oip.ModelInferRequest(model_name="other"), Context())
+
+    asyncio.run(calls())

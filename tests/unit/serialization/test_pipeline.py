@@ -72,7 +72,7 @@ def test_every_variant_is_made_and_proven(trained: tuple[torch.nn.Module, run.Pr
     module, data = trained
     options = run.PipelineOptions(variants=variants.VARIANTS, exporter="torchscript", latency_repeats=3)
     prepared = run.from_module(module, FEATURES, data, options, tmp_path)
-    seen = []
+    seen: list[str] = []
     results = {
         r.variant: r for r in run.make_and_prove(prepared, data, options, tmp_path, {"aiaas.k": "v"}, seen.append)
     }

@@ -3,7 +3,6 @@ matches PyTorch at batch sizes 1 and 7 (the serialization service relies on this
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from aiaas_services.modelzoo import SpecError, build_module, validate_spec
+from tests.support.models import onnx_bytes
 
 FEATURES = 16
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -40,18 +40,7 @@ def make_spec(arch: dict[str, Any], task: str = "classification") -> dict[str, A
 
 
 def export(module: torch.nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        module,
-        (torch.zeros(2, FEATURES),),
-        buffer,  # type: ignore[arg-type]  # torch.onnx.export writes to a file object too
-        dynamo=False,
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        opset_version=17,
-    )
-    return buffer.getvalue()
+    return onnx_bytes(module, FEATURES)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

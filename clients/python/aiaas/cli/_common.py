@@ -48,6 +48,19 @@ def add_connection_flags(parser: argparse.ArgumentParser, service: str) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def add_job_actions(actions: Any, service: str, commands: Sequence[tuple[str, Any, str]]) -> dict[str, Any]:
+    """One subcommand per (name, function, help) taking a job id, e.g. show / watch / cancel; the parsers
+    by name, for options of their own."""
+    parsers = {}
+    for name, func, text in commands:
+        action = actions.add_parser(name, help=text)
+        action.add_argument("job_id")
+        add_connection_flags(action, service)
+        action.set_defaults(func=func)
+        parsers[name] = action
+    return parsers
+
+
 def open_channel(args: argparse.Namespace, health_check: bool | None = None) -> grpc.Channel:
     """A synchronous channel to --target with the TLS and token options applied.
 

@@ -47,6 +47,7 @@ def monitor(args: argparse.Namespace) -> int:
     print(
         f"{report.model_name}:{report.version}  {state}  max PSI {report.max_psi:.3f}  prediction PSI {prediction}"
         f"  threshold {report.threshold:g}  window {report.window_rows} rows"
+        + (f" ({report.windows} workers)" if report.windows > 1 else "")
     )
     if report.history:
         print(f"max PSI history  {sparkline(report.history, report.threshold)}  (latest {report.history[-1]:.3f})")

@@ -13,6 +13,7 @@ from aiaas.cli._common import (
     EXIT_REFUSED,
     ProgressBar,
     add_connection_flags,
+    add_job_actions,
     open_channel,
     print_json,
     print_table,
@@ -96,6 +97,13 @@ def register(subparsers: Any) -> None:
     )
     imp.add_argument("--description", default="")
     imp.add_argument("--tag", action="append", default=[], help="KEY=VALUE (repeatable)")
+    imp.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="ONNX: .npz of representative inputs (one array per input name): registers reference statistics "
+        "so `aiaas monitor` can score drift",
+    )
     add_connection_flags(imp, "serialization")
     imp.set_defaults(func=import_command)
 
@@ -105,15 +113,15 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--state", default="", help="queued, running, succeeded, failed or cancelled")
     add_connection_flags(ls, "serialization")
     ls.set_defaults(func=list_command)
-    for name, func, text in (
-        ("show", show_command, "a job and its proof table"),
-        ("watch", watch_command, "follow a job until it ends"),
-        ("cancel", cancel_command, "cancel a queued or running job"),
-    ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("job_id")
-        add_connection_flags(action, "serialization")
-        action.set_defaults(func=func)
+    add_job_actions(
+        actions,
+        "serialization",
+        (
+            ("show", show_command, "a job and its proof table"),
+            ("watch", watch_command, "follow a job until it ends"),
+            ("cancel", cancel_command, "cancel a queued or running job"),
+        ),
+    )
 
 
 def _client(args: argparse.Namespace) -> SerializationClient:
@@ -224,6 +232,8 @@ def import_command(args: argparse.Namespace) -> int:
     if len(tags) != len(args.tag):
         raise ValueError("--tag takes KEY=VALUE")
     if args.path.is_dir():
+        if args.calibration is not None:
+            raise ValueError("--calibration is for ONNX files; a Hugging Face folder takes none")
         if args.task and args.task not in HF_TASKS:
             raise ValueError(f"a Hugging Face folder takes --task {' or '.join(HF_TASKS)}, got {args.task!r}")
         response = _client(args).import_hf_folder(
@@ -233,13 +243,17 @@ def import_command(args: argparse.Namespace) -> int:
     else:
         if args.task in HF_TASKS:
             raise ValueError(f"--task {args.task} needs a Hugging Face folder, not a file")
-        response = _client(args).import_file(args.path, args.name, args.description, tags, args.task)
+        response = _client(args).import_file(
+            args.path, args.name, args.description, tags, args.task, calibration=args.calibration
+        )
         kind = f"fp32, opset {response.opset}"
     if args.json:
         print_json(response)
         return EXIT_OK
     ref = response.registered
     print(f"registered {ref.model_name}:{ref.version} ({kind})")
+    if response.reference_rows:
+        print(f"  reference.json: drift reference statistics from {response.reference_rows} calibration rows")
     for kind, tensors in (("input", response.signature.inputs), ("output", response.signature.outputs)):
         for t in tensors:
             print(f"  {kind} {t.name}: {t.datatype} {list(t.shape)}")

@@ -14,6 +14,7 @@ from aiaas.cli._common import (
     EXIT_USAGE,
     ProgressBar,
     add_connection_flags,
+    add_job_actions,
     open_channel,
     print_json,
     print_table,
@@ -114,17 +115,16 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--state", choices=("queued", "running", "succeeded", "failed", "cancelled"))
     ls.add_argument("--limit", type=int, default=20)
     ls.set_defaults(func=jobs_ls)
-    for name, func, text in (
-        ("show", jobs_show, "a job with its history and results"),
-        ("watch", jobs_watch, "follow a job's progress until it ends"),
-        ("cancel", jobs_cancel, "cancel a queued or running job"),
-    ):
-        action = actions.add_parser(name, help=text)
-        add_connection_flags(action, "training")
-        action.add_argument("job_id")
-        if name == "watch":
-            action.add_argument("--after", type=int, default=0, help="only events after this sequence number")
-        action.set_defaults(func=func)
+    parsers = add_job_actions(
+        actions,
+        "training",
+        (
+            ("show", jobs_show, "a job with its history and results"),
+            ("watch", jobs_watch, "follow a job's progress until it ends"),
+            ("cancel", jobs_cancel, "cancel a queued or running job"),
+        ),
+    )
+    parsers["watch"].add_argument("--after", type=int, default=0, help="only events after this sequence number")
 
 
 def build_spec(args: argparse.Namespace) -> training_pb2.TrainingSpec:
@@ -335,6 +335,14 @@ def follow(client: TrainingClient, job_id: str, total_epochs: int, after: int = 
     return client.get(job_id)
 
 
+def _finished(args: argparse.Namespace, job: training_pb2.Job) -> int:
+    """A followed job's outcome, as JSON or a summary; EXIT_REFUSED unless it succeeded."""
+    if args.json:
+        print_json(job)
+        return EXIT_OK if job.state == common_pb2.JOB_STATE_SUCCEEDED else EXIT_REFUSED
+    return _summary(job)
+
+
 def _summary(job: training_pb2.Job) -> int:
     """Print how a job ended; exit code 0 only when it succeeded."""
     state = state_name(job.state)
@@ -372,11 +380,7 @@ def train_command(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.json:
             print(f"job {job.job_id} queued", file=sys.stderr)
-        job = follow(client, job.job_id, job.total_epochs)
-        if args.json:
-            print_json(job)
-            return EXIT_OK if job.state == common_pb2.JOB_STATE_SUCCEEDED else EXIT_REFUSED
-        return _summary(job)
+        return _finished(args, follow(client, job.job_id, job.total_epochs))
 
 
 @run_command
@@ -460,10 +464,7 @@ def jobs_watch(args: argparse.Namespace) -> int:
         client = TrainingClient(channel, timeout=args.timeout)
         job = client.get(args.job_id)
         job = follow(client, job.job_id, job.total_epochs, args.after)
-    if args.json:
-        print_json(job)
-        return EXIT_OK if job.state == common_pb2.JOB_STATE_SUCCEEDED else EXIT_REFUSED
-    return _summary(job)
+    return _finished(args, job)
 
 
 @run_command

@@ -27,6 +27,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
+
 from aiaas.client.retry import retry_method_config
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -85,10 +87,8 @@ def dial(
     return resolve_target(target), channel_options(max_message_bytes, health_check=balanced(target))
 
 
-def aio_channel(target: str | Sequence[str], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Any:
+def aio_channel(target: str | Sequence[str], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
     """An insecure ``grpc.aio`` channel to one replica or several (must be called inside the event loop)."""
-    import grpc
-
     resolved, options = dial(target, max_message_bytes)
     return grpc.aio.insecure_channel(resolved, options=options)
 

@@ -35,6 +35,16 @@ class RegistryCalls:
     async def _call(self, method: Any, request: Any) -> Any:
         return await method(request, timeout=self.timeout, metadata=self._metadata)
 
+    async def _all_pages(self, method: Any, request: Any, field: str) -> list[Any]:
+        """Every item of a paged List call: ``request`` goes again with each next page token."""
+        items: list[Any] = []
+        while True:
+            page = await self._call(method, request)
+            items.extend(getattr(page, field))
+            if not page.next_page_token:
+                return items
+            request.page_token = page.next_page_token
+
     # -- models -----------------------------------------------------------------------------------
 
     async def create_model(
@@ -50,15 +60,8 @@ class RegistryCalls:
 
     async def list_models(self, name_prefix: str = "", page_size: int = 200) -> list[registry_pb2.RegisteredModel]:
         """Every model (all pages), by name."""
-        models: list[registry_pb2.RegisteredModel] = []
-        token = ""
-        while True:
-            request = registry_pb2.ListModelsRequest(page_size=page_size, page_token=token, name_prefix=name_prefix)
-            page = await self._call(self.stub.ListModels, request)
-            models.extend(page.models)
-            token = page.next_page_token
-            if not token:
-                return models
+        request = registry_pb2.ListModelsRequest(page_size=page_size, name_prefix=name_prefix)
+        return await self._all_pages(self.stub.ListModels, request, "models")
 
     async def update_model(
         self,
@@ -137,22 +140,14 @@ class RegistryCalls:
         page_size: int = 200,
     ) -> list[registry_pb2.ModelVersion]:
         """Every version of a model (all pages), newest first."""
-        versions: list[registry_pb2.ModelVersion] = []
-        token = ""
-        while True:
-            request = registry_pb2.ListVersionsRequest(
-                model_name=model_name,
-                page_size=page_size,
-                page_token=token,
-                status=status,  # type: ignore[arg-type]
-                format=format,  # type: ignore[arg-type]
-                parent_version=parent_version,
-            )
-            page = await self._call(self.stub.ListVersions, request)
-            versions.extend(page.versions)
-            token = page.next_page_token
-            if not token:
-                return versions
+        request = registry_pb2.ListVersionsRequest(
+            model_name=model_name,
+            page_size=page_size,
+            status=status,  # type: ignore[arg-type]
+            format=format,  # type: ignore[arg-type]
+            parent_version=parent_version,
+        )
+        return await self._all_pages(self.stub.ListVersions, request, "versions")
 
     versions = list_versions
 
@@ -214,17 +209,8 @@ class RegistryCalls:
         self, model_name: str, alias: str = "", page_size: int = 200
     ) -> list[registry_pb2.AliasMove]:
         """Every move of an alias (or of all the model's aliases), newest first."""
-        moves: list[registry_pb2.AliasMove] = []
-        token = ""
-        while True:
-            request = registry_pb2.ListAliasHistoryRequest(
-                model_name=model_name, alias=alias, page_size=page_size, page_token=token
-            )
-            page = await self._call(self.stub.ListAliasHistory, request)
-            moves.extend(page.moves)
-            token = page.next_page_token
-            if not token:
-                return moves
+        request = registry_pb2.ListAliasHistoryRequest(model_name=model_name, alias=alias, page_size=page_size)
+        return await self._all_pages(self.stub.ListAliasHistory, request, "moves")
 
     # -- events -----------------------------------------------------------------------------------
 

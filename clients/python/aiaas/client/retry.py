@@ -87,7 +87,7 @@ def retry_service_config(
 
 def retry_options() -> list[tuple[str, object]]:
     """Channel options with the shared service config (aiaas.client.channels), without health checking."""
-    from aiaas.client.channels import service_config_json
+    from aiaas.client.channels import service_config_json  # here: channels imports this module
 
     return [("grpc.enable_retries", 1), ("grpc.service_config", service_config_json(health_check=False))]
 

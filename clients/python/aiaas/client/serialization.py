@@ -110,11 +110,19 @@ def import_requests(
     tags: Mapping[str, str] | None = None,
     task: str = "",
     format: str = "",  # noqa: A002 - the proto field's name
+    calibration: Path | None = None,
 ) -> Iterator[pb.ImportModelRequest]:
-    """The ImportModel stream for a file: header, 1 MiB chunks, then the sha256."""
+    """The ImportModel stream for a file: header (with the calibration ``.npz``, if any), 1 MiB chunks,
+    then the sha256."""
     size = path.stat().st_size
     header = pb.ImportHeader(
-        model_name=model_name, description=description, tags=tags, size_bytes=size, task=task, format=format
+        model_name=model_name,
+        description=description,
+        tags=tags,
+        size_bytes=size,
+        task=task,
+        format=format,
+        calibration_npz=calibration.read_bytes() if calibration is not None else b"",
     )
     yield pb.ImportModelRequest(header=header)
     digest = hashlib.sha256()
@@ -179,9 +187,12 @@ class SerializationClient:
         description: str = "",
         tags: Mapping[str, str] | None = None,
         task: str = "",
+        calibration: Path | str | None = None,
     ) -> pb.ImportModelResponse:
-        """Upload and register an ONNX file (validated by the service)."""
-        requests = import_requests(Path(path), model_name, description, tags, task)
+        """Upload and register an ONNX file (validated by the service); with ``calibration`` (an ``.npz`` of
+        representative inputs) the service also registers reference statistics for drift monitoring."""
+        calibration_path = Path(calibration) if calibration is not None else None
+        requests = import_requests(Path(path), model_name, description, tags, task, calibration=calibration_path)
         response: pb.ImportModelResponse = self.stub.ImportModel(requests, timeout=None)
         return response
 

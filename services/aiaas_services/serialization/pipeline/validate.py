@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
 # ONNX element type -> Open Inference Protocol datatype name.
@@ -171,7 +172,6 @@ def validate_bytes(data: bytes, limits: Limits) -> tuple[onnx.ModelProto, ModelI
 
 def validate_file(path: Path, limits: Limits) -> ModelInfo:
     """Vet the model at ``path`` and prove ONNX Runtime can load it."""
-    import onnxruntime as ort
 
     _model, info = validate_bytes(path.read_bytes(), limits)
     try:

@@ -11,12 +11,10 @@ import hashlib
 from pathlib import Path
 
 from aiaas.client.registry import RegistryClient
-from aiaas.registry.v1 import registry_pb2
-from aiaas.wire import FAILED, HF, READY
+from aiaas.wire import HF
 from aiaas_services.runtime.errors import InvalidArgument
-from aiaas_services.serialization.records import Imported, ImportHeader, Ref
-from aiaas_services.serialization.registration import signature_from
-from aiaas_services.serialization.registry_errors import translate
+from aiaas_services.serialization.records import Imported, ImportHeader
+from aiaas_services.serialization.registration import register_upload
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.textmodel import signature
 from aiaas_services.textmodel.folder import TASKS, FolderRefused, HfFolder, unpack, vet
@@ -51,28 +49,19 @@ async def import_folder(
     }
     if folder.skipped:
         tags["skipped_files"] = ",".join(folder.skipped)[:500]
-    lineage = registry_pb2.Lineage(dataset_digest="", export_settings={"source": "hf-folder", "upload_sha256": digest})
-    with translate("registering the imported folder"):
-        version = await registry.create_version(
-            header.model_name,
-            format=HF,
-            variant="",
-            signature=signature_from(info),
-            tags=tags,
-            lineage=lineage,
-            description=header.description or f"imported Hugging Face {folder.architecture or folder.model_type}",
-            required_artifacts=list(folder.files),
-        )
-        ref = (header.model_name, version.version)
-        try:
-            for name in folder.files:
-                media = MEDIA_TYPES.get(Path(name).suffix, "application/octet-stream")
-                await registry.upload_file(header.model_name, version.version, name, dest / name, media_type=media)
-        except BaseException:
-            await registry.set_status(ref, FAILED, "import upload failed")
-            raise
-        await registry.set_status(ref, READY)
-    return Imported(Ref(header.model_name, int(version.version)), info.opset, info.inputs, info.outputs)
+    ref = await register_upload(
+        registry,
+        header.model_name,
+        [(name, dest / name, MEDIA_TYPES.get(Path(name).suffix, "application/octet-stream")) for name in folder.files],
+        format=HF,
+        variant="",
+        info=info,
+        tags=tags,
+        description=header.description or f"imported Hugging Face {folder.architecture or folder.model_type}",
+        step="registering the imported folder",
+        export_settings={"source": "hf-folder", "upload_sha256": digest},
+    )
+    return Imported(ref, info.opset, info.inputs, info.outputs)
 
 
 def _digest(path: Path) -> str:

@@ -23,7 +23,7 @@ class FeatureDrift(_message.Message):
     def __init__(self, index: _Optional[int] = ..., psi: _Optional[float] = ...) -> None: ...
 
 class GetDriftResponse(_message.Message):
-    __slots__ = ("model_name", "version", "window_rows", "min_rows", "threshold", "max_psi", "prediction_psi", "features", "history", "reference", "drifted", "feedback_rows", "live_accuracy")
+    __slots__ = ("model_name", "version", "window_rows", "min_rows", "threshold", "max_psi", "prediction_psi", "features", "history", "reference", "drifted", "feedback_rows", "live_accuracy", "windows")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class GetDriftResponse(_message.Message):
     DRIFTED_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_ROWS_FIELD_NUMBER: _ClassVar[int]
     LIVE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     window_rows: int
@@ -50,7 +51,8 @@ class GetDriftResponse(_message.Message):
     drifted: bool
     feedback_rows: int
     live_accuracy: float
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., window_rows: _Optional[int] = ..., min_rows: _Optional[int] = ..., threshold: _Optional[float] = ..., max_psi: _Optional[float] = ..., prediction_psi: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., history: _Optional[_Iterable[float]] = ..., reference: _Optional[str] = ..., drifted: _Optional[bool] = ..., feedback_rows: _Optional[int] = ..., live_accuracy: _Optional[float] = ...) -> None: ...
+    windows: int
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., window_rows: _Optional[int] = ..., min_rows: _Optional[int] = ..., threshold: _Optional[float] = ..., max_psi: _Optional[float] = ..., prediction_psi: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., history: _Optional[_Iterable[float]] = ..., reference: _Optional[str] = ..., drifted: _Optional[bool] = ..., feedback_rows: _Optional[int] = ..., live_accuracy: _Optional[float] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class RecordFeedbackRequest(_message.Message):
     __slots__ = ("model_name", "request_id", "labels")

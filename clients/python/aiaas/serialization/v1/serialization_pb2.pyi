@@ -232,7 +232,7 @@ class WatchExportJobResponse(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[str] = ..., variant: _Optional[_Union[VariantReport, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ImportHeader(_message.Message):
-    __slots__ = ("model_name", "description", "tags", "size_bytes", "task", "format")
+    __slots__ = ("model_name", "description", "tags", "size_bytes", "task", "format", "calibration_npz")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -246,13 +246,15 @@ class ImportHeader(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_NPZ_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     description: str
     tags: _containers.ScalarMap[str, str]
     size_bytes: int
     task: str
     format: str
-    def __init__(self, model_name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., size_bytes: _Optional[int] = ..., task: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+    calibration_npz: bytes
+    def __init__(self, model_name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., size_bytes: _Optional[int] = ..., task: _Optional[str] = ..., format: _Optional[str] = ..., calibration_npz: _Optional[bytes] = ...) -> None: ...
 
 class ImportModelRequest(_message.Message):
     __slots__ = ("header", "chunk", "sha256")
@@ -265,11 +267,13 @@ class ImportModelRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[ImportHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class ImportModelResponse(_message.Message):
-    __slots__ = ("registered", "signature", "opset")
+    __slots__ = ("registered", "signature", "opset", "reference_rows")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     OPSET_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ROWS_FIELD_NUMBER: _ClassVar[int]
     registered: _common_pb2.VersionRef
     signature: _common_pb2.Signature
     opset: int
-    def __init__(self, registered: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., opset: _Optional[int] = ...) -> None: ...
+    reference_rows: int
+    def __init__(self, registered: _Optional[_Union[_common_pb2.VersionRef, _Mapping]] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., opset: _Optional[int] = ..., reference_rows: _Optional[int] = ...) -> None: ...

@@ -1,6 +1,6 @@
 """`make run`: start the suite, then train → export → deploy → infer once and show what happened.
 
-The pipeline is a client of the four services and nothing more: every step below is a gRPC call a user
+The demo is a client of the four services and nothing more: every step below is a gRPC call a user
 could make. It trains two digits classifiers (an MLP and a CNN), asks for FP32/FP16/INT8 variants with
 their proof, deploys FP32 first, runs the digits test split through the inference service for every
 accepted variant (accuracy and latency as measured here), moves ``production`` to the fastest of them
@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 from opentelemetry import propagate, trace
 
+from aiaas.cli.trace_commands import default_trace_dir, resolve_trace_id
 from aiaas.common.v1 import common_pb2
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -333,8 +334,6 @@ def print_rest(rest_url: str | None, model: str, row: np.ndarray) -> None:
 
 def print_trace(home: Path, trace_id: str) -> None:
     """A short summary of the run's trace (spans per service, slowest hops) and the command for the tree."""
-    from aiaas.cli.trace_commands import default_trace_dir, resolve_trace_id
-
     time.sleep(1.0)  # the services export spans in batches; give the last batch a moment
     try:
         _, spans = resolve_trace_id(trace_id, default_trace_dir(str(home)))
@@ -360,7 +359,7 @@ class PipelineSettings(ServiceSettings):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aiaas_services.pipeline [--once]``."""
+    """``python -m aiaas_services.demo [--once]``."""
     parser = argparse.ArgumentParser(prog="aiaas-pipeline", description=__doc__)
     parser.add_argument("--once", action="store_true", help="exit after the pipeline instead of serving on")
     parser.add_argument("--home", default=os.environ.get("AIAAS_HOME", str(Path.home() / ".aiaas")))
@@ -391,8 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say("serving; Ctrl-C stops the four services")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
-        codes = suite.stop()
-        say("stopped: " + ", ".join(f"{name} exit {code}" for name, code in codes.items()))
+        say(suite.stop_and_say())
     return 0
 
 
