@@ -40,9 +40,8 @@ def test_pruned_mlp_has_the_expected_smaller_shapes() -> None:
     mlp = model({"kind": "mlp", "hidden_sizes": [64, 32]})
     before = structured.count_parameters(mlp)
     outcome = structured.prune_model(mlp, 0.25)
-    linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
-    assert [tuple(m.weight.shape) for m in linears] == [(48, 64), (24, 48), (10, 24)]
-    assert [m.bias.shape[0] for m in linears] == [48, 24, 10]
+    assert [tuple(m.weight.shape) for m in linears(mlp)] == [(48, 64), (24, 48), (10, 24)]
+    assert [m.bias.shape[0] for m in linears(mlp)] == [48, 24, 10]
     assert outcome.widths == ["64->48", "32->24"]
     assert outcome.params_before == before == 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
     assert outcome.params_after == structured.count_parameters(mlp) == 48 * 64 + 48 + 48 * 24 + 24 + 24 * 10 + 10
@@ -62,39 +61,58 @@ def test_removing_no_unit_gives_bit_identical_outputs(fraction: float) -> None:
     assert torch.equal(got, want)
 
 
+def linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def convs(module: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def norms(module: nn.Module) -> list[nn.BatchNorm1d]:
+    return [m for m in module.modules() if isinstance(m, nn.BatchNorm1d)]
+
+
+def silence(consumer: nn.Linear | nn.Conv2d, width: int, keep: list[int]) -> None:
+    """Zero the consumer's input columns of the units not kept (they no longer reach the output)."""
+    silenced = torch.ones(width, dtype=torch.bool)
+    silenced[keep] = False
+    with torch.no_grad():
+        consumer.weight[:, silenced] = 0.0
+
+
 def test_pruned_mlp_equals_the_original_with_removed_units_silenced() -> None:
     mlp = model({"kind": "mlp", "hidden_sizes": [40]})
     original = copy.deepcopy(mlp)
     structured.prune_model(mlp, 0.5)
-    first, last = original.net.layers[0], original.net.layers[-1]
-    keep = kept_rows(first.weight, mlp.net.layers[0].weight)
+    keep = kept_rows(linears(original)[0].weight, linears(mlp)[0].weight)
     assert len(keep) == 20
-    silenced = torch.ones(40, dtype=torch.bool)
-    silenced[keep] = False
+    silence(linears(original)[-1], 40, keep)
+    x = torch.randn(30, FEATURES)
     with torch.no_grad():
-        last.weight[:, silenced] = 0.0  # the removed units no longer reach the output
-        x = torch.randn(30, FEATURES)
         torch.testing.assert_close(mlp(x), original(x), rtol=1e-5, atol=1e-5)
 
 
 def test_batchnorm_between_is_sliced_with_its_running_statistics() -> None:
     torch.manual_seed(1)
     chain = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3)).eval()
+    norm = norms(chain)[0]
+    assert norm.running_mean is not None and norm.running_var is not None
     with torch.no_grad():
-        chain[1].running_mean.uniform_(-1, 1)
-        chain[1].running_var.uniform_(0.5, 2)
-        chain[1].weight.uniform_(0.5, 1.5)
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 1.5)
     original = copy.deepcopy(chain)
     outcome = structured.prune_sequential(chain, 0.5)
-    assert outcome.widths == ["16->8"] and chain[1].num_features == 8
-    assert chain[1].running_mean.shape == chain[1].running_var.shape == chain[1].weight.shape == (8,)
-    keep = kept_rows(original[0].weight, chain[0].weight)
-    assert torch.equal(chain[1].running_var, original[1].running_var[keep])
-    silenced = torch.ones(16, dtype=torch.bool)
-    silenced[keep] = False
+    sliced, before = norms(chain)[0], norms(original)[0]
+    assert sliced.running_mean is not None and sliced.running_var is not None and before.running_var is not None
+    assert outcome.widths == ["16->8"] and sliced.num_features == 8
+    assert sliced.running_mean.shape == sliced.running_var.shape == sliced.weight.shape == (8,)
+    keep = kept_rows(linears(original)[0].weight, linears(chain)[0].weight)
+    assert torch.equal(sliced.running_var, before.running_var[keep])
+    silence(linears(original)[-1], 16, keep)
+    x = torch.randn(20, 8)
     with torch.no_grad():
-        original[4].weight[:, silenced] = 0.0
-        x = torch.randn(20, 8)
         torch.testing.assert_close(chain(x), original(x), rtol=1e-5, atol=1e-5)
 
 
@@ -102,15 +120,13 @@ def test_cnn_prunes_conv_channels_feeding_a_conv_and_keeps_the_last_conv() -> No
     cnn = model({"kind": "cnn", "conv_channels": [8, 16], "channels": 1, "height": 8, "width": 8})
     original = copy.deepcopy(cnn)
     outcome = structured.prune_model(cnn, 0.5)
-    convs = [m for m in cnn.modules() if isinstance(m, nn.Conv2d)]
-    assert [tuple(c.weight.shape) for c in convs] == [(4, 1, 3, 3), (16, 4, 3, 3)]  # the last conv feeds flatten
+    shapes = [tuple(c.weight.shape) for c in convs(cnn)]
+    assert shapes == [(4, 1, 3, 3), (16, 4, 3, 3)]  # the last conv feeds flatten: kept whole
     assert outcome.widths == ["8->4"] and outcome.params_after < outcome.params_before
-    keep = kept_rows(original.net.convs[0].weight, convs[0].weight)
-    silenced = torch.ones(8, dtype=torch.bool)
-    silenced[keep] = False
+    keep = kept_rows(convs(original)[0].weight, convs(cnn)[0].weight)
+    silence(convs(original)[1], 8, keep)
+    x = torch.randn(5, FEATURES)
     with torch.no_grad():
-        original.net.convs[3].weight[:, silenced] = 0.0
-        x = torch.randn(5, FEATURES)
         torch.testing.assert_close(cnn(x), original(x), rtol=1e-5, atol=1e-5)
 
 
