@@ -33,8 +33,9 @@ pytestmark = pytest.mark.timeout(1500)
 KEEP_FP32 = "sensitive+ffn"
 
 
-def _export(client: SerializationClient, options: common_pb2.ExportOptions, target: str) -> pb.ExportJob:
-    source = (MODEL, 1)
+def _export(
+    client: SerializationClient, source: tuple[str, int], options: common_pb2.ExportOptions, target: str
+) -> pb.ExportJob:
     started = client.start_export(source, options=options, target_model_name=target)
     for _ in client.watch(started.job_id):
         pass
@@ -60,7 +61,7 @@ def test_static_int8_calibrated_on_the_users_sentences_is_proven(
     options.calibration.per_channel = True
     options.calibration.method = common_pb2.CALIBRATION_METHOD_MINMAX
     options.calibration.calibration_data.CopyFrom(data)
-    done = _export(text_client, options, "minilm-static")
+    done = _export(text_client, (MODEL, imported.registered.version), options, "minilm-static")
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.failure_reason
     (report,) = done.reports
     assert not report.failed, report.reason
@@ -94,7 +95,7 @@ def test_bad_calibration_sentences_are_refused_up_front(
     options = common_pb2.ExportOptions(variants=["int8-static"])
     options.calibration.calibration_data.CopyFrom(data)
     with pytest.raises(grpc.RpcError) as error:
-        text_client.start_export((MODEL, 1), options=options)
+        text_client.start_export((MODEL, imported.registered.version), options=options)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert words in error.value.details() and "sentences.txt" in error.value.details()
 
