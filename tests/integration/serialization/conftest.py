@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from aiaas.client.registry import PYTORCH_CHECKPOINT, SyncRegistryClient
 from aiaas.serialization.v1 import serialization_pb2_grpc
 from tests.integration.serialization.checkpoints import train_checkpoint
 from tests.support import minilm as minilm_support
+from tests.support.channels import on_channel
 from tests.support.processes import ServiceProcess, serve
 
 
@@ -30,8 +30,7 @@ def serialization_process(registry_process: ServiceProcess, session_home: Path) 
 
 @pytest.fixture(scope="session")
 def serialization(serialization_process: ServiceProcess) -> Iterator[serialization_pb2_grpc.SerializationServiceStub]:
-    with grpc.insecure_channel(serialization_process.address) as channel:
-        yield serialization_pb2_grpc.SerializationServiceStub(channel)
+    yield from on_channel(serialization_process.address, serialization_pb2_grpc.SerializationServiceStub)
 
 
 @pytest.fixture(scope="session")

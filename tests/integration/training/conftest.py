@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from aiaas.client.registry import SyncRegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
+from tests.support.channels import on_channel
 from tests.support.processes import ServiceProcess, serve
 
 TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
@@ -46,9 +46,7 @@ def training_process(
 
 @pytest.fixture(scope="session")
 def training(training_process: ServiceProcess) -> Iterator[training_pb2_grpc.TrainingServiceStub]:
-    channel = grpc.insecure_channel(training_process.address)
-    yield training_pb2_grpc.TrainingServiceStub(channel)
-    channel.close()
+    yield from on_channel(training_process.address, training_pb2_grpc.TrainingServiceStub)
 
 
 @pytest.fixture(scope="session")
