@@ -12,19 +12,16 @@ from aiaas.serialization.v1 import serialization_pb2_grpc
 from tests.integration.serialization.checkpoints import train_checkpoint
 from tests.support import minilm as minilm_support
 from tests.support.channels import on_channel
-from tests.support.processes import ServiceProcess, serve
+from tests.support.processes import ServiceProcess, serve_serialization
 
 
 @pytest.fixture(scope="session")
 def serialization_process(registry_process: ServiceProcess, session_home: Path) -> Iterator[ServiceProcess]:
-    yield from serve(
-        "serialization",
+    yield from serve_serialization(
+        registry_process,
         session_home / "serialization",
-        env={
-            "AIAAS_SERIALIZATION_REGISTRY_TARGET": registry_process.address,
-            "AIAAS_SERIALIZATION_LATENCY_REPEATS": "5",
-            "AIAAS_SERIALIZATION_MAX_CONCURRENT_JOBS": "2",
-        },
+        AIAAS_SERIALIZATION_LATENCY_REPEATS="5",
+        AIAAS_SERIALIZATION_MAX_CONCURRENT_JOBS="2",
     )
 
 

@@ -26,7 +26,7 @@ from aiaas.client.serialization import SerializationClient
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
 from tests.support.channels import on_channel
-from tests.support.processes import ServiceProcess, serve, start_service
+from tests.support.processes import ServiceProcess, serve, serve_serialization, start_service
 from tests.support.text_data import csv_bytes
 
 MODEL = "minilm"
@@ -49,14 +49,11 @@ def minilm_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def text_serialization(registry_process: ServiceProcess, session_home: Path) -> Iterator[ServiceProcess]:
-    yield from serve(
-        "serialization",
+    yield from serve_serialization(
+        registry_process,
         session_home / "serialization-text",
-        env={
-            "AIAAS_SERIALIZATION_REGISTRY_TARGET": registry_process.address,
-            "AIAAS_SERIALIZATION_LATENCY_REPEATS": "3",
-            "HF_HUB_OFFLINE": "1",
-        },
+        AIAAS_SERIALIZATION_LATENCY_REPEATS="3",
+        HF_HUB_OFFLINE="1",
     )
 
 
