@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 ARGS ?=
+TEXT ?= 1
 QUICK ?=
 
 .PHONY: setup protos docs run test triton-client test-fast lint format bench soak clean help
@@ -26,8 +27,8 @@ protos: setup  ## Regenerate Python code from protos/ into clients/python
 docs: setup  ## Regenerate docs/configuration.md from the settings classes
 	$(PY) scripts/settings_table.py > docs/configuration.md
 
-run: setup  ## Start the four services and run the demo: train, export, deploy, infer (ARGS=--once to exit after it)
-	$(PY) -m aiaas_services.demo $(ARGS)
+run: setup  ## Start the four services and run the demo: train, export, deploy, infer; digits then text (ARGS=--once to exit after it, TEXT=0 skips text)
+	AIAAS_RUN_TEXT=$(TEXT) $(PY) -m aiaas_services.demo $(ARGS)
 
 test: setup triton-client  ## Run the whole test suite
 	$(PY) -m pytest tests

@@ -32,6 +32,7 @@ from aiaas.registry.v1 import registry_pb2, registry_pb2_grpc
 from aiaas.serialization.v1 import serialization_pb2, serialization_pb2_grpc
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
 from aiaas.wire import VARIANTS
+from aiaas_services import demo_text
 from aiaas_services.datasets import load_splits
 from aiaas_services.runtime import tracing
 from aiaas_services.runtime.settings import ServiceSettings
@@ -365,11 +366,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--home", default=os.environ.get("AIAAS_HOME", str(Path.home() / ".aiaas")))
     parser.add_argument("--ephemeral-ports", action="store_true", help="let each service pick a free port")
     parser.add_argument("--summary-json", default="", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--no-text",
+        action="store_true",
+        default=not demo_text.wanted(),
+        help="skip the text leg (MiniLM import, fine-tune, export, serve; also AIAAS_RUN_TEXT=0 or make run TEXT=0)",
+    )
     args = parser.parse_args(argv)
     home = Path(args.home).expanduser()
     home.mkdir(parents=True, exist_ok=True)
 
     os.environ.setdefault("AIAAS_HOME", str(home))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the text leg's model is a local folder; no hub is reachable
     shutdown_tracing = tracing.setup_tracing(PipelineSettings(home=str(home)))
     ports = dict.fromkeys(DEFAULT_PORTS, 0) if args.ephemeral_ports else None
     suite = Suite(home, ports=ports)  # inference serves whatever `production` names (no model list)
@@ -384,8 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_trace(home, summary.trace_id)
         first_sample = load_splits({"sklearn": "digits"}, SEED).x_test[0]
         print_rest(suite.services["inference"].http_url, "digits-mlp-onnx", first_sample)
+        text = None if args.no_text else demo_text.run_text_leg(targets, suite.services["inference"].http_url, say)
         if args.summary_json:
-            Path(args.summary_json).write_text(json.dumps(asdict(summary), indent=2))
+            Path(args.summary_json).write_text(json.dumps({**asdict(summary), "text": text and asdict(text)}, indent=2))
         if not args.once:
             say("serving; Ctrl-C stops the four services")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -53,3 +53,16 @@ def test_pipeline_once_trains_exports_deploys_and_serves(tmp_path: Path) -> None
     assert "curl -s http://127.0.0.1:" in out and "/v2/models/digits-mlp-onnx/infer -d '" in out
     assert "the whole tree: aiaas trace show " in out
     assert len(summary["trace_id"]) == 32
+
+    # The text leg: MiniLM imported, fine-tuned (head only), exported with the tokenizer in the graph, served;
+    # one sentence answered with the same label over gRPC and REST.
+    text = summary["text"]
+    for step in ("[text 1/4]", "[text 2/4]", "[text 3/4]", "[text 4/4]"):
+        assert step in out, out
+    assert text["served_model"] == "topics-onnx" and text["version"] >= 1, text
+    assert text["accuracy"] >= text["majority_baseline"] + 0.3, text
+    assert text["grpc_label"] in ("sports", "cooking", "technology"), text
+    assert text["rest_label"] == text["grpc_label"], text
+    assert f"gRPC (ModelInfer, BYTES tensor): {text['grpc_label']}" in out
+    assert f"REST (POST /v2/models/topics-onnx/infer): {text['rest_label']}" in out
+    assert '/v2/models/topics-onnx/infer -d \'{"inputs": [{"name": "text"' in out

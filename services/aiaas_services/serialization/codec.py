@@ -95,6 +95,7 @@ def spec_from(options: common_pb2.ExportOptions) -> ExportSpec:
         set_alias=options.set_alias,
         fixed_quantization=options.fixed_quantization,
         keep_fp32=options.keep_fp32,
+        structured_pruning=options.structured_pruning,
         unknown_method=calibration.method if calibration.method not in METHODS else 0,
     )
 
@@ -118,6 +119,7 @@ def spec_to(spec: ExportSpec) -> common_pb2.ExportOptions:
         set_alias=spec.set_alias,
         fixed_quantization=spec.fixed_quantization,
         keep_fp32=spec.keep_fp32,
+        structured_pruning=spec.structured_pruning,
     )
 
 

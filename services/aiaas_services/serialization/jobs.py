@@ -25,7 +25,7 @@ from aiaas.wire import HF, ONNX, PENDING, PYTORCH_CHECKPOINT
 from aiaas_services.modelzoo import SpecError, validate_spec
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from aiaas_services.serialization import options as request_options
-from aiaas_services.serialization.pipeline import inputs
+from aiaas_services.serialization.pipeline import inputs, structured
 from aiaas_services.serialization.records import (
     CANCELLED,
     FAILED,
@@ -165,7 +165,7 @@ class ExportJobs:
         with translate("reading the source version"):
             source = await self.registry.get_version((request.source.model_name, request.source.selector()))
         if source.format == PYTORCH_CHECKPOINT:
-            num_features = await self._check_spec(source.model_name, source.version)
+            num_features = await self._check_spec(source.model_name, source.version, request.spec.structured_pruning)
             specs = [inputs.InputSpec("input", np.float32, ("batch", num_features))]
         elif source.format == HF:
             unsupported = [v for v in options.variants if v not in TEXT_VARIANTS]
@@ -173,11 +173,16 @@ class ExportJobs:
                 raise InvalidArgument(
                     f"{', '.join(unsupported)} not offered for text models; choose from {', '.join(TEXT_VARIANTS)}"
                 )
-            if request.spec.pruning_sparsity:
+            if request.spec.pruning_sparsity or request.spec.structured_pruning:
                 raise InvalidArgument("pruning is not offered for text models (HF checkpoints); leave it 0")
             await self._check_sentences(request.spec.calibration)
             specs = []  # proven on built-in sentences against transformers, not on uploaded arrays
         elif source.format == ONNX:
+            if request.spec.structured_pruning:
+                raise InvalidArgument(
+                    "structured pruning needs a model zoo checkpoint (mlp or cnn); "
+                    f"{source.model_name}:{source.version} is an ONNX model"
+                )
             specs = [inputs.spec_of(t.name, t.datatype, list(t.shape)) for t in source.signature.inputs]
         else:
             raise FailedPrecondition(
@@ -201,14 +206,19 @@ class ExportJobs:
             self._wake.set()
         return job
 
-    async def _check_spec(self, model: str, version: int) -> int:
-        """The checkpoint's number of input features, once its spec.json is known to build."""
+    async def _check_spec(self, model: str, version: int, structured_pruning: float = 0.0) -> int:
+        """The checkpoint's number of input features, once its spec.json is known to build (and, when
+        structured pruning is asked for, to describe an architecture that can be pruned that way)."""
         with translate("reading spec.json of the checkpoint"):
             raw = await self.registry.download_bytes((model, version), "spec.json")
         try:
-            return int(validate_spec(json.loads(raw))["num_features"])
+            spec = validate_spec(json.loads(raw))
         except (SpecError, ValueError) as exc:
             raise InvalidArgument(f"{model}:{version} spec.json cannot be built: {exc}") from exc
+        why = structured.unsupported_reason(spec) if structured_pruning else ""
+        if why:
+            raise InvalidArgument(f"{model}:{version}: {why}")
+        return int(spec["num_features"])
 
     async def _check_sentences(self, calibration: Calibration) -> None:
         """A text model's calibration artifact must hold UTF-8 sentences (INVALID_ARGUMENT saying why)."""

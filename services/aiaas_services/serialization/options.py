@@ -6,7 +6,7 @@ Used by the service to refuse bad requests up front (INVALID_ARGUMENT) and by th
 from __future__ import annotations
 
 from aiaas_services.runtime.errors import InvalidArgument
-from aiaas_services.serialization.pipeline import export, limits, run
+from aiaas_services.serialization.pipeline import export, limits, run, structured
 from aiaas_services.serialization.pipeline.variants import (
     CALIBRATION_METHODS,
     FP32_LEVELS,
@@ -31,6 +31,11 @@ def pipeline_options(spec: ExportSpec, settings: SerializationSettings) -> run.P
         raise InvalidArgument(f"options.opset {opset} is outside the supported {export.MIN_OPSET}..{export.MAX_OPSET}")
     if not 0.0 <= spec.pruning_sparsity < 1.0:
         raise InvalidArgument(f"options.pruning_sparsity must be in [0, 1), got {spec.pruning_sparsity}")
+    if not 0.0 <= spec.structured_pruning <= structured.MAX_FRACTION:
+        raise InvalidArgument(
+            f"options.structured_pruning must be in [0, {structured.MAX_FRACTION}] (the fraction of hidden units "
+            f"removed per layer), got {spec.structured_pruning}"
+        )
     calibration = spec.calibration
     if spec.unknown_method or calibration.method not in CALIBRATION_METHODS:
         raise InvalidArgument(f"options.calibration.method {spec.unknown_method} is not a known method")
@@ -55,6 +60,7 @@ def pipeline_options(spec: ExportSpec, settings: SerializationSettings) -> run.P
         variants=names,
         opset=opset,
         pruning_sparsity=spec.pruning_sparsity,
+        structured_pruning=spec.structured_pruning,
         quantization=quantization,
         search_int8=not spec.fixed_quantization,
         tolerances=dict(spec.tolerances),

@@ -53,6 +53,7 @@ class ExportSpec:
     set_alias: str = ""
     fixed_quantization: bool = False
     keep_fp32: str = ""
+    structured_pruning: float = 0.0
     unknown_method: int = 0  # a calibration method number the codec did not know (refused by validation)
 
 

@@ -33,7 +33,7 @@ from aiaas_services.runtime import tracing
 from aiaas_services.runtime.channels import open_channel
 from aiaas_services.serialization import options as request_options
 from aiaas_services.serialization import proofdata, registration
-from aiaas_services.serialization.pipeline import export, inputs
+from aiaas_services.serialization.pipeline import export, inputs, structured
 from aiaas_services.serialization.pipeline import run as pipeline
 from aiaas_services.serialization.records import (
     FAILED,
@@ -272,10 +272,15 @@ class ExportJobRunner:
             )
         except inputs.DataMismatch as exc:
             raise JobFailure(str(exc)) from exc
+        if options.structured_pruning:
+            self._say(f"removing {options.structured_pruning:g} of each hidden layer's units (structured pruning)")
         self._say(f"exporting to ONNX (opset {options.opset})")
-        prepared = await asyncio.to_thread(
-            pipeline.from_module, module, int(spec["num_features"]), data, options, self.workdir
-        )
+        try:
+            prepared = await asyncio.to_thread(
+                pipeline.from_module, module, int(spec["num_features"]), data, options, self.workdir
+            )
+        except structured.Unsupported as exc:  # refused up front too; the spec may have changed in between
+            raise JobFailure(str(exc)) from exc
         self._say(f"exported with the {prepared.export_settings['exporter']} exporter, checked and optimized")
         return prepared, data, splits.digest
 

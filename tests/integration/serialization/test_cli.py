@@ -81,3 +81,28 @@ def test_import_and_refusals_exit_codes(serialization_process: ServiceProcess, t
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     unreachable = aiaas("export", "x:1", "--target", "127.0.0.1:1", "--timeout", "3")
     assert unreachable.returncode == 3
+
+
+def test_export_prune_neurons_flag(
+    serialization_process: ServiceProcess, checkpoints: dict[str, tuple[str, int]]
+) -> None:
+    model, version = checkpoints["mlp"]
+    result = aiaas(
+        "export",
+        f"{model}:{version}",
+        "--prune-neurons",
+        "0.25",
+        "--target-model",
+        "cli-mlp-neurons",
+        "--json",
+        "--target",
+        serialization_process.address,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["reports"][0]
+    assert report["accepted"] and report["settings"]["pruned_widths"] == "64->48"
+    assert int(report["settings"]["params_after"]) < int(report["settings"]["params_before"])
+    refused = aiaas(
+        "export", f"{model}:{version}", "--prune-neurons", "0.95", "--target", serialization_process.address
+    )
+    assert refused.returncode == 1 and "structured_pruning must be in [0, 0.9]" in refused.stderr

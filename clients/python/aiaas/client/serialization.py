@@ -47,6 +47,7 @@ def export_options(
     set_alias: str = "",
     fixed_quantization: bool = False,
     keep_fp32: str = "",
+    structured_pruning: float = 0.0,
 ) -> common_pb2.ExportOptions:
     """An ExportOptions message from plain values."""
     if method not in CALIBRATION_METHODS:
@@ -69,6 +70,7 @@ def export_options(
         set_alias=set_alias,
         fixed_quantization=fixed_quantization,
         keep_fp32=keep_fp32,
+        structured_pruning=structured_pruning,
     )
 
 

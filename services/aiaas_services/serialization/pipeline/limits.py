@@ -8,6 +8,10 @@ Why these numbers:
   and accuracy within 1 point); an embedding or an imported model with no task must keep every row's
   direction (worst-row cosine ≥ 0.98, p1 ≥ 0.99: nearest-neighbour rankings survive that); a regressor
   keeps its MSE within 10%; the VAE's reconstructions keep their direction (0.95) and MSE within 10%.
+- a structurally pruned model (hidden units removed) is a different function of its inputs, held against the
+  unpruned original: a classifier keeps its accuracy within 1 point and ≥ 0.95 of its decisions (a pruned
+  model may fix some of the original's mistakes, so INT8's 0.99 would refuse improvements), a regressor its
+  MSE within 10%, a VAE its reconstructions' direction (0.95).
 Absolute errors are in units of ``max(1, max|reference|)`` of each output, so one limit fits logits near
 10 and regression targets near 300 alike.
 """
@@ -49,6 +53,10 @@ DEFAULTS: dict[tuple[str, str], Tolerance] = {
     ("int8", "regression"): Tolerance(0.0, 0.10),
     ("int8", "vae"): Tolerance(0.0, 0.10, 0.0, 0.95),
     ("int8", "none"): Tolerance(0.1, 0.0, 0.0, 0.98, 0.99),
+    ("pruned", "classification"): Tolerance(0.0, 0.01, 0.95),
+    ("pruned", "regression"): Tolerance(0.0, 0.10),
+    ("pruned", "vae"): Tolerance(0.0, 0.10, 0.0, 0.95),
+    ("pruned", "none"): Tolerance(0.1, 0.0, 0.0, 0.98, 0.99),
 }
 
 

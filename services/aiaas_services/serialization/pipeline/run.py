@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import torch
 
-from aiaas_services.serialization.pipeline import export, limits, proof, search
+from aiaas_services.serialization.pipeline import export, limits, proof, search, structured
 from aiaas_services.serialization.pipeline import variants as makers
 
 NOT_REPRESENTATIVE = (
@@ -35,6 +35,7 @@ class PipelineOptions:
     variants: tuple[str, ...] = ("fp32",)
     opset: int = export.DEFAULT_OPSET
     pruning_sparsity: float = 0.0
+    structured_pruning: float = 0.0  # fraction of hidden units removed per layer (see pipeline/structured.py)
     quantization: makers.QuantizationSettings = makers.QuantizationSettings()
     search_int8: bool = True  # False: exactly ``quantization``, no search
     tolerances: Mapping[str, limits.Tolerance] = dataclasses.field(default_factory=dict)
@@ -92,19 +93,31 @@ def validate_variants(names: list[str]) -> tuple[str, ...]:
 def from_module(
     module: torch.nn.Module, num_features: int, data: ProofData, options: PipelineOptions, workdir: Path
 ) -> Prepared:
-    """Prune (optionally), export and check; the pruned module's outputs are the reference."""
+    """Prune (optionally), export and check.
+
+    The reference is the module's outputs after magnitude pruning (a choice of weights the user asked
+    for) but before structured pruning: a model with units removed must prove itself against the original.
+    """
     module = module.eval()
     settings: dict[str, str] = {}
+    original = _outputs(module, data) if options.structured_pruning else None
     if options.pruning_sparsity:
         reached = export.prune_weights(module, options.pruning_sparsity)
         settings |= {"pruning_sparsity": f"{options.pruning_sparsity:g}", "pruning_reached": f"{reached:.4f}"}
+        original = _outputs(module, data) if options.structured_pruning else None
+    if options.structured_pruning:
+        settings |= structured.prune_model(module, options.structured_pruning).settings()
     result = export.export_fp32(module, num_features, workdir, options.opset, options.exporter, options.optimization)
     names = [o.name for o in onnx.load(str(result.path), load_external_data=False).graph.output]
-    with torch.no_grad():
-        out = module(*(torch.from_numpy(np.asarray(a, np.float32)) for a in data.proof.values()))
-    tensors = out if isinstance(out, tuple | list) else (out,)
+    tensors = original if original is not None else _outputs(module, data)
     reference = {name: t.double().numpy() for name, t in zip(names, tensors, strict=False)}
     return Prepared(result.path, reference, settings | result.settings())
+
+
+def _outputs(module: torch.nn.Module, data: ProofData) -> tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(np.asarray(a, np.float32)) for a in data.proof.values()))
+    return tuple(out) if isinstance(out, tuple | list) else (out,)
 
 
 def from_onnx(source: Path, data: ProofData, options: PipelineOptions, workdir: Path) -> Prepared:
@@ -149,7 +162,10 @@ def _one_variant(
     say: Progress,
 ) -> VariantResult:
     path = workdir / f"{name}.onnx"
-    tolerance = limits.merge_tolerance(limits.default_tolerance(name, data.task), options.tolerances.get(name))
+    # every variant of a structurally pruned model is a different function from the original it is held
+    # against: judged by what it is used for (limits.py's "pruned" row)
+    kind = "pruned" if options.structured_pruning else name
+    tolerance = limits.merge_tolerance(limits.default_tolerance(kind, data.task), options.tolerances.get(name))
     quantized = name.startswith("int8")
     if quantized and not data.representative:
         report = proof.Report(variant=name, reason=NOT_REPRESENTATIVE.format(variant=name), limits=tolerance.as_dict())

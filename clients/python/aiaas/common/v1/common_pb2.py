@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61iaas/common/v1/common.proto\x12\x0f\x61iaas.common.v1\"P\n\nVersionRef\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05\x61lias\x18\x03 \x01(\tH\x00\x42\n\n\x08selector\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"f\n\tSignature\x12+\n\x06inputs\x18\x01 \x03(\x0b\x32\x1b.aiaas.common.v1.TensorSpec\x12,\n\x07outputs\x18\x02 \x03(\x0b\x32\x1b.aiaas.common.v1.TensorSpec\"\xc7\x01\n\x12\x43\x61librationOptions\x12\x32\n\x06method\x18\x01 \x01(\x0e\x32\".aiaas.common.v1.CalibrationMethod\x12\x13\n\x0bper_channel\x18\x02 \x01(\x08\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x05\x12\x35\n\x10\x63\x61libration_data\x18\x04 \x01(\x0b\x32\x1b.aiaas.common.v1.VersionRef\x12\x1c\n\x14\x63\x61libration_artifact\x18\x05 \x01(\t\"\xaa\x01\n\x10VariantTolerance\x12\x15\n\rmax_abs_error\x18\x01 \x01(\x01\x12\x17\n\x0fmax_metric_drop\x18\x02 \x01(\x01\x12\x1a\n\x12min_top1_agreement\x18\x03 \x01(\x01\x12\x1c\n\x14min_worst_row_cosine\x18\x04 \x01(\x01\x12\x15\n\rmin_p1_cosine\x18\x05 \x01(\x01\x12\x15\n\rmax_rel_error\x18\x06 \x01(\x01\"\xf6\x02\n\rExportOptions\x12\x10\n\x08variants\x18\x01 \x03(\t\x12\r\n\x05opset\x18\x02 \x01(\x05\x12\x38\n\x0b\x63\x61libration\x18\x03 \x01(\x0b\x32#.aiaas.common.v1.CalibrationOptions\x12\x18\n\x10pruning_sparsity\x18\x04 \x01(\x01\x12\x42\n\ntolerances\x18\x05 \x03(\x0b\x32..aiaas.common.v1.ExportOptions.TolerancesEntry\x12\x14\n\x0creduce_range\x18\x06 \x01(\x08\x12\x11\n\tset_alias\x18\x07 \x01(\t\x12\x1a\n\x12\x66ixed_quantization\x18\x08 \x01(\x08\x12\x11\n\tkeep_fp32\x18\t \x01(\t\x1aT\n\x0fTolerancesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.aiaas.common.v1.VariantTolerance:\x02\x38\x01\"*\n\x0bMetricPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\x99\x01\n\x11\x43\x61librationMethod\x12\"\n\x1e\x43\x41LIBRATION_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LIBRATION_METHOD_MINMAX\x10\x01\x12\x1e\n\x1a\x43\x41LIBRATION_METHOD_ENTROPY\x10\x02\x12!\n\x1d\x43\x41LIBRATION_METHOD_PERCENTILE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61iaas/common/v1/common.proto\x12\x0f\x61iaas.common.v1\"P\n\nVersionRef\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05\x61lias\x18\x03 \x01(\tH\x00\x42\n\n\x08selector\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"f\n\tSignature\x12+\n\x06inputs\x18\x01 \x03(\x0b\x32\x1b.aiaas.common.v1.TensorSpec\x12,\n\x07outputs\x18\x02 \x03(\x0b\x32\x1b.aiaas.common.v1.TensorSpec\"\xc7\x01\n\x12\x43\x61librationOptions\x12\x32\n\x06method\x18\x01 \x01(\x0e\x32\".aiaas.common.v1.CalibrationMethod\x12\x13\n\x0bper_channel\x18\x02 \x01(\x08\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x05\x12\x35\n\x10\x63\x61libration_data\x18\x04 \x01(\x0b\x32\x1b.aiaas.common.v1.VersionRef\x12\x1c\n\x14\x63\x61libration_artifact\x18\x05 \x01(\t\"\xaa\x01\n\x10VariantTolerance\x12\x15\n\rmax_abs_error\x18\x01 \x01(\x01\x12\x17\n\x0fmax_metric_drop\x18\x02 \x01(\x01\x12\x1a\n\x12min_top1_agreement\x18\x03 \x01(\x01\x12\x1c\n\x14min_worst_row_cosine\x18\x04 \x01(\x01\x12\x15\n\rmin_p1_cosine\x18\x05 \x01(\x01\x12\x15\n\rmax_rel_error\x18\x06 \x01(\x01\"\x92\x03\n\rExportOptions\x12\x10\n\x08variants\x18\x01 \x03(\t\x12\r\n\x05opset\x18\x02 \x01(\x05\x12\x38\n\x0b\x63\x61libration\x18\x03 \x01(\x0b\x32#.aiaas.common.v1.CalibrationOptions\x12\x18\n\x10pruning_sparsity\x18\x04 \x01(\x01\x12\x42\n\ntolerances\x18\x05 \x03(\x0b\x32..aiaas.common.v1.ExportOptions.TolerancesEntry\x12\x14\n\x0creduce_range\x18\x06 \x01(\x08\x12\x11\n\tset_alias\x18\x07 \x01(\t\x12\x1a\n\x12\x66ixed_quantization\x18\x08 \x01(\x08\x12\x11\n\tkeep_fp32\x18\t \x01(\t\x12\x1a\n\x12structured_pruning\x18\n \x01(\x01\x1aT\n\x0fTolerancesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.aiaas.common.v1.VariantTolerance:\x02\x38\x01\"*\n\x0bMetricPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\x99\x01\n\x11\x43\x61librationMethod\x12\"\n\x1e\x43\x41LIBRATION_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LIBRATION_METHOD_MINMAX\x10\x01\x12\x1e\n\x1a\x43\x41LIBRATION_METHOD_ENTROPY\x10\x02\x12!\n\x1d\x43\x41LIBRATION_METHOD_PERCENTILE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXPORTOPTIONS_TOLERANCESENTRY']._loaded_options = None
   _globals['_EXPORTOPTIONS_TOLERANCESENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1093
-  _globals['_JOBSTATE']._serialized_end=1247
-  _globals['_CALIBRATIONMETHOD']._serialized_start=1250
-  _globals['_CALIBRATIONMETHOD']._serialized_end=1403
+  _globals['_JOBSTATE']._serialized_start=1121
+  _globals['_JOBSTATE']._serialized_end=1275
+  _globals['_CALIBRATIONMETHOD']._serialized_start=1278
+  _globals['_CALIBRATIONMETHOD']._serialized_end=1431
   _globals['_VERSIONREF']._serialized_start=49
   _globals['_VERSIONREF']._serialized_end=129
   _globals['_TENSORSPEC']._serialized_start=131
@@ -48,9 +48,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VARIANTTOLERANCE']._serialized_start=499
   _globals['_VARIANTTOLERANCE']._serialized_end=669
   _globals['_EXPORTOPTIONS']._serialized_start=672
-  _globals['_EXPORTOPTIONS']._serialized_end=1046
-  _globals['_EXPORTOPTIONS_TOLERANCESENTRY']._serialized_start=962
-  _globals['_EXPORTOPTIONS_TOLERANCESENTRY']._serialized_end=1046
-  _globals['_METRICPOINT']._serialized_start=1048
-  _globals['_METRICPOINT']._serialized_end=1090
+  _globals['_EXPORTOPTIONS']._serialized_end=1074
+  _globals['_EXPORTOPTIONS_TOLERANCESENTRY']._serialized_start=990
+  _globals['_EXPORTOPTIONS_TOLERANCESENTRY']._serialized_end=1074
+  _globals['_METRICPOINT']._serialized_start=1076
+  _globals['_METRICPOINT']._serialized_end=1118
 # @@protoc_insertion_point(module_scope)

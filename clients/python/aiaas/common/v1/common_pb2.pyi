@@ -92,7 +92,7 @@ class VariantTolerance(_message.Message):
     def __init__(self, max_abs_error: _Optional[float] = ..., max_metric_drop: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., min_worst_row_cosine: _Optional[float] = ..., min_p1_cosine: _Optional[float] = ..., max_rel_error: _Optional[float] = ...) -> None: ...
 
 class ExportOptions(_message.Message):
-    __slots__ = ("variants", "opset", "calibration", "pruning_sparsity", "tolerances", "reduce_range", "set_alias", "fixed_quantization", "keep_fp32")
+    __slots__ = ("variants", "opset", "calibration", "pruning_sparsity", "tolerances", "reduce_range", "set_alias", "fixed_quantization", "keep_fp32", "structured_pruning")
     class TolerancesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class ExportOptions(_message.Message):
     SET_ALIAS_FIELD_NUMBER: _ClassVar[int]
     FIXED_QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     KEEP_FP32_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURED_PRUNING_FIELD_NUMBER: _ClassVar[int]
     variants: _containers.RepeatedScalarFieldContainer[str]
     opset: int
     calibration: CalibrationOptions
@@ -118,7 +119,8 @@ class ExportOptions(_message.Message):
     set_alias: str
     fixed_quantization: bool
     keep_fp32: str
-    def __init__(self, variants: _Optional[_Iterable[str]] = ..., opset: _Optional[int] = ..., calibration: _Optional[_Union[CalibrationOptions, _Mapping]] = ..., pruning_sparsity: _Optional[float] = ..., tolerances: _Optional[_Mapping[str, VariantTolerance]] = ..., reduce_range: _Optional[bool] = ..., set_alias: _Optional[str] = ..., fixed_quantization: _Optional[bool] = ..., keep_fp32: _Optional[str] = ...) -> None: ...
+    structured_pruning: float
+    def __init__(self, variants: _Optional[_Iterable[str]] = ..., opset: _Optional[int] = ..., calibration: _Optional[_Union[CalibrationOptions, _Mapping]] = ..., pruning_sparsity: _Optional[float] = ..., tolerances: _Optional[_Mapping[str, VariantTolerance]] = ..., reduce_range: _Optional[bool] = ..., set_alias: _Optional[str] = ..., fixed_quantization: _Optional[bool] = ..., keep_fp32: _Optional[str] = ..., structured_pruning: _Optional[float] = ...) -> None: ...
 
 class MetricPoint(_message.Message):
     __slots__ = ("name", "value")
