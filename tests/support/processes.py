@@ -143,6 +143,11 @@ def serve(name: str, home: Path, **options: Any) -> Iterator[ServiceProcess]:
     service.terminate()
 
 
+def serve_serialization(registry: ServiceProcess, home: Path, **env: str) -> Iterator[ServiceProcess]:
+    """A fixture's body: a serialization service that registers into ``registry``, with extra ``env``."""
+    yield from serve("serialization", home, env={"AIAAS_SERIALIZATION_REGISTRY_TARGET": registry.address, **env})
+
+
 def wait_model_ready(service: ServiceProcess, model: str, timeout: float = 60.0) -> None:
     """Poll the inference service's ModelReady until ``model`` is ready; fail with the service's log after
     ``timeout`` seconds."""

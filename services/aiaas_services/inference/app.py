@@ -20,6 +20,7 @@ from aiaas_services.inference.metrics import observer_factory, watch_states
 from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader
 from aiaas_services.inference.monitor_servicer import MonitoringServicer
 from aiaas_services.inference.providers import ProviderConfig
+from aiaas_services.inference.reference_channel import RegistryReferences
 from aiaas_services.inference.rest.app import RestApp
 from aiaas_services.inference.rest.auth import HttpAuth
 from aiaas_services.inference.rest.server import HttpServer
@@ -114,7 +115,9 @@ class InferenceApp:
         self.flusher: UsageFlusher | None = None
         self.monitor = (
             new_monitor(
-                repository_or_registry_loader(registry_factory(settings) if settings.registry_target else None),
+                repository_or_registry_loader(
+                    RegistryReferences(registry_factory(settings)) if settings.registry_target else None
+                ),
                 settings.monitoring_sample_every,
                 settings.monitoring_window,
             )

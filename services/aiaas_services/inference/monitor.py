@@ -358,36 +358,29 @@ class DriftMonitor:
         await asyncio.gather(*self._tasks, *([self._loop_task] if self._loop_task else []), return_exceptions=True)
 
 
-def repository_or_registry_loader(registry: Callable[[], Any] | None) -> ReferenceLoader:
+def repository_or_registry_loader(
+    registry: Callable[[str, int], Awaitable[bytes | None]] | None,
+) -> ReferenceLoader:
     """``reference.json`` beside a repository model; for a registry model, the version's own artifact or
-    that of the version its ``source`` tag names (the training checkpoint an export came from)."""
-    client: Any = None
+    that of the version its ``source`` tag names (the training checkpoint an export came from), read with
+    ``registry(name, number)`` (None when that version has none; see inference/reference_channel.py)."""
 
     async def load(model: LoadedModel) -> tuple[dict[str, Any], str] | None:
-        nonlocal client
         source = model.source
         if source.origin != "registry":
             path = source.path.parent / "reference.json"
             return (json.loads(path.read_text()), str(path)) if path.is_file() else None
         if registry is None:
             return None
-        if client is None:
-            client = registry()
-        import grpc
-
         candidates = [(source.name, int(source.version))]
         parent = source.tags.get("source", "")
         parent_name, _, parent_number = parent.rpartition(":")
         if parent_name and parent_number.isdigit():
             candidates.append((parent_name, int(parent_number)))
         for name, number in candidates:
-            try:
-                data = await client.download_bytes((name, number), "reference.json")
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    continue
-                raise
-            return json.loads(data), f"registry {name}:{number}/reference.json"
+            data = await registry(name, number)
+            if data is not None:
+                return json.loads(data), f"registry {name}:{number}/reference.json"
         return None
 
     return load

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -178,7 +179,14 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        return self.wrap(handler, method, handler_call_details)
+        for link in self._innermost_first:
+            handler = link.wrap(handler, method, handler_call_details)
+        return handler
+
+    @functools.cached_property
+    def _innermost_first(self) -> tuple[HandlerInterceptor, ...]:
+        """The interceptors whose ``wrap`` runs on each call, innermost first: this one alone (a chain: its links)."""
+        return (self,)
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
@@ -187,7 +195,7 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
 
-class HandlerChain(grpc.aio.ServerInterceptor):
+class HandlerChain(HandlerInterceptor):
     """Several ``HandlerInterceptor``s run as one interceptor: the method handler is looked up once, then
     each one wraps it, the last innermost: the same handler grpc.aio would build running them one by one.
 
@@ -198,19 +206,14 @@ class HandlerChain(grpc.aio.ServerInterceptor):
 
     def __init__(self, links: Sequence[HandlerInterceptor]) -> None:
         self.links = tuple(links)
-        self._innermost_first = tuple(reversed(self.links))
+        self._innermost_first = tuple(reversed(self.links))  # intercept_service (inherited) runs them
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
+        """Each link's ``wrap``, the last innermost (what ``intercept_service`` does per call)."""
         for link in self._innermost_first:
-            handler = link.wrap(handler, method, handler_call_details)
+            handler = link.wrap(handler, method, details)
         return handler
 
 

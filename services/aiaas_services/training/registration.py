@@ -43,6 +43,37 @@ def _describe(exc: grpc.aio.AioRpcError) -> str:
     return f"{exc.code().name}: {exc.details() or 'no details'}"
 
 
+async def _push_version(
+    client: RegistryClient,
+    job: JobRecord,
+    files: dict[str, Path],
+    kind: int,
+    media_types: dict[str, str],
+    signature: common_pb2.Signature,
+    tags: dict[str, str],
+    lineage: registry_pb2.Lineage,
+    description: str,
+) -> int:
+    """Register a job's files as a new version (the spec's description wins over ``description``)."""
+    spec = job.spec
+    try:
+        version = await client.push(
+            spec.model_name,
+            files,
+            format=kind,
+            media_types=media_types,
+            signature=signature,
+            metrics={k: float(v) for k, v in job.result.get("test_metrics", {}).items()},
+            tags=tags,
+            lineage=lineage,
+            description=spec.description or description,
+            create_model=True,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise PublishError(f"registering a version of {spec.model_name!r}: {_describe(exc)}") from None
+    return int(version.version)
+
+
 class RegistryPublisher:
     """Registers finished jobs and fetches registry datasets; channels open on first use."""
 
@@ -154,22 +185,8 @@ class RegistryPublisher:
         }
         what = {"finetune": "fine-tuned from", "distill": "distilled from"}.get(spec.text.mode, "trained from scratch")
         origin = f" {source['model_name']}:{source['version']}" if source else ""
-        try:
-            version = await client.push(
-                spec.model_name,
-                files,
-                format=HF,
-                media_types=media,
-                signature=signature,
-                metrics={k: float(v) for k, v in result.get("test_metrics", {}).items()},
-                tags=tags,
-                lineage=lineage,
-                description=spec.description or f"{what}{origin} by training job {job.job_id}",
-                create_model=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise PublishError(f"registering a version of {spec.model_name!r}: {_describe(exc)}") from None
-        return int(version.version)
+        description = f"{what}{origin} by training job {job.job_id}"
+        return await _push_version(client, job, files, HF, media, signature, tags, lineage, description)
 
     async def _push_checkpoint(self, client: RegistryClient, job: JobRecord, result_dir: Path) -> int:
         """A tabular job's checkpoint (weights, spec.json, curves, reference statistics) as one version."""
@@ -192,22 +209,11 @@ class RegistryPublisher:
             outputs=[common_pb2.TensorSpec(name="output", datatype="FP32", shape=[-1, width])],
         )
         tags = {**spec.tags, "task": model_spec["task"], "architecture": model_spec["architecture"]["kind"]}
-        try:
-            version = await client.push(
-                spec.model_name,
-                {name: result_dir / name for name, _ in ARTIFACTS},
-                format=PYTORCH_CHECKPOINT,
-                media_types=dict(ARTIFACTS),
-                signature=signature,
-                metrics={k: float(v) for k, v in result.get("test_metrics", {}).items()},
-                tags=tags,
-                lineage=lineage,
-                description=spec.description or f"trained by training job {job.job_id}",
-                create_model=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise PublishError(f"registering a version of {spec.model_name!r}: {_describe(exc)}") from None
-        return int(version.version)
+        files = {name: result_dir / name for name, _ in ARTIFACTS}
+        description = f"trained by training job {job.job_id}"
+        return await _push_version(
+            client, job, files, PYTORCH_CHECKPOINT, dict(ARTIFACTS), signature, tags, lineage, description
+        )
 
     async def _settle_earlier_attempt(
         self, client: RegistryClient, job: JobRecord, model_name: str, kind: int

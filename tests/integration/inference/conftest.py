@@ -15,6 +15,18 @@ from tests.support.processes import ServiceProcess, serve
 EXAMPLES = ("mlp", "transformer", "bytes", "fp16", "bf16", "add_sub", "bool", "slow")
 
 
+def serve_repository(
+    tmp_path_factory: pytest.TempPathFactory, name: str, model_repository: Path, **settings: str
+) -> Iterator[ServiceProcess]:
+    """Inference on ``model_repository`` only, with ``AIAAS_INFERENCE_<setting>`` overrides."""
+    env = {f"AIAAS_INFERENCE_{key}": value for key, value in settings.items()}
+    yield from serve(
+        "inference",
+        tmp_path_factory.mktemp(name),
+        env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(model_repository), **env},
+    )
+
+
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local model repository with the example models (version 1 each)."""
@@ -24,27 +36,14 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def standalone(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Inference on the local repository only (no registry), batching on, 2 instances."""
-    home = tmp_path_factory.mktemp("inference-standalone")
-    yield from serve(
-        "inference",
-        home,
-        env={"AIAAS_INFERENCE_MODEL_REPOSITORY": str(model_repository), "AIAAS_INFERENCE_METRICS_PORT": "0"},
-    )
+    yield from serve_repository(tmp_path_factory, "inference-standalone", model_repository, METRICS_PORT="0")
 
 
 @pytest.fixture(scope="session")
 def narrow(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One instance, batching off, a queue of 2: for deadline and full-queue tests."""
-    home = tmp_path_factory.mktemp("inference-narrow")
-    yield from serve(
-        "inference",
-        home,
-        env={
-            "AIAAS_INFERENCE_MODEL_REPOSITORY": str(model_repository),
-            "AIAAS_INFERENCE_INSTANCES": "1",
-            "AIAAS_INFERENCE_BATCHING": "false",
-            "AIAAS_INFERENCE_QUEUE_LIMIT": "2",
-        },
+    yield from serve_repository(
+        tmp_path_factory, "inference-narrow", model_repository, INSTANCES="1", BATCHING="false", QUEUE_LIMIT="2"
     )
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -45,19 +44,12 @@ from aiaas.client.registry import ONNX, RegistryClient
 from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 from aiaas_services.inference.examples import export_mlp
+from tests.support.background import BackgroundLoad, registry_call
 from tests.support.processes import ServiceProcess, start_service
 
 MODEL = "bad-deploy-mlp-onnx"
 CONNECTIONS = 12  # the kernel spreads connections over a replica's workers: enough that both get some
 X = np.random.default_rng(17).standard_normal((1, 64)).astype(np.float32)
-
-
-def registry_call(address: str, work):  # type: ignore[no-untyped-def]
-    async def run():  # type: ignore[no-untyped-def]
-        async with grpc.aio.insecure_channel(address) as channel:
-            return await work(RegistryClient(channel, actor="test"))
-
-    return asyncio.run(run())
 
 
 def unrunnable_graph(path: Path) -> Path:
@@ -133,16 +125,15 @@ def replicas(versions, registry_process: ServiceProcess, tmp_path_factory) -> It
             service.terminate()
 
 
-class Load:
+class Load(BackgroundLoad):
     """Two calls in flight on each of CONNECTIONS balanced channels; answers counted by version, each checked."""
 
     def __init__(self, target: str, answers: dict[str, np.ndarray]) -> None:
+        super().__init__()
         self.target = target
         self.answers = answers
         self.versions: Counter[str] = Counter()
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
         target, options = dial(self.target)
@@ -172,14 +163,6 @@ class Load:
         await asyncio.gather(*(call(stub) for stub in stubs for _ in range(2)))
         for channel in channels:
             await channel.close()
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
 
 
 def metrics_ports(service: ServiceProcess) -> list[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 from aiaas_services.inference.examples import export_mlp
 from aiaas_services.suite import Suite
+from tests.support.background import BackgroundLoad
 from tests.support.processes import ServiceProcess
 
 MODEL = "failover-mlp-onnx"
@@ -71,16 +71,15 @@ def replicas(expected, registry_process: ServiceProcess, tmp_path: Path) -> Iter
         suite.stop()
 
 
-class Load:
+class Load(BackgroundLoad):
     """CONCURRENCY tasks sending ModelInfer in a loop over one balanced channel, in a thread of its own."""
 
     def __init__(self, target: str, expected: list[np.ndarray]) -> None:
+        super().__init__()
         self.target = target
         self.expected = expected
         self.ok = 0
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
         client = InferenceClient.connect(self.target, timeout=20.0)
@@ -101,14 +100,6 @@ class Load:
 
         await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
         await client.close()
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
 
 
 def served(address: str) -> int:

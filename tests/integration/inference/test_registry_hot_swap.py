@@ -8,7 +8,6 @@ half-loaded or wrong model would fail too.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import Counter
@@ -25,19 +24,12 @@ from aiaas.oip.v2 import grpc_service_pb2 as pb
 from aiaas.oip.v2 import grpc_service_pb2_grpc
 from aiaas.registry.v1 import registry_pb2
 from aiaas_services.inference.examples import export_mlp
+from tests.support.background import registry_call
 from tests.support.processes import ServiceProcess, serve, start_inference, start_service
 
 MODEL = "swap-mlp-onnx"
 VARIANTS = "variants-mlp-onnx"
 X = np.random.default_rng(7).standard_normal((2, 64)).astype(np.float32)
-
-
-def registry_call(address: str, work):  # type: ignore[no-untyped-def]
-    async def run():  # type: ignore[no-untyped-def]
-        async with grpc.aio.insecure_channel(address) as channel:
-            return await work(RegistryClient(channel, actor="test"))
-
-    return asyncio.run(run())
 
 
 def expected_output(path: Path) -> np.ndarray:

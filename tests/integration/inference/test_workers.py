@@ -28,6 +28,7 @@ from aiaas.client.inference import InferenceClient
 from aiaas.client.registry import ONNX, RegistryClient
 from aiaas_services.inference.examples import export_mlp
 from aiaas_services.inference.supervisor import _cgroup_cpus, resolve_workers, threads_per_worker, usable_cores
+from tests.support.background import registry_call
 from tests.support.processes import ServiceProcess, start_service
 
 X = np.random.default_rng(3).standard_normal((1, 64)).astype(np.float32)
@@ -47,14 +48,6 @@ def test_workers_setting() -> None:
     with pytest.raises(ValueError, match="positive integer or 'auto'"):
         resolve_workers("0")
     assert threads_per_worker(0, 2, 8) == 4 and threads_per_worker(1, 4, 8) == 1 and threads_per_worker(8, 2, 8) == 4
-
-
-def registry_call(address: str, work):  # type: ignore[no-untyped-def]
-    async def run():  # type: ignore[no-untyped-def]
-        async with grpc.aio.insecure_channel(address) as channel:
-            return await work(RegistryClient(channel, actor="test"))
-
-    return asyncio.run(run())
 
 
 def workers_of(service: ServiceProcess) -> list[int]:

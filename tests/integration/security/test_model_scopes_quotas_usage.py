@@ -112,6 +112,25 @@ def usage_report(registry: ServiceProcess, capsys: pytest.CaptureFixture[str], *
     return report
 
 
+def assert_usage_settles(
+    registry: ServiceProcess,
+    inference: ServiceProcess,
+    capsys: pytest.CaptureFixture[str],
+    expected: dict[tuple[str, str], tuple[int, int]],
+) -> None:
+    """Within 30 s the usage report of ``expected``'s principals shows exactly its (requests, rows)."""
+    principals = {principal for principal, _ in expected}
+    deadline = time.monotonic() + 30
+    while True:
+        report = [e for e in usage_report(registry, capsys) if e["principal"] in principals]
+        got = {(e["principal"], e["model"]): (int(e["requests"]), int(e["rows"])) for e in report}
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert got == expected, inference.log()[-3000:]
+    assert all(e["compute_seconds"] > 0 for e in report)
+
+
 def test_model_scope_rate_limit_and_exact_usage(
     stack: tuple[ServiceProcess, ServiceProcess], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -148,15 +167,7 @@ def test_model_scope_rate_limit_and_exact_usage(
         ("globex", "digits-mlp"): (1, 2),
         ("globex", "other-mlp"): (2, 6),
     }
-    deadline = time.monotonic() + 30
-    while True:
-        report = [e for e in usage_report(registry, capsys) if e["principal"] in ("acme", "globex")]
-        got = {(e["principal"], e["model"]): (int(e["requests"]), int(e["rows"])) for e in report}
-        if got == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert got == expected, inference.log()[-3000:]
-    assert all(e["compute_seconds"] > 0 for e in report)
+    assert_usage_settles(registry, inference, capsys, expected)
     only_acme = usage_report(registry, capsys, "--principal", "acme", "--since", "1h")
     assert [(e["model"], int(e["requests"])) for e in only_acme] == [("digits-mlp", 3)]
     assert usage_report(registry, capsys, "--since", "2999-01-01T00:00") == []
@@ -260,12 +271,4 @@ def test_rest_door_has_the_same_scopes_limits_quotas_and_usage(
         ("metered", "other-mlp"): (3, 6),
         ("both", "digits-mlp"): (3, 9),
     }
-    deadline = time.monotonic() + 30
-    while True:
-        report = [e for e in usage_report(registry, capsys) if e["principal"] in ("webapp", "metered", "both")]
-        got = {(e["principal"], e["model"]): (int(e["requests"]), int(e["rows"])) for e in report}
-        if got == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert got == expected, inference.log()[-3000:]
-    assert all(e["compute_seconds"] > 0 for e in report)
+    assert_usage_settles(registry, inference, capsys, expected)

@@ -5,33 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from aiaas.client.registry import PYTORCH_CHECKPOINT, SyncRegistryClient
 from aiaas.serialization.v1 import serialization_pb2_grpc
 from tests.integration.serialization.checkpoints import train_checkpoint
 from tests.support import minilm as minilm_support
-from tests.support.processes import ServiceProcess, serve
+from tests.support.channels import on_channel
+from tests.support.processes import ServiceProcess, serve_serialization
 
 
 @pytest.fixture(scope="session")
 def serialization_process(registry_process: ServiceProcess, session_home: Path) -> Iterator[ServiceProcess]:
-    yield from serve(
-        "serialization",
+    yield from serve_serialization(
+        registry_process,
         session_home / "serialization",
-        env={
-            "AIAAS_SERIALIZATION_REGISTRY_TARGET": registry_process.address,
-            "AIAAS_SERIALIZATION_LATENCY_REPEATS": "5",
-            "AIAAS_SERIALIZATION_MAX_CONCURRENT_JOBS": "2",
-        },
+        AIAAS_SERIALIZATION_LATENCY_REPEATS="5",
+        AIAAS_SERIALIZATION_MAX_CONCURRENT_JOBS="2",
     )
 
 
 @pytest.fixture(scope="session")
 def serialization(serialization_process: ServiceProcess) -> Iterator[serialization_pb2_grpc.SerializationServiceStub]:
-    with grpc.insecure_channel(serialization_process.address) as channel:
-        yield serialization_pb2_grpc.SerializationServiceStub(channel)
+    yield from on_channel(serialization_process.address, serialization_pb2_grpc.SerializationServiceStub)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from google.protobuf import json_format
 
@@ -26,7 +25,8 @@ from aiaas.client.registry import SyncRegistryClient
 from aiaas.client.serialization import SerializationClient
 from aiaas.serialization.v1 import serialization_pb2 as pb
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
-from tests.support.processes import ServiceProcess, serve, start_service
+from tests.support.channels import on_channel
+from tests.support.processes import ServiceProcess, serve, serve_serialization, start_service
 from tests.support.text_data import csv_bytes
 
 MODEL = "minilm"
@@ -49,21 +49,17 @@ def minilm_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def text_serialization(registry_process: ServiceProcess, session_home: Path) -> Iterator[ServiceProcess]:
-    yield from serve(
-        "serialization",
+    yield from serve_serialization(
+        registry_process,
         session_home / "serialization-text",
-        env={
-            "AIAAS_SERIALIZATION_REGISTRY_TARGET": registry_process.address,
-            "AIAAS_SERIALIZATION_LATENCY_REPEATS": "3",
-            "HF_HUB_OFFLINE": "1",
-        },
+        AIAAS_SERIALIZATION_LATENCY_REPEATS="3",
+        HF_HUB_OFFLINE="1",
     )
 
 
 @pytest.fixture(scope="session")
 def text_client(text_serialization: ServiceProcess) -> Iterator[SerializationClient]:
-    with grpc.insecure_channel(text_serialization.address) as channel:
-        yield SerializationClient(channel, timeout=60)
+    yield from on_channel(text_serialization.address, lambda channel: SerializationClient(channel, timeout=60))
 
 
 @pytest.fixture(scope="session")
@@ -118,9 +114,7 @@ def text_training(
 
 @pytest.fixture(scope="session")
 def training_stub(text_training: ServiceProcess) -> Iterator[training_pb2_grpc.TrainingServiceStub]:
-    channel = grpc.insecure_channel(text_training.address)
-    yield training_pb2_grpc.TrainingServiceStub(channel)
-    channel.close()
+    yield from on_channel(text_training.address, training_pb2_grpc.TrainingServiceStub)
 
 
 @pytest.fixture(scope="session")
@@ -143,6 +137,15 @@ def train(target: str, *args: str) -> training_pb2.Job:
     return json_format.Parse(done.stdout, training_pb2.Job(), ignore_unknown_fields=True)
 
 
+def train_on_topics(
+    training: ServiceProcess, name: str, mode: str, source: str, topics_data: int, epochs: int
+) -> training_pb2.Job:
+    """``name`` fine-tuned or distilled (``mode``) from ``source`` on the topic table, exported fp32 as production."""
+    data = f"registry:{TOPICS_DATA}/{topics_data}/data.csv"
+    args = [mode, source, "--data", data, "--epochs", str(epochs), "--max-length", "32"]
+    return train(training.address, name, *args, "--export", "fp32", "--alias", "production")
+
+
 def export_of(client: SerializationClient, job: training_pb2.Job) -> pb.ExportJob:
     """The export job a training job's export block started, once it has ended."""
     assert job.export_job_id, job
@@ -156,10 +159,9 @@ def finetuned(text_training: ServiceProcess, imported: pb.ImportModelResponse, t
     """MiniLM fine-tuned for 2 epochs on the topic table by the training service (the README's command:
     ``aiaas train topics --finetune minilm:1 --data registry:topics-data/1/data.csv --epochs 2
     --max-length 32 --export fp32 --alias production``)."""
-    base = f"{MODEL}:{imported.registered.version}"
-    data = f"registry:{TOPICS_DATA}/{topics_data}/data.csv"
-    args = ["--finetune", base, "--data", data, "--epochs", "2", "--max-length", "32"]
-    return train(text_training.address, CLASSIFIER, *args, "--export", "fp32", "--alias", "production")
+    return train_on_topics(
+        text_training, CLASSIFIER, "--finetune", f"{MODEL}:{imported.registered.version}", topics_data, 2
+    )
 
 
 @pytest.fixture(scope="session")
@@ -174,9 +176,7 @@ def distilled(text_training: ServiceProcess, finetuned: training_pb2.Job, topics
     topics-student --distill topics:1 --data registry:topics-data/1/data.csv --epochs 15 --max-length 32
     --export fp32 --alias production``)."""
     teacher = f"{CLASSIFIER}:{finetuned.registered.version}"
-    data = f"registry:{TOPICS_DATA}/{topics_data}/data.csv"
-    args = ["--distill", teacher, "--data", data, "--epochs", "15", "--max-length", "32"]
-    return train(text_training.address, STUDENT, *args, "--export", "fp32", "--alias", "production")
+    return train_on_topics(text_training, STUDENT, "--distill", teacher, topics_data, 15)
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from aiaas.client.registry import SyncRegistryClient
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2, training_pb2_grpc
-from tests.support.processes import ServiceProcess, serve
+from tests.support.channels import on_channel
+from tests.support.processes import ServiceProcess, serve, serve_serialization
 
 TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
 
@@ -29,11 +29,7 @@ def training_env(registry: ServiceProcess, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def serialization_for_training(session_home: Path, registry_process: ServiceProcess) -> Iterator[ServiceProcess]:
     """A real serialization service, for jobs with an export block."""
-    yield from serve(
-        "serialization",
-        session_home / "serialization-for-training",
-        env={"AIAAS_SERIALIZATION_REGISTRY_TARGET": registry_process.address},
-    )
+    yield from serve_serialization(registry_process, session_home / "serialization-for-training")
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +42,7 @@ def training_process(
 
 @pytest.fixture(scope="session")
 def training(training_process: ServiceProcess) -> Iterator[training_pb2_grpc.TrainingServiceStub]:
-    channel = grpc.insecure_channel(training_process.address)
-    yield training_pb2_grpc.TrainingServiceStub(channel)
-    channel.close()
+    yield from on_channel(training_process.address, training_pb2_grpc.TrainingServiceStub)
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,18 @@ def rows(n: int, value: float = 1.0, width: int = 4) -> dict[str, np.ndarray]:
     return {"x": np.full((n, width), value, np.float32)}
 
 
+async def busy(
+    policy: BatchPolicy, first_value: float = 1.0
+) -> tuple[Recorder, Batcher, asyncio.Future[list[np.ndarray]]]:
+    """A batcher over one held Recorder, its run started on a first 1-row request (the rest queue)."""
+    run = Recorder()
+    run.gate.clear()
+    batcher = Batcher("m", [run], policy, asyncio.get_running_loop())
+    first = batcher.submit(rows(1, first_value), 1, (4,), None)
+    await asyncio.to_thread(run.started.wait, 5)
+    return run, batcher, first
+
+
 async def test_a_lone_request_runs_at_once_without_a_window() -> None:
     run = Recorder()
     batcher = Batcher("m", [run], BatchPolicy(max_queue_delay_s=0.0), asyncio.get_running_loop())
@@ -52,11 +64,7 @@ async def test_a_lone_request_runs_at_once_without_a_window() -> None:
 
 
 async def test_queued_compatible_requests_are_stacked_and_split_back() -> None:
-    run = Recorder()
-    run.gate.clear()
-    batcher = Batcher("m", [run], BatchPolicy(max_batch_size=16), asyncio.get_running_loop())
-    first = batcher.submit(rows(1, 0), 1, (4,), None)
-    await asyncio.to_thread(run.started.wait, 5)  # the instance is busy with the first request
+    run, batcher, first = await busy(BatchPolicy(max_batch_size=16), first_value=0.0)
     queued = [batcher.submit(rows(2, float(i)), 2, (4,), None) for i in range(1, 6)]
     run.gate.set()
     await first
@@ -69,11 +77,7 @@ async def test_queued_compatible_requests_are_stacked_and_split_back() -> None:
 
 
 async def test_incompatible_shapes_are_not_mixed_and_max_batch_is_respected() -> None:
-    run = Recorder()
-    run.gate.clear()
-    batcher = Batcher("m", [run], BatchPolicy(max_batch_size=4), asyncio.get_running_loop())
-    first = batcher.submit(rows(1), 1, (4,), None)
-    await asyncio.to_thread(run.started.wait, 5)
+    run, batcher, first = await busy(BatchPolicy(max_batch_size=4))
     a = [batcher.submit(rows(1), 1, (4,), None) for _ in range(6)]
     b = batcher.submit(rows(1, width=8), 1, (8,), None)
     run.gate.set()
@@ -82,12 +86,7 @@ async def test_incompatible_shapes_are_not_mixed_and_max_batch_is_respected() ->
 
 
 async def test_preferred_batch_sizes_trim_and_keep_order() -> None:
-    run = Recorder()
-    run.gate.clear()
-    policy = BatchPolicy(max_batch_size=32, preferred_batch_sizes=(4, 8))
-    batcher = Batcher("m", [run], policy, asyncio.get_running_loop())
-    first = batcher.submit(rows(1), 1, (4,), None)
-    await asyncio.to_thread(run.started.wait, 5)
+    run, batcher, first = await busy(BatchPolicy(max_batch_size=32, preferred_batch_sizes=(4, 8)))
     queued = [batcher.submit(rows(1, float(i)), 1, (4,), None) for i in range(11)]
     run.gate.set()
     results = await asyncio.gather(first, *queued)
@@ -181,11 +180,7 @@ async def test_a_request_submitted_just_before_close_is_refused_not_stranded() -
 
 
 async def test_expired_requests_are_dropped_not_run() -> None:
-    run = Recorder()
-    run.gate.clear()
-    batcher = Batcher("m", [run], BatchPolicy(), asyncio.get_running_loop())
-    blocker = batcher.submit(rows(1), 1, (4,), None)
-    await asyncio.to_thread(run.started.wait, 5)
+    run, batcher, blocker = await busy(BatchPolicy())
     doomed = batcher.submit(rows(1), 1, (4,), time.monotonic() + 0.01)
     await asyncio.sleep(0.05)
     run.gate.set()
@@ -197,11 +192,7 @@ async def test_expired_requests_are_dropped_not_run() -> None:
 
 
 async def test_full_queue_is_resource_exhausted_and_closing_is_unavailable() -> None:
-    run = Recorder()
-    run.gate.clear()
-    batcher = Batcher("m", [run], BatchPolicy(queue_limit=2), asyncio.get_running_loop())
-    running = batcher.submit(rows(1), 1, (4,), None)
-    await asyncio.to_thread(run.started.wait, 5)
+    run, batcher, running = await busy(BatchPolicy(queue_limit=2))
     waiting = [batcher.submit(rows(1), 1, (4,), None) for _ in range(2)]
     with pytest.raises(ResourceExhausted, match="queue is full"):
         batcher.submit(rows(1), 1, (4,), None)

@@ -49,11 +49,17 @@ def batcher(run: StoppableRun, checks: bool = True) -> Batcher:
     return Batcher("m", [run], policy, asyncio.get_running_loop(), make_control=Control)
 
 
-async def test_a_cancelled_queued_request_never_runs() -> None:
+async def running() -> tuple[StoppableRun, Batcher, asyncio.Future[list[np.ndarray]]]:
+    """A batcher (cancel checks on) whose one instance has started a first request's run."""
     run = StoppableRun()
     b = batcher(run)
     first = asyncio.ensure_future(b.infer(rows(), 1, None, None))
     await asyncio.to_thread(run.started.wait, 5)
+    return run, b, first
+
+
+async def test_a_cancelled_queued_request_never_runs() -> None:
+    run, b, first = await running()
     queued = asyncio.ensure_future(b.infer(rows(), 1, None, None))
     await asyncio.sleep(0.05)
     queued.cancel()
@@ -79,10 +85,7 @@ async def test_with_checks_off_a_cancelled_request_still_runs() -> None:
 
 
 async def test_a_run_whose_only_caller_left_is_stopped() -> None:
-    run = StoppableRun()
-    b = batcher(run)
-    call = asyncio.ensure_future(b.infer(rows(), 1, None, None))
-    await asyncio.to_thread(run.started.wait, 5)
+    _, b, call = await running()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
@@ -95,10 +98,7 @@ async def test_a_run_whose_only_caller_left_is_stopped() -> None:
 
 
 async def test_a_request_that_expires_before_its_run_is_answered_with_deadline_exceeded() -> None:
-    run = StoppableRun()
-    b = batcher(run)
-    blocker = asyncio.ensure_future(b.infer(rows(), 1, None, None))
-    await asyncio.to_thread(run.started.wait, 5)
+    run, b, blocker = await running()
     doomed = b.submit(rows(), 1, None, time.monotonic() + 0.02)
     await asyncio.sleep(0.1)
     run.release.set()

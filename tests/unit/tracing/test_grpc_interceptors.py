@@ -7,7 +7,7 @@ to an in-memory exporter of a private tracer provider handed to the interceptors
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -109,6 +109,20 @@ def _unary(channel: grpc.aio.Channel, name: str) -> Any:
     return channel.unary_unary(f"/{SERVICE}/{name}", request_serializer=_ident, response_deserializer=_ident)
 
 
+def parent(span: ReadableSpan) -> trace.SpanContext:
+    assert span.parent is not None, f"{span.name} has no parent"
+    return span.parent
+
+
+def attrs(span: ReadableSpan) -> Mapping[str, Any]:
+    return span.attributes or {}
+
+
+def ended(span: ReadableSpan) -> int:
+    assert span.end_time is not None, f"{span.name} has not ended"
+    return span.end_time
+
+
 def by_name(finished: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [s for s in finished if s.name == name]
 
@@ -135,43 +149,46 @@ async def test_unary_call_chains_root_client_server_and_handler_spans(echo, span
     server = next(s for s in by_name(finished, f"{SERVICE}/Unary") if s.kind == SpanKind.SERVER)
     work = only(finished, "echo.work")
     assert {s.context.trace_id for s in (root, client, server, work)} == {root.context.trace_id}
-    assert client.parent.span_id == root.context.span_id
-    assert server.parent.span_id == client.context.span_id
-    assert server.parent.is_remote
-    assert work.parent.span_id == server.context.span_id
-    assert server.attributes["rpc.system"] == "grpc"
-    assert server.attributes["rpc.service"] == SERVICE
-    assert server.attributes["rpc.method"] == "Unary"
-    assert server.attributes["rpc.grpc.status_code"] == 0
-    assert client.attributes["rpc.grpc.status_code"] == 0
+    assert parent(client).span_id == root.context.span_id
+    assert parent(server).span_id == client.context.span_id
+    assert parent(server).is_remote
+    assert parent(work).span_id == server.context.span_id
+    assert attrs(server)["rpc.system"] == "grpc"
+    assert attrs(server)["rpc.service"] == SERVICE
+    assert attrs(server)["rpc.method"] == "Unary"
+    assert attrs(server)["rpc.grpc.status_code"] == 0
+    assert attrs(client)["rpc.grpc.status_code"] == 0
     assert app.seen_baggage == ["acme"], "baggage travels in metadata"
 
 
-async def test_domain_error_sets_code_and_client_error_status(echo, spans) -> None:
+async def _failed_call(echo: Any, spans: Any, payload: bytes) -> tuple[grpc.aio.AioRpcError, Any]:
+    """Call Unary with ``payload``, which must fail: the error, and the span exporter."""
     channel, _ = echo
     _, exporter = spans
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await _unary(channel, "Unary")(b"missing")
-    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+        await _unary(channel, "Unary")(payload)
+    return failure.value, exporter
+
+
+async def test_domain_error_sets_code_and_client_error_status(echo, spans) -> None:
+    error, exporter = await _failed_call(echo, spans, b"missing")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
     finished = exporter.get_finished_spans()
     client = next(s for s in finished if s.kind == SpanKind.CLIENT)
     server = next(s for s in finished if s.kind == SpanKind.SERVER)
-    assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
-    assert client.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert attrs(server)["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert attrs(client)["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
     # A client error (NOT_FOUND) is the caller's fault: error on the client span, unset on the server's.
     assert client.status.status_code == StatusCode.ERROR
     assert server.status.status_code == StatusCode.UNSET
 
 
 async def test_unexpected_error_is_internal_and_marks_server_span(echo, spans) -> None:
-    channel, _ = echo
-    _, exporter = spans
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await _unary(channel, "Unary")(b"boom")
-    assert failure.value.code() == grpc.StatusCode.INTERNAL
-    assert "secret" not in (failure.value.details() or "")
+    error, exporter = await _failed_call(echo, spans, b"boom")
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (error.details() or "")
     server = next(s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER)
-    assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
+    assert attrs(server)["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
     assert server.status.status_code == StatusCode.ERROR
 
 
@@ -190,11 +207,11 @@ async def test_server_streaming_keeps_call_object_and_nests_chunks(echo, spans) 
     client = next(s for s in by_name(finished, f"{SERVICE}/ServerStream") if s.kind == SpanKind.CLIENT)
     chunks = by_name(finished, "echo.chunk")
     assert len(chunks) == 3
-    assert all(c.parent.span_id == server.context.span_id for c in chunks)
-    assert server.parent.span_id == client.context.span_id
-    assert server.attributes["rpc.messages_sent"] == 3
-    assert client.attributes["rpc.grpc.status_code"] == 0
-    assert client.end_time >= server.end_time
+    assert all(parent(c).span_id == server.context.span_id for c in chunks)
+    assert parent(server).span_id == client.context.span_id
+    assert attrs(server)["rpc.messages_sent"] == 3
+    assert attrs(client)["rpc.grpc.status_code"] == 0
+    assert ended(client) >= ended(server)
 
 
 async def test_client_and_bidi_streaming(echo, spans) -> None:
@@ -217,10 +234,10 @@ async def test_client_and_bidi_streaming(echo, spans) -> None:
         kinds = {s.kind for s in by_name(finished, f"{SERVICE}/{method}")}
         assert kinds == {SpanKind.CLIENT, SpanKind.SERVER}, method
     bidi_server = next(s for s in by_name(finished, f"{SERVICE}/Bidi") if s.kind == SpanKind.SERVER)
-    assert all(c.parent.span_id == bidi_server.context.span_id for c in by_name(finished, "echo.chunk"))
+    assert all(parent(c).span_id == bidi_server.context.span_id for c in by_name(finished, "echo.chunk"))
     join = only(finished, "echo.join")
     join_server = next(s for s in by_name(finished, f"{SERVICE}/ClientStream") if s.kind == SpanKind.SERVER)
-    assert join.parent.span_id == join_server.context.span_id
+    assert parent(join).span_id == join_server.context.span_id
 
 
 async def test_cancelled_stream_ends_spans(echo, spans) -> None:
@@ -235,7 +252,7 @@ async def test_cancelled_stream_ends_spans(echo, spans) -> None:
     client = next(
         s for s in by_name(exporter.get_finished_spans(), f"{SERVICE}/ServerStream") if s.kind == SpanKind.CLIENT
     )
-    assert client.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert attrs(client)["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
 
 
 async def test_health_checks_are_not_traced(echo, spans) -> None:
@@ -294,4 +311,4 @@ async def test_write_api_for_client_streams(echo, spans) -> None:
     await _client_spans_ended(exporter, 2)
     client_spans = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
     assert sorted(s.name for s in client_spans) == [f"{SERVICE}/Bidi", f"{SERVICE}/ClientStream"]
-    assert all(s.attributes["rpc.grpc.status_code"] == 0 for s in client_spans)
+    assert all(attrs(s)["rpc.grpc.status_code"] == 0 for s in client_spans)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import propagate
@@ -86,7 +87,7 @@ def test_list_then_errors(two_service_trace: tuple[Path, str], capsys: pytest.Ca
 
 
 def test_orphans_are_shown_as_roots_with_a_note() -> None:
-    spans = [
+    spans: list[dict[str, Any]] = [
         {"trace_id": "a" * 32, "span_id": "1" * 16, "parent_id": "9" * 16, "name": "late", "start_ns": 5, "end_ns": 9},
         {"trace_id": "a" * 32, "span_id": "2" * 16, "parent_id": None, "name": "root", "start_ns": 1, "end_ns": 20},
     ]

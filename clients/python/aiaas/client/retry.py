@@ -101,6 +101,24 @@ def _give_up_at(deadline: float | None, wait_s: float) -> float:
     return end if deadline is None else min(end, deadline)
 
 
+def _wait_end(
+    exc: grpc.RpcError,
+    code: grpc.StatusCode,
+    end: float | None,
+    deadline: float | None,
+    wait_s: float,
+    on_wait: Callable[[grpc.RpcError, float], None] | None,
+) -> float | None:
+    """When waiting for the server after ``exc`` gives up (``on_wait`` told on the first), or None to raise it."""
+    if wait_s <= 0 or code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    if end is None:
+        end = _give_up_at(deadline, wait_s)
+        if on_wait is not None:
+            on_wait(exc, end - time.monotonic())
+    return None if time.monotonic() >= end else end
+
+
 def call_across_restart(
     call: Callable[..., T],
     request: Any,
@@ -121,13 +139,8 @@ def call_across_restart(
         try:
             return call(request, timeout=_remaining(deadline))
         except grpc.RpcError as exc:
-            if wait_s <= 0 or exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
-                raise
+            end = _wait_end(exc, exc.code(), end, deadline, wait_s, on_wait)  # type: ignore[attr-defined]
             if end is None:
-                end = _give_up_at(deadline, wait_s)
-                if on_wait is not None:
-                    on_wait(exc, end - time.monotonic())
-            if time.monotonic() >= end:
                 raise
             ready = grpc.channel_ready_future(channel)
             try:
@@ -156,13 +169,8 @@ async def call_across_restart_async(
         try:
             return await call(request, timeout=_remaining(deadline))
         except grpc.aio.AioRpcError as exc:
-            if wait_s <= 0 or exc.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
+            end = _wait_end(exc, exc.code(), end, deadline, wait_s, on_wait)
             if end is None:
-                end = _give_up_at(deadline, wait_s)
-                if on_wait is not None:
-                    on_wait(exc, end - time.monotonic())
-            if time.monotonic() >= end:
                 raise
             try:
                 await asyncio.wait_for(channel.channel_ready(), max(0.0, end - time.monotonic()))

@@ -284,7 +284,9 @@ class RestApp:
         raise NotFound(f"no such endpoint {method} {path}; GET /v2/openapi.json lists the endpoints")
 
     @staticmethod
-    def _only(method: str, allowed: str, route: str, handler: Any, args: tuple[Any, ...], need: str | None) -> Any:
+    def _only(
+        method: str, allowed: str, route: str, handler: Any, args: tuple[Any, ...], need: str | None
+    ) -> tuple[str, Any, tuple[Any, ...], str | None]:
         if method != allowed and not (allowed == "GET" and method == "HEAD"):
             raise MethodNotAllowed(f"{route} takes {allowed}, not {method}")
         return route, handler, args, need

@@ -83,7 +83,7 @@ def _context_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
     code = context.code()
     if isinstance(code, int):  # older grpc returns the raw integer
         code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-    return code  # type: ignore[no-any-return]
+    return code
 
 
 class TracingServerInterceptor(HandlerInterceptor):

@@ -417,7 +417,7 @@ class LightTracer(trace.Tracer):
             trace_state = parent.trace_state if parent is not None else None
         else:
             result = self._provider.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-            sampled = result.decision.is_sampled()
+            sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
             trace_state = result.trace_state
         span_context = trace.SpanContext(
             trace_id, _random_bits(64), False, _SAMPLED if sampled else _NOT_SAMPLED, trace_state
@@ -471,7 +471,8 @@ class JsonLinesTracerProvider(trace.TracerProvider):
     ) -> None:
         self.resource = resource
         self.sampler = sampler
-        self.parent_or_always_on = sampler.get_description() == ParentBased(ALWAYS_ON).get_description()
+        default = ParentBased(ALWAYS_ON).get_description()  # type: ignore[no-untyped-call]  # unannotated in the SDK
+        self.parent_or_always_on = sampler.get_description() == default
         self.service_json = _compact(str(resource.attributes.get("service.name", "")))
         self.exporter = JsonLinesSpanExporter(path)
         self.processor = BatchSpanProcessor(
@@ -509,4 +510,4 @@ class JsonLinesTracerProvider(trace.TracerProvider):
         if self._stopped:
             return
         self._stopped = True
-        self.processor.shutdown()
+        self.processor.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
