@@ -174,8 +174,8 @@ def candidates(variant: str, base: makers.QuantizationSettings) -> list[TextQuan
     baseline the gate must catch), then per-channel on the fused encoder with less and less INT8 (u8 weights
     against saturation; the sensitive ops, then the MatMuls after / around GELU kept FP32), symmetric
     activations (static), and the unfused encoder. Static keeps the request's calibration method: the
-    histogram methods clip BERT's outlier channels (percentile measured worst-row 0.66 on MiniLM) and
-    take minutes to calibrate, so they are not tried unless asked for."""
+    histogram methods clip BERT's outlier channels and take minutes to calibrate, so they are not tried
+    unless asked for."""
     text = of(base)
     change = dataclasses.replace
     plain = change(text, per_channel=False, reduce_range=False, keep_fp32="none", fuse=False, weights="int8")
