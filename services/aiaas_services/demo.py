@@ -209,17 +209,8 @@ def infer_batch(
 
 def wait_model_ready(stub: grpc_service_pb2_grpc.GRPCInferenceServiceStub, model: str, version: int) -> None:
     """Wait until the inference service has loaded this version (it follows the registry's aliases)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            ready = stub.ModelReady(grpc_service_pb2.ModelReadyRequest(name=model, version=str(version)), timeout=5)
-            if ready.ready:
-                return
-        except grpc.RpcError as exc:
-            if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
-                raise
-        time.sleep(0.2)
-    raise TimeoutError(f"inference did not load {model} v{version} within 120 s")
+    request = grpc_service_pb2.ModelReadyRequest(name=model, version=str(version))
+    demo_text.wait_until_ready(lambda: stub.ModelReady(request, timeout=5).ready, model, version)
 
 
 def evaluate(

@@ -132,18 +132,24 @@ def finetune_spec(base_version: int, data_version: int) -> training_pb2.Training
     )
 
 
-def wait_served(client: SyncInferenceClient, model: str, version: int, timeout_s: float = 120) -> None:
-    """Until the inference service has loaded ``model`` v``version`` (it follows ``production``)."""
+def wait_until_ready(ready: Callable[[], bool], model: str, version: int, timeout_s: float = 120) -> None:
+    """Poll ``ready`` until the inference service has loaded ``model`` v``version`` (it follows the
+    registry's aliases); NOT_FOUND and UNAVAILABLE mean "not yet"."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if client.ready(model, version):
+            if ready():
                 return
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
                 raise
         time.sleep(0.2)
     raise TimeoutError(f"inference did not load {model} v{version} within {timeout_s:.0f} s")
+
+
+def wait_served(client: SyncInferenceClient, model: str, version: int, timeout_s: float = 120) -> None:
+    """Until the inference service has loaded ``model`` v``version`` (it follows ``production``)."""
+    wait_until_ready(lambda: client.ready(model, version), model, version, timeout_s)
 
 
 def rest_body(sentence: str) -> dict[str, object]:
