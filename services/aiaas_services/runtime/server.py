@@ -17,7 +17,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,6 +29,7 @@ from aiaas_services.runtime.health import DrainingHealthServicer
 from aiaas_services.runtime.interceptors import ErrorMappingInterceptor, fuse
 from aiaas_services.runtime.logs import configure_logging
 from aiaas_services.runtime.reflection import enable_reflection
+from aiaas_services.runtime.routing import MethodTable, Registrar, split_links
 from aiaas_services.runtime.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -103,14 +104,16 @@ async def build_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
     """Create, bind and start the server (health NOT_SERVING). Binds ``host:port``; port 0 picks one."""
-    server = grpc.aio.server(
-        interceptors=fuse([*interceptors, ErrorMappingInterceptor()]),
-        options=server_options(settings),
-    )
+    # The trailing HandlerInterceptors (all of them, normally) run inside the method lookup (runtime.routing).
+    outer, links = split_links([*interceptors, ErrorMappingInterceptor()])
+    server = grpc.aio.server(interceptors=fuse(outer) or None, options=server_options(settings))
+    table = MethodTable(links)
+    server.add_generic_rpc_handlers((table,))
+    registrar = cast(grpc.aio.Server, Registrar(server, table))
     health = DrainingHealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = list(app.register(server))
-    enable_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    health_pb2_grpc.add_HealthServicer_to_server(health, registrar)
+    names = list(app.register(registrar))
+    enable_reflection(registrar, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
