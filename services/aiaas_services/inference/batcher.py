@@ -51,6 +51,9 @@ class RunControl(Protocol):
 
 StoppableRunFn = Callable[..., list[np.ndarray]]  # (feeds, control=None): control.terminate stops the run
 EMA_WEIGHT = 0.1  # of the newest run in the moving average of run cost that decides inline runs
+# Inline runs are priced (``run_clock``, twice per run) one run in this many: a thread CPU clock read is a
+# system call that costs more than a cheap model's whole Python overhead; the others are priced as before.
+PRICE_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,14 @@ class WorkItem:
         key: Hashable,
         deadline: float | None,
         future: asyncio.Future[list[np.ndarray]],
+        enqueued: float | None = None,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
         self.key = key
         self.deadline = deadline
         self.future = future
-        self.enqueued = time.monotonic()
+        self.enqueued = time.monotonic() if enqueued is None else enqueued
         self.trace_context = otel_context.get_current()  # the request's span: batch spans join its trace
         self.control: _Running | None = None  # set by the instance thread while the item's batch runs
 
@@ -174,6 +178,8 @@ class Batcher:
         self._stoppable = make_control is not None
         self._run_clock = run_clock
         self._compute_ema_s: float | None = None  # recent cost of a run by ``run_clock``; decides inline runs
+        self._inline_runs = 0  # counts inline runs, to price one in PRICE_EVERY
+        self._wall_offset = time.time() - time.monotonic()  # monotonic -> wall clock, for last_inference_ms
         self._threads = [
             threading.Thread(target=self._serve, args=(fn,), name=f"{name}-instance-{i}", daemon=True)
             for i, fn in enumerate(run_fns)
@@ -234,13 +240,14 @@ class Batcher:
         (a future, a scheduled flush, another turn to wake the caller) would batch nothing. None when it
         does not apply (the caller then uses ``submit``).
         """
-        if self._pending or (deadline is not None and deadline <= time.monotonic()):
+        now = time.monotonic()  # the deadline check, the request's arrival and its run's start: one read
+        if self._pending or (deadline is not None and deadline <= now):
             return None
         with self._cond:
             if self._closing or self._queue or not self._runs_inline():
                 return None
         future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
-        self._execute(self._inline_run, [WorkItem(inputs, rows, key, deadline, future)], inline=True)
+        self._execute(self._inline_run, [WorkItem(inputs, rows, key, deadline, future, now)], inline=True, started=now)
         return future.result()  # set by the run, or its exception raised here
 
     def _flush(self) -> None:
@@ -396,15 +403,21 @@ class Batcher:
             self._queue.appendleft(item)
         return keep
 
-    def _execute(self, run: Any, batch: list[WorkItem], inline: bool = False) -> None:
-        """Run one batch and answer its requests (``inline``: on the event loop, answering directly)."""
+    def _execute(self, run: Any, batch: list[WorkItem], inline: bool = False, started: float | None = None) -> None:
+        """Run one batch and answer its requests (``inline``: on the event loop, answering directly;
+        ``started``: a ``time.monotonic()`` the caller read just now)."""
         running: _Running | None = None
         if self._make_control is not None and not inline:
             running = self._track(batch)
             if running is None:
                 return  # everyone left between the take and now
-        started = time.monotonic()
-        cost_started = self._run_clock()
+        if started is None:
+            started = time.monotonic()
+        priced = True
+        if inline:
+            self._inline_runs += 1
+            priced = self._compute_ema_s is None or self._inline_runs % PRICE_EVERY == 0
+        cost_started = self._run_clock() if priced else 0.0
         waits = [started - item.enqueued for item in batch]
         rows = sum(item.rows for item in batch)
         fine = self.policy.trace_spans and trace.get_current_span(batch[0].trace_context).is_recording()
@@ -436,8 +449,9 @@ class Batcher:
                 else:
                     self._loop.call_soon_threadsafe(_fail, batch, exc)
                 return
-        elapsed = time.monotonic() - started
-        cost = self._run_clock() - cost_started
+        finished = time.monotonic()
+        elapsed = finished - started
+        cost = self._run_clock() - cost_started if priced else 0.0
         _annotate(batch, self.name, rows, elapsed, started)
         if self.policy.cancel_checks and all(item.future.done() for item in batch):
             self._count_waste(elapsed, terminated=False)
@@ -453,9 +467,10 @@ class Batcher:
             entry = stats.batch_sizes.setdefault(rows, [0, 0])
             entry[0] += 1
             entry[1] += int(elapsed * 1e9)
-            stats.last_inference_ms = int(time.time() * 1000)
-            ema = self._compute_ema_s
-            self._compute_ema_s = cost if ema is None else ema + EMA_WEIGHT * (cost - ema)
+            stats.last_inference_ms = int((finished + self._wall_offset) * 1000)
+            if priced:
+                ema = self._compute_ema_s
+                self._compute_ema_s = cost if ema is None else ema + EMA_WEIGHT * (cost - ema)
         if inline:
             _deliver(batch, results)
         else:

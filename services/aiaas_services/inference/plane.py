@@ -57,7 +57,7 @@ async def infer(
     DEADLINE_EXCEEDED rather than taking a place in the queue.
     """
     global _in_flight
-    started = time.perf_counter_ns()
+    started = arrived = time.monotonic()  # the deadline check and the elapsed time: one clock read
     try:
         model = manager.resolve(name, version, variant)
     except Unavailable:
@@ -65,10 +65,11 @@ async def infer(
             raise
         await manager.wait_started(deadline)  # the service is starting: wait for its models, not fail
         model = manager.resolve(name, version, variant)
+        arrived = time.monotonic()
     counts = REQUEST_COUNTS
     _in_flight += 1
     try:
-        if deadline is not None and deadline <= time.monotonic():
+        if deadline is not None and deadline <= arrived:
             raise DeadlineExceeded(f"model {model.name}: the request's deadline had passed when it arrived")
         arrays, selected = decode(model)
         prepared = model.prepare(arrays)
@@ -80,9 +81,9 @@ async def infer(
             outputs = await batcher.infer(prepared.inputs, prepared.rows, prepared.key, deadline)
     except BaseException:
         _in_flight -= 1
-        counts.record(model.name, model.version, False, time.perf_counter_ns() - started)
+        counts.record(model.name, model.version, False, int((time.monotonic() - started) * 1e9))
         raise
     _in_flight -= 1
-    elapsed = time.perf_counter_ns() - started
+    elapsed = int((time.monotonic() - started) * 1e9)
     counts.record(model.name, model.version, True, elapsed)
     return InferResult(model, outputs, selected, prepared.inputs, prepared.rows, elapsed)
