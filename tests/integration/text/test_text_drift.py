@@ -116,6 +116,14 @@ def test_import_with_calibration_sentences_registers_a_text_reference(
     assert min(stats["classes"]) > 0.1, stats["classes"]  # the student tells the three topics apart
 
 
+def test_text_training_records_a_reference_too(distilled: training_pb2.Job, text_registry: SyncRegistryClient) -> None:
+    """The training service's text checkpoints carry the same statistics, of their training rows."""
+    stats = json.loads(text_registry.download_bytes(distilled.registered, "reference.json"))
+    assert stats["input"] == "text" and stats["feature_names"] == ["characters", "words"]
+    assert stats["source"] == "training split" and stats["rows"] == 72  # 90 rows, 20 % held out
+    assert len(stats["classes"]) == len(TOPICS) and abs(sum(stats["classes"]) - 1.0) < 1e-9
+
+
 def test_text_drift_scores_predictions_and_lengths(
     monitored: ServiceProcess, calibrated: tuple[int, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
