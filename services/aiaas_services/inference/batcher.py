@@ -108,14 +108,13 @@ class WorkItem:
         key: Hashable,
         deadline: float | None,
         future: asyncio.Future[list[np.ndarray]],
-        enqueued: float | None = None,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
         self.key = key
         self.deadline = deadline
         self.future = future
-        self.enqueued = time.monotonic() if enqueued is None else enqueued
+        self.enqueued = time.monotonic()
         self.trace_context = otel_context.get_current()  # the request's span: batch spans join its trace
         self.control: _Running | None = None  # set by the instance thread while the item's batch runs
 
@@ -240,14 +239,14 @@ class Batcher:
         (a future, a scheduled flush, another turn to wake the caller) would batch nothing. None when it
         does not apply (the caller then uses ``submit``).
         """
-        now = time.monotonic()  # the deadline check, the request's arrival and its run's start: one read
-        if self._pending or (deadline is not None and deadline <= now):
+        if self._pending or (deadline is not None and deadline <= time.monotonic()):
             return None
         with self._cond:
             if self._closing or self._queue or not self._runs_inline():
                 return None
         future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
-        self._execute(self._inline_run, [WorkItem(inputs, rows, key, deadline, future, now)], inline=True, started=now)
+        item = WorkItem(inputs, rows, key, deadline, future)
+        self._execute(self._inline_run, [item], inline=True, started=item.enqueued)  # arrived and started at once
         return future.result()  # set by the run, or its exception raised here
 
     def _flush(self) -> None:
