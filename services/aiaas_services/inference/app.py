@@ -14,7 +14,7 @@ import grpc
 from aiaas.client.registry import RegistryClient
 from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
-from aiaas_services.inference.batcher import BatchPolicy
+from aiaas_services.inference.batching import BatchPolicy
 from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
 from aiaas_services.inference.metrics import observer_factory, watch_states
 from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader

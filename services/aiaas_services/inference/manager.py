@@ -31,7 +31,7 @@ from typing import Any
 import onnxruntime as ort
 
 from aiaas.wire import ONNX, READY, EventType
-from aiaas_services.inference.batcher import BatchPolicy
+from aiaas_services.inference.batching import BatchPolicy
 from aiaas_services.inference.cachelock import cache_lock
 from aiaas_services.inference.loading import LoadFailure, describe_failure
 from aiaas_services.inference.metrics import count_load_failure

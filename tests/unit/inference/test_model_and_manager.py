@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from aiaas_services.inference.batcher import BatchPolicy
+from aiaas_services.inference.batching import BatchPolicy
 from aiaas_services.inference.examples import build_repository
 from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec, scan_repository
 from aiaas_services.inference.model import bound_runner, plain_runner
