@@ -15,7 +15,7 @@ from aiaas.client.registry import RegistryClient
 from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from aiaas_services.inference.batching import BatchPolicy
-from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
+from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import observer_factory, watch_states
 from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader
 from aiaas_services.inference.monitor_servicer import MonitoringServicer
@@ -24,6 +24,7 @@ from aiaas_services.inference.reference_channel import RegistryReferences
 from aiaas_services.inference.rest.app import RestApp
 from aiaas_services.inference.rest.auth import HttpAuth
 from aiaas_services.inference.rest.server import HttpServer
+from aiaas_services.inference.served import LoadOptions, ModelSpec
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
 from aiaas_services.inference.usage import UsageFlusher, new_meter
