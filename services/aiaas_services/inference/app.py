@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from aiaas_services.inference.settings import InferenceSettings
 from aiaas_services.inference.usage import UsageFlusher, new_meter
 from aiaas_services.inference.usage_channel import RegistryUsageSender
 from aiaas_services.runtime.channels import open_channel
+from aiaas_services.runtime.messages import same_named
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +39,8 @@ logger = logging.getLogger(__name__)
 def load_options(settings: InferenceSettings) -> LoadOptions:
     """Session and batching options from the settings."""
     config = ProviderConfig(
+        **same_named(settings, *(f.name for f in dataclasses.fields(ProviderConfig) if f.name != "preferred")),
         preferred=tuple(settings.providers),
-        cuda_device_id=settings.cuda_device_id,
-        cuda_mem_limit_bytes=settings.cuda_mem_limit_bytes,
-        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
-        cuda_graph=settings.cuda_graph,
-        intra_op_threads=settings.intra_op_threads,
-        inter_op_threads=settings.inter_op_threads,
-        graph_optimization=settings.graph_optimization,
     )
     policy = BatchPolicy(
         enabled=settings.batching,
