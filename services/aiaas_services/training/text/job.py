@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from aiaas_services.training.curves import plot_curves
 from aiaas_services.training.paths import DATASET_FILE, RESULT_DIR, SOURCE_DIR, JobRequest
@@ -132,6 +133,7 @@ def _settings(text: TextJob) -> dict[str, Any]:
 
 
 def _load_teacher(folder: Path) -> tuple[Any, Any, tuple[str, ...]]:
+    # transformers: loaded only when a text job runs (heavy; the training server never needs it)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     with warnings.catch_warnings():
@@ -190,8 +192,6 @@ def _student(
 
 def _compare(student: TextClassifierTrainer, folder: Path, table: TextTable, config: FinetuneConfig) -> dict[str, Any]:
     """Parameters and torch latency at batch 32 of the student and the teacher, on held-out texts."""
-    import torch
-
     teacher, tokenizer, _ = _load_teacher(folder)
     rows = (student.test_rows * 32)[:32]
     texts = [table.texts[i] for i in rows]
