@@ -14,6 +14,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from aiaas_services.runtime.client_interceptors import CALL_TYPES, per_call_type
 from aiaas_services.runtime.interceptors import Behaviour, WrappingInterceptor
 from aiaas_services.runtime.tracing.configure import INSTRUMENTATION_NAME, UNTRACED_PREFIXES, tracing_enabled
 from aiaas_services.runtime.tracing.jsonlines import StaticAttributes
@@ -263,7 +264,7 @@ class _UnaryUnary(_TracingClientBase, grpc.aio.UnaryUnaryClientInterceptor):
 
 
 class _StreamingCall(_TracingClientBase):
-    async def _intercept(
+    async def intercept(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         """Start the span and hand the call back at once; the span ends with the call.
@@ -276,25 +277,7 @@ class _StreamingCall(_TracingClientBase):
         return self._end_when_done(span, await continuation(traced, request))
 
 
-class _StreamUnary(_StreamingCall, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
-    ) -> Any:
-        return await self._intercept(continuation, client_call_details, request_iterator)
-
-
-class _UnaryStream(_StreamingCall, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await self._intercept(continuation, client_call_details, request)
-
-
-class _StreamStream(_StreamingCall, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
-    ) -> Any:
-        return await self._intercept(continuation, client_call_details, request_iterator)
+_STREAMING_CALLS = per_call_type(_StreamingCall, CALL_TYPES[1:])  # unary-stream, stream-unary, stream-stream
 
 
 def server_interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[grpc.aio.ServerInterceptor]:
@@ -304,9 +287,4 @@ def server_interceptors(tracer_provider: trace.TracerProvider | None = None) -> 
 
 def client_interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors that put each outgoing RPC in a CLIENT span and send ``traceparent``/``baggage`` along."""
-    return [
-        _UnaryUnary(tracer_provider),
-        _UnaryStream(tracer_provider),
-        _StreamUnary(tracer_provider),
-        _StreamStream(tracer_provider),
-    ]
+    return [_UnaryUnary(tracer_provider), *(kind(tracer_provider) for kind in _STREAMING_CALLS)]
