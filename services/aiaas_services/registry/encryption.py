@@ -15,6 +15,7 @@ The blob id names the envelope, so two writers of the same content never mix one
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -141,16 +142,24 @@ def shelf_for(store: BlobStore) -> Shelf:
 
 
 class EncryptedWriter:
-    """Hashes the plaintext, seals full segments as they fill, and hands ciphertext to the inner writer."""
+    """Hashes the plaintext, seals full segments as they fill, and hands ciphertext to the inner writer.
+
+    Chunks are held by reference (no copy) until a segment is full; a segment that lies inside one chunk is
+    sealed from a memoryview of it, and the ciphertext goes through one reused buffer: the plaintext is
+    read twice (hash, cipher) and the ciphertext written once. The inner writer does not hash the
+    ciphertext: the blob's address is the plaintext's digest.
+    """
 
     def __init__(self, store: EncryptedBlobStore) -> None:
         self._store = store
-        self._inner = store.inner.writer()
+        self._inner = store.inner.writer(hash_content=False)
         self._hash = hashlib.sha256()
         self._dek = AESGCM.generate_key(bit_length=256)
         self._cipher = AESGCM(self._dek)
         self._blob_id = os.urandom(BLOB_ID_BYTES)
-        self._buffer = bytearray()
+        self._held: collections.deque[memoryview] = collections.deque()
+        self._held_bytes = 0
+        self._sealed = bytearray(store.segment_bytes + TAG_BYTES)
         self._index = 0
         self.size = 0
         self.address = ""
@@ -159,20 +168,43 @@ class EncryptedWriter:
     def write(self, chunk: bytes) -> None:
         self._hash.update(chunk)
         self.size += len(chunk)
-        self._buffer += chunk
+        if not chunk:
+            return
+        # Held until sealed: keep an immutable copy of anything a caller could change afterwards.
+        self._held.append(memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk)))
+        self._held_bytes += len(chunk)
         segment = self._store.segment_bytes
         # Keep at least one byte back: only the final segment may be sealed as the last one.
-        if len(self._buffer) > segment:
-            view = memoryview(self._buffer)
-            done = 0
-            while len(self._buffer) - done > segment:
-                self._seal(view[done : done + segment], last=False)
-                done += segment
-            view.release()
-            del self._buffer[:done]
+        while self._held_bytes > segment:
+            self._seal(self._take(segment), last=False)
 
-    def _seal(self, plain: Any, last: bool) -> None:
-        self._inner.write(self._cipher.encrypt(_nonce(self._index, last), plain, MAGIC))
+    def _take(self, count: int) -> memoryview:
+        """The next ``count`` held bytes: a view into one chunk when they lie in it, else joined."""
+        if count == 0:
+            return memoryview(b"")
+        first = self._held[0]
+        if len(first) >= count:
+            if len(first) == count:
+                self._held.popleft()
+            else:
+                self._held[0] = first[count:]
+            self._held_bytes -= count
+            return first[:count]
+        joined = bytearray()
+        while len(joined) < count:
+            piece = self._held.popleft()
+            need = count - len(joined)
+            if len(piece) > need:
+                self._held.appendleft(piece[need:])
+                piece = piece[:need]
+            joined += piece
+        self._held_bytes -= count
+        return memoryview(joined)
+
+    def _seal(self, plain: memoryview, last: bool) -> None:
+        out = memoryview(self._sealed)[: len(plain) + TAG_BYTES]
+        self._cipher.encrypt_into(_nonce(self._index, last), plain, MAGIC, out)
+        self._inner.write(out)  # type: ignore[arg-type]  # any buffer: the inner writer copies it out
         self._index += 1
 
     def hexdigest(self) -> str:
@@ -185,8 +217,7 @@ class EncryptedWriter:
             if store.inner.exists(digest):
                 self.abort()
                 return True
-            self._seal(bytes(self._buffer), last=True)
-            self._buffer = bytearray()
+            self._seal(self._take(self._held_bytes), last=True)
             envelope = Envelope(self._blob_id.hex(), "", b"", b"", store.segment_bytes, self.size)
             kek, nonce, wrapped = store.keyring.wrap(self._dek, envelope.aad(digest))
             envelope = Envelope(envelope.blob_id, kek, nonce, wrapped, envelope.segment_bytes, self.size)
@@ -198,7 +229,8 @@ class EncryptedWriter:
 
     def abort(self) -> None:
         self._inner.abort()
-        self._buffer = bytearray()
+        self._held.clear()
+        self._held_bytes = 0
 
 
 class EncryptedBlobStore:
@@ -217,7 +249,8 @@ class EncryptedBlobStore:
             # Where the (encrypted) blob lies on disk, for the GC's size report; absent for S3, as there.
             self.path_of = inner.path_of
 
-    def writer(self) -> BlobWriter:
+    def writer(self, hash_content: bool = True) -> BlobWriter:
+        """A sealing writer; it always hashes (the address is the plaintext's digest)."""
         return EncryptedWriter(self)
 
     def exists(self, digest: str) -> bool:
@@ -268,27 +301,40 @@ class EncryptedBlobStore:
         skip = offset - index * segment
         sealed = segment + TAG_BYTES
         reader = self.inner.read(digest, HEADER_BYTES + index * sealed, sealed)
-        pending = bytearray()
+        pending = bytearray()  # the start of a segment that the previous read cut
         try:
             for chunk in reader:
-                pending += chunk
-                while index < count:
-                    need = (size - index * segment if index == count - 1 else segment) + TAG_BYTES
-                    if len(pending) < need:
-                        break
-                    sealed_bytes = bytes(pending) if len(pending) == need else bytes(pending[:need])
-                    del pending[:need]
-                    try:
-                        plain = cipher.decrypt(_nonce(index, index == count - 1), sealed_bytes, MAGIC)
-                    except InvalidTag:
-                        raise DigestMismatch(
-                            f"stored bytes of blob {digest} fail authentication at segment {index} (altered or "
-                            "corrupt); nothing more was served"
-                        ) from None
-                    index += 1
-                    for start in range(skip, len(plain), chunk_size):
-                        yield plain[start : start + chunk_size]
-                    skip = 0
+                # The inner store reads whole sealed segments: each is then opened straight from its read
+                # buffer, with no copy; only a segment split across reads is joined first.
+                if pending:
+                    pending += chunk
+                data: bytes | bytearray = pending if pending else chunk
+                with memoryview(data) as view:
+                    done = 0
+                    while index < count:
+                        need = (size - index * segment if index == count - 1 else segment) + TAG_BYTES
+                        if len(view) - done < need:
+                            break
+                        nonce = _nonce(index, index == count - 1)
+                        try:
+                            plain = cipher.decrypt(nonce, view[done : done + need], MAGIC)
+                        except InvalidTag:
+                            raise DigestMismatch(
+                                f"stored bytes of blob {digest} fail authentication at segment {index} (altered "
+                                "or corrupt); nothing more was served"
+                            ) from None
+                        done += need
+                        index += 1
+                        if skip == 0 and len(plain) <= chunk_size:
+                            yield plain
+                        else:
+                            for start in range(skip, len(plain), chunk_size):
+                                yield plain[start : start + chunk_size]
+                        skip = 0
+                    if done or data is not pending:
+                        pending = bytearray(view[done:])
+                if index == count and pending:
+                    break  # bytes past the last segment: refused below
         finally:
             close = getattr(reader, "close", None)
             if close is not None:

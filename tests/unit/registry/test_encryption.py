@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,65 @@ def test_keyring_parsing(tmp_path: Path) -> None:
     with pytest.raises(EncryptionConfigError, match="cannot read"):
         Keyring.from_settings(str(tmp_path / "missing.keys"), "")
     assert Keyring.from_settings("", "") is None
+
+
+def test_writer_seals_chunks_of_any_size_and_buffer_type(tmp_path: Path) -> None:
+    blobs = store(tmp_path, KEY_A)
+    content = os.urandom(6 * SEGMENT + 123)
+    sizes = [1, SEGMENT - 1, 3 * SEGMENT + 5, SEGMENT, 7, SEGMENT + 1]
+    writer = blobs.writer()
+    start = 0
+    for number, size in enumerate([*sizes, len(content)]):
+        piece = content[start : start + size]
+        start += len(piece)
+        if number % 3 == 1:
+            mutable = bytearray(piece)
+            writer.write(mutable)  # type: ignore[arg-type]
+            mutable[:] = b"\0" * len(mutable)  # the writer kept its own copy of a buffer the caller reuses
+        elif number % 3 == 2:
+            writer.write(memoryview(piece))  # type: ignore[arg-type]
+        else:
+            writer.write(piece)
+    digest = writer.hexdigest()
+    assert digest == hashlib.sha256(content).hexdigest()
+    writer.commit()
+    assert len(on_disk(blobs, digest)) == HEADER_BYTES + len(content) + 7 * 16
+    for offset in (0, SEGMENT + 3, len(content) - 1):
+        assert read(blobs, digest, offset, chunk=SEGMENT) == content[offset:]
+
+
+class CutReads(LocalBlobStore):
+    """A local store whose reads come back in pieces that do not line up with sealed segments (as a network
+    body may)."""
+
+    def __init__(self, root: Path, piece: int) -> None:
+        super().__init__(root)
+        self.piece = piece
+
+    def read(self, digest: str, offset: int, chunk_size: int) -> Iterator[bytes]:
+        return super().read(digest, offset, self.piece)
+
+
+@pytest.mark.parametrize("piece", [1000, SEGMENT + 16, 3 * SEGMENT + 5])
+def test_segments_split_across_reads_are_joined(tmp_path: Path, piece: int) -> None:
+    content = os.urandom(4 * SEGMENT + 77)
+    digest = put(store(tmp_path, KEY_A), content)
+    cut = EncryptedBlobStore(CutReads(tmp_path, piece), Keyring([KEY_A]), segment_bytes=SEGMENT)
+    for offset in (0, 5, 2 * SEGMENT, len(content) - 3):
+        assert read(cut, digest, offset, chunk=SEGMENT) == content[offset:]
+
+    path = cut.inner.path_of(digest)  # type: ignore[attr-defined]
+    path.write_bytes(path.read_bytes() + os.urandom(3 * SEGMENT))  # bytes past the last segment
+    with pytest.raises(DigestMismatch, match="truncated or padded"):
+        read(cut, digest)
+
+
+def test_inner_writer_without_hashing_needs_an_address(tmp_path: Path) -> None:
+    plain = LocalBlobStore(tmp_path)
+    writer = plain.writer(hash_content=False)
+    writer.write(b"sealed bytes")
+    with pytest.raises(RuntimeError, match="does not hash"):
+        writer.hexdigest()
+    writer.address = "ab" * 32
+    assert writer.commit() is False
+    assert plain.path_of("ab" * 32).read_bytes() == b"sealed bytes"
