@@ -15,7 +15,6 @@ The blob id names the envelope, so two writers of the same content never mix one
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import logging
 import os
@@ -26,24 +25,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aiaas_services.registry.blobs import BlobStore, BlobWriter, LocalBlobStore, S3BlobStore
 from aiaas_services.registry.keyring import EncryptionConfigError, Envelope, Keyring, KeyUnavailable
+from aiaas_services.registry.sealing import (
+    MAGIC,
+    SEGMENT_BYTES,
+    TAG_BYTES,
+    Sealer,
+    opened_segments,
+    sealed_segments,
+)
 from aiaas_services.runtime.errors import DigestMismatch
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"AIAASE\x01\x00"  # format 1
 BLOB_ID_BYTES = 16
 HEADER_BYTES = len(MAGIC) + BLOB_ID_BYTES
-TAG_BYTES = 16
-SEGMENT_BYTES = 1024 * 1024
-
-
-def _nonce(index: int, last: bool) -> bytes:
-    return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
 class Shelf(Protocol):
@@ -142,70 +141,23 @@ def shelf_for(store: BlobStore) -> Shelf:
 
 
 class EncryptedWriter:
-    """Hashes the plaintext, seals full segments as they fill, and hands ciphertext to the inner writer.
-
-    Chunks are held by reference (no copy) until a segment is full; a segment that lies inside one chunk is
-    sealed from a memoryview of it, and the ciphertext goes through one reused buffer: the plaintext is
-    read twice (hash, cipher) and the ciphertext written once. The inner writer does not hash the
-    ciphertext: the blob's address is the plaintext's digest.
-    """
+    """Hashes the plaintext and seals it segment by segment (``sealing.Sealer``) into the inner writer, which
+    does not hash the ciphertext: the blob's address is the plaintext's digest."""
 
     def __init__(self, store: EncryptedBlobStore) -> None:
         self._store = store
         self._inner = store.inner.writer(hash_content=False)
         self._hash = hashlib.sha256()
         self._dek = AESGCM.generate_key(bit_length=256)
-        self._cipher = AESGCM(self._dek)
         self._blob_id = os.urandom(BLOB_ID_BYTES)
-        self._held: collections.deque[memoryview] = collections.deque()
-        self._held_bytes = 0
-        self._sealed = bytearray(store.segment_bytes + TAG_BYTES)
-        self._index = 0
+        self._sealer = Sealer(AESGCM(self._dek), store.segment_bytes, self._inner.write)
         self.size = 0
         self.address = ""
         self._inner.write(MAGIC + self._blob_id)
 
-    def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
+    def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
-        if not chunk:
-            return
-        # Held until sealed: keep an immutable copy of anything a caller could change afterwards.
-        self._held.append(memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk)))
-        self._held_bytes += len(chunk)
-        segment = self._store.segment_bytes
-        # Keep at least one byte back: only the final segment may be sealed as the last one.
-        while self._held_bytes > segment:
-            self._seal(self._take(segment), last=False)
-
-    def _take(self, count: int) -> memoryview:
-        """The next ``count`` held bytes: a view into one chunk when they lie in it, else joined."""
-        if count == 0:
-            return memoryview(b"")
-        first = self._held[0]
-        if len(first) >= count:
-            if len(first) == count:
-                self._held.popleft()
-            else:
-                self._held[0] = first[count:]
-            self._held_bytes -= count
-            return first[:count]
-        joined = bytearray()
-        while len(joined) < count:
-            piece = self._held.popleft()
-            need = count - len(joined)
-            if len(piece) > need:
-                self._held.appendleft(piece[need:])
-                piece = piece[:need]
-            joined += piece
-        self._held_bytes -= count
-        return memoryview(joined)
-
-    def _seal(self, plain: memoryview, last: bool) -> None:
-        out = memoryview(self._sealed)[: len(plain) + TAG_BYTES]
-        self._cipher.encrypt_into(_nonce(self._index, last), plain, MAGIC, out)
-        self._inner.write(out)  # type: ignore[arg-type]  # any buffer: the inner writer copies it out
-        self._index += 1
+        self._sealer.feed(chunk, lambda: self._hash.update(chunk))
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -217,7 +169,7 @@ class EncryptedWriter:
             if store.inner.exists(digest):
                 self.abort()
                 return True
-            self._seal(self._take(self._held_bytes), last=True)
+            self._sealer.finish()
             envelope = Envelope(self._blob_id.hex(), "", b"", b"", store.segment_bytes, self.size)
             kek, nonce, wrapped = store.keyring.wrap(self._dek, envelope.aad(digest))
             envelope = Envelope(envelope.blob_id, kek, nonce, wrapped, envelope.segment_bytes, self.size)
@@ -229,8 +181,7 @@ class EncryptedWriter:
 
     def abort(self) -> None:
         self._inner.abort()
-        self._held.clear()
-        self._held_bytes = 0
+        self._sealer.drop()
 
 
 class EncryptedBlobStore:
@@ -296,51 +247,24 @@ class EncryptedBlobStore:
         size, segment = envelope.size, envelope.segment_bytes
         if offset >= size and size > 0:
             return
-        count = max(1, -(-size // segment))
         index = offset // segment
         skip = offset - index * segment
         sealed = segment + TAG_BYTES
+        what = f"blob {digest}"
         reader = self.inner.read(digest, HEADER_BYTES + index * sealed, sealed)
-        pending = bytearray()  # the start of a segment that the previous read cut
         try:
-            for chunk in reader:
-                # The inner store reads whole sealed segments: each is then opened straight from its read
-                # buffer, with no copy; only a segment split across reads is joined first.
-                if pending:
-                    pending += chunk
-                data: bytes | bytearray = pending if pending else chunk
-                with memoryview(data) as view:
-                    done = 0
-                    while index < count:
-                        need = (size - index * segment if index == count - 1 else segment) + TAG_BYTES
-                        if len(view) - done < need:
-                            break
-                        nonce = _nonce(index, index == count - 1)
-                        try:
-                            plain = cipher.decrypt(nonce, view[done : done + need], MAGIC)
-                        except InvalidTag:
-                            raise DigestMismatch(
-                                f"stored bytes of blob {digest} fail authentication at segment {index} (altered "
-                                "or corrupt); nothing more was served"
-                            ) from None
-                        done += need
-                        index += 1
-                        if skip == 0 and len(plain) <= chunk_size:
-                            yield plain
-                        else:
-                            for start in range(skip, len(plain), chunk_size):
-                                yield plain[start : start + chunk_size]
-                        skip = 0
-                    if done or data is not pending:
-                        pending = bytearray(view[done:])
-                if index == count and pending:
-                    break  # bytes past the last segment: refused below
+            segments = sealed_segments(reader, index, size, segment, what)
+            for plain in opened_segments(cipher, segments, max(1, -(-size // segment)), what):
+                if skip == 0 and len(plain) <= chunk_size:
+                    yield plain
+                else:
+                    for start in range(skip, len(plain), chunk_size):
+                        yield plain[start : start + chunk_size]
+                skip = 0
         finally:
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
-        if index < count or pending:
-            raise DigestMismatch(f"stored bytes of blob {digest} are truncated or padded; nothing more was served")
 
     def delete(self, digest: str) -> None:
         self.inner.delete(digest)

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from aiaas.client.registry import READY, RegistryClient
-from aiaas_services.registry.encryption import SEGMENT_BYTES
+from aiaas_services.registry.sealing import SEGMENT_BYTES
 from tests.support.processes import ServiceProcess, start_service
 
 MiB = 1024 * 1024
