@@ -2,33 +2,28 @@
 
 A blob's bytes are sealed in fixed-size segments under its data key, each with the nonce ``segment number |
 last-segment flag`` (the STREAM construction: a reordered, dropped or truncated segment fails to open). The
-AES-GCM work runs on a small shared pool beside the thread that feeds or drains the stream, one segment
-ahead: a writer seals while its caller hashes the next chunk, a reader opens the next segment while the
-caller hashes and sends the current one (the cipher releases the GIL on large buffers). Nothing opened is
-handed out before its tag has been checked, so no plaintext follows a segment that fails.
+writer seals each segment on the shared pipeline (``pipeline.py``) while its caller hashes the next chunk (the
+cipher releases the GIL on large buffers). Nothing opened is handed out before its tag has been checked, so
+no plaintext follows a segment that fails.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 from collections.abc import Callable, Iterator
-from typing import TypeVar, cast
+from typing import cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from aiaas_services.registry.pipeline import PIPELINE
 from aiaas_services.runtime.errors import DigestMismatch
 
 MAGIC = b"AIAASE\x01\x00"  # format 1 (also the associated data of every segment)
 TAG_BYTES = 16
 SEGMENT_BYTES = 1024 * 1024
 
-T = TypeVar("T")
 Sealed = bytes | bytearray | memoryview
-
-# One segment in flight per open stream; more streams than threads wait their turn (no task waits on another).
-PIPELINE = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="registry-crypto")
 
 
 def nonce(index: int, last: bool) -> bytes:
@@ -144,33 +139,13 @@ def sealed_segments(
 
 
 def opened_segments(cipher: AESGCM, segments: Iterator[tuple[int, Sealed]], count: int, what: str) -> Iterator[bytes]:
-    """The plaintext of each sealed segment, in order, each opened on the pipeline one segment ahead of the
-    consumer; a segment that fails authentication raises DigestMismatch where its plaintext would come."""
-
-    def open_next() -> bytes | None:
-        item = next(segments, None)
-        if item is None:
-            return None
-        index, sealed = item
+    """The plaintext of each sealed segment, in order; a segment that fails authentication raises
+    DigestMismatch where its plaintext would come (downloads run this on the pipeline, ``read_ahead``)."""
+    for index, sealed in segments:
         try:
-            return cipher.decrypt(nonce(index, index == count - 1), sealed, MAGIC)
+            yield cipher.decrypt(nonce(index, index == count - 1), sealed, MAGIC)
         except InvalidTag:
             raise DigestMismatch(
                 f"stored bytes of {what} fail authentication at segment {index} (altered or corrupt); nothing "
                 "more was served"
             ) from None
-
-    yield from ahead(open_next)
-
-
-def ahead(produce: Callable[[], T | None]) -> Iterator[T]:
-    """``produce()``'s results until it returns None, each computed on the pipeline while the previous one is
-    consumed. Closing the iterator early waits for the computation in flight (it may hold the reader)."""
-    upcoming = PIPELINE.submit(produce)
-    try:
-        while (item := upcoming.result()) is not None:
-            upcoming = PIPELINE.submit(produce)
-            yield item
-    finally:
-        upcoming.cancel()
-        concurrent.futures.wait([upcoming])
