@@ -13,8 +13,10 @@ follow as ``….python`` (without ghz, they are the records).
 
 Records: ``inference.workers_scaling.mlp.c64`` (rps workers=2 ÷ workers=1), ``…mlp.c64.auto``
 (workers=auto ÷ 1), ``…c64.python`` and ``…c64.auto.python``; params carry the rps figures, ghz's own
-CPU per request, the connections each worker held (``ss -p``) and the requests each worker answered
-(ModelStatistics over new connections).
+CPU per request, the server's by kind of thread (event loop, gRPC core's EventEngine, other threads,
+supervisor) and each worker's share of it, the cores used, the connections each worker held (``ss -p``)
+and the requests each worker answered (ModelStatistics over new connections); ``cpu_breakdown`` says
+what ratio that CPU implies and why.
 
 By hand: ``python -m bench.workers load --target HOST:PORT --request-file F --concurrency 64 --seconds 4``.
 """
@@ -110,38 +112,85 @@ def run_ghz(
     target: str, request_file: Path, seconds: float, cpus: int = GHZ_CPUS, server_pid: int = 0
 ) -> dict[str, Any]:
     """One ghz run for ``seconds``: OK answers per second (the few calls cut off at the end are not OK), the
-    CPU ghz and the server (``server_pid`` and its children) spent per OK answer, and how many connections
-    each server process held a second in."""
+    CPU ghz and the server (``server_pid`` and its children, by kind of thread) spent per OK answer, the
+    cores busy meanwhile, and how many connections each server process held a second in."""
     before = _children_cpu()
-    server_before = tree_cpu(server_pid) if server_pid else 0.0
+    server_before = cpu_by_part(server_pid) if server_pid else {}
+    machine_before = machine_busy()
     process = subprocess.Popen(ghz_command(target, request_file, seconds, cpus), stdout=subprocess.PIPE, text=True)
     time.sleep(min(1.0, seconds / 2))
     connections = connections_by_process(int(target.rsplit(":", 1)[1]))
     out, _ = process.communicate(timeout=seconds + 60)
     cpu = _children_cpu() - before
-    server = tree_cpu(server_pid) - server_before if server_pid else 0.0
+    machine = [b - a for a, b in zip(machine_before, machine_busy(), strict=True)]
+    server_after = cpu_by_part(server_pid) if server_pid else {}
+    parts = {key: value - server_before.get(key, 0.0) for key, value in server_after.items()}
     report = json.loads(out)
     codes = report.get("statusCodeDistribution", {})
     ok = codes.get("OK", 0)
+    wall = report["total"] / 1e9
+    server = sum(value for key, value in parts.items() if not key.startswith("worker_"))
     return {
-        "rps": ok / (report["total"] / 1e9),
+        "rps": ok / wall,
         "errors": {k: v for k, v in codes.items() if k != "OK"},
         "cpu_us_per_request": 1e6 * cpu / max(1, ok),
         "server_cpu_us_per_request": 1e6 * server / max(1, ok),
+        "server_parts_us_per_request": {key: 1e6 * value / max(1, ok) for key, value in sorted(parts.items())},
+        # Cores the server and ghz kept busy, and the whole machine (other sessions' work included).
+        "cores_used": (server + cpu) / wall,
+        "machine_busy_cores": machine[0] / max(1, machine[1]) * (os.cpu_count() or 1),
         "connections": connections,
     }
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process and its descendants (a supervisor and its workers)."""
-    total = 0.0
+def _ticks(path: str) -> int:
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _process_parts(pid: int) -> dict[str, float]:
+    """One process's CPU seconds by kind of thread: its main (event loop) thread, gRPC core's EventEngine
+    threads (named ``event_engine``) and the rest (grpc.aio's completion-queue poller thread; the
+    batcher's instance threads sit idle while a model runs inline on the loop)."""
+    parts = {"main": 0.0, "grpc_event_engine": 0.0, "other_threads": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            seconds = _ticks(f"/proc/{pid}/task/{tid}/stat") / tick
+        except OSError:  # the thread ended meanwhile
+            continue
+        key = "main" if tid == str(pid) else "grpc_event_engine" if comm.startswith("event_engine") else "other_threads"
+        parts[key] += seconds
+    return parts
+
+
+def cpu_by_part(pid: int) -> dict[str, float]:
+    """CPU seconds of a server by kind of thread (see ``_process_parts``), summed over its processes. A
+    supervisor's own CPU is ``supervisor``; each worker's total also appears as ``worker_<pid>`` (how the
+    work was split; not part of the sum). A single process (workers=1) has no supervisor."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        if not children:
+            return _process_parts(pid)
+        parts = {"supervisor": _ticks(f"/proc/{pid}/stat") / os.sysconf("SC_CLK_TCK")}
     except OSError:
-        return total
-    return total + sum(tree_cpu(int(child)) for child in children)
+        return {}
+    for child in children:
+        try:
+            own = _process_parts(child)
+        except OSError:
+            continue
+        for key, value in own.items():
+            parts[key] = parts.get(key, 0.0) + value
+        parts[f"worker_{child}"] = sum(own.values())
+    return parts
+
+
+def machine_busy() -> tuple[int, int]:
+    """Busy and total jiffies of the whole machine since boot (``/proc/stat``; idle and iowait are not busy)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return sum(values) - values[3] - values[4], sum(values)
 
 
 def _children_cpu() -> float:
@@ -199,6 +248,38 @@ def start_server(home: Path, repository: Path, workers: str) -> tuple[subprocess
     return start_process(args, env, port_file, home / f"workers-{workers}.log")
 
 
+def cpu_breakdown(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Where the CPU went, per setting (medians over the ghz runs), and the ratio it implies.
+
+    With one worker the event loop's thread is the bottleneck: it needs about one core, while gRPC core's
+    EventEngine threads, grpc.aio's poller thread and ghz run beside it on the second core, which is not
+    full. With two workers everything shares the two cores, which are full. So workers=2 ÷ 1 comes to about
+    2 x main-thread CPU per request at 1 worker ÷ (server + ghz CPU per request at 2 workers):
+    ``ratio_ceiling_2_cores``; ``main_thread_cores_1`` near 1.0 and ``cores_used_2`` near 2.0 say those
+    premises held in this run (``machine_busy_cores_*`` counts every process on the machine).
+    """
+    params: dict[str, Any] = {}
+    for label, rows in runs.items():
+        keys = sorted({key for row in rows for key in row["server_parts_us_per_request"]})
+        parts = {key: median([row["server_parts_us_per_request"].get(key, 0.0) for row in rows]) for key in keys}
+        workers = sorted((value for key, value in parts.items() if key.startswith("worker_")), reverse=True)
+        params[f"server_cpu_us_per_request_by_thread_{label}"] = {
+            key: round(value, 1) for key, value in parts.items() if not key.startswith("worker_")
+        }
+        if workers:  # each worker's share of the workers' CPU, largest first (how evenly the load split)
+            params[f"worker_cpu_share_{label}"] = [round(value / sum(workers), 3) for value in workers]
+        params[f"cores_used_{label}"] = round(median([row["cores_used"] for row in rows]), 2)
+        params[f"machine_busy_cores_{label}"] = round(median([row["machine_busy_cores"] for row in rows]), 2)
+        params[f"main_thread_cores_{label}"] = round(
+            median([row["rps"] * row["server_parts_us_per_request"].get("main", 0.0) / 1e6 for row in rows]), 2
+        )
+    if "1" in runs and "2" in runs:
+        main_1 = median([row["server_parts_us_per_request"].get("main", 0.0) for row in runs["1"]])
+        total_2 = median([row["server_cpu_us_per_request"] + row["cpu_us_per_request"] for row in runs["2"]])
+        params["ratio_ceiling_2_cores"] = round(2 * main_1 / total_2, 3)
+    return params
+
+
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         process.terminate()
@@ -221,6 +302,7 @@ def run(quick: bool) -> list[Record]:
     errors: dict[str, int] = {}
     ghz_cpu: dict[str, list[float]] = {}
     server_cpu: dict[str, list[float]] = {}
+    ghz_runs: dict[str, list[dict[str, Any]]] = {}
     connections: dict[str, list[int]] = {}
     split: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
@@ -248,6 +330,7 @@ def run(quick: bool) -> list[Record]:
                         samples.setdefault(("ghz", label), []).append(ghz["rps"])
                         ghz_cpu.setdefault(label, []).append(ghz["cpu_us_per_request"])
                         server_cpu.setdefault(label, []).append(ghz["server_cpu_us_per_request"])
+                        ghz_runs.setdefault(label, []).append(ghz)
                         connections.setdefault(label, ghz["connections"])
             split = {label: requests_by_worker(target) for label, target in targets.items()}
         finally:
@@ -264,12 +347,8 @@ def run(quick: bool) -> list[Record]:
     params |= {f"requests_per_worker_{label}": counts for label, counts in split.items()}
     params |= {f"ghz_connections_per_worker_{label}": counts for label, counts in connections.items()}
     params |= {f"ghz_cpu_us_per_request_{label}": round(median(v), 1) for label, v in ghz_cpu.items()}
-    # Why the ratio stays below 2 here: the 2 cores are shared by the workers and ghz, so with one worker
-    # saturating a core, workers=2 can reach at most 2 x server_1 / (server_2 + ghz) times its rate.
     params |= {f"server_cpu_us_per_request_{label}": round(median(v), 1) for label, v in server_cpu.items()}
-    if "1" in server_cpu and "2" in server_cpu:
-        ceiling = 2 * median(server_cpu["1"]) / (median(server_cpu["2"]) + median(ghz_cpu["2"]))
-        params["ratio_ceiling_2_cores"] = round(ceiling, 3)
+    params |= cpu_breakdown(ghz_runs)
     # The record is ghz's when present: it costs the shared cores less per request, so more of them serve.
     primary = "ghz" if ("ghz", "1") in samples else "python"
     records = []

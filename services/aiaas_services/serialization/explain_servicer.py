@@ -28,6 +28,7 @@ class ExplanationServicer(explain_pb2_grpc.ExplanationServiceServicer):
             request.target if request.HasField("target") else None,
             request.method,
             request.steps,
+            request.text,
         )
         result = done.result
         return explain_pb2.ExplainResponse(
@@ -41,4 +42,5 @@ class ExplanationServicer(explain_pb2_grpc.ExplanationServiceServicer):
             prediction=result.prediction,
             baseline_prediction=result.baseline_prediction,
             completeness_error=result.completeness_error,
+            tokens=done.tokens,
         )
