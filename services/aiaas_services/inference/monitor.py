@@ -11,7 +11,8 @@ history of the largest feature PSI, and Prometheus reads the last scores when it
 
 With several worker processes (``share``), windows are scored as bin counts, and each worker adds the
 counts the others published (``drift_share``), so scores describe the service's traffic, not one
-worker's share of it.
+worker's share of it; the predictions kept for feedback go to the workers' shared store
+(``predictions.SharedPredictions``), so a feedback counts whichever worker receives it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import collections
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,14 +35,19 @@ from prometheus_client.registry import Collector
 
 from aiaas_services.inference.drift_share import Counts, FleetShare, PeerEntry
 from aiaas_services.inference.model import LoadedModel
-from aiaas_services.monitoring.drift import MIN_ROWS, PSI_THRESHOLD, Reference
-from aiaas_services.runtime.errors import InvalidArgument, NotFound
+from aiaas_services.inference.predictions import (
+    PEER_WAITS,
+    LocalPredictions,
+    RowMismatch,
+    SharedPredictions,
+)
+from aiaas_services.monitoring.drift import MIN_ROWS, PSI_THRESHOLD, TEXT_FEATURES, Reference, is_text, text_features
+from aiaas_services.runtime.errors import InvalidArgument, NotFound, Unavailable
 
 logger = logging.getLogger(__name__)
 
 ReferenceLoader = Callable[[LoadedModel], Awaitable[tuple[dict[str, Any], str] | None]]
 HISTORY = 60
-REMEMBERED = 10_000  # predictions of requests with an id kept for feedback
 
 
 class Window:
@@ -107,11 +114,15 @@ class Tracked:
     history: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
 
     def counts(self, feedback: tuple[int, int]) -> Counts | None:
-        """This process's window as bin counts (None without a reference or with the wrong width)."""
+        """This process's window as bin counts (None without a reference or with the wrong width). A
+        reference without input features (an older text model's) still scores the predictions."""
         reference = self.reference
-        if reference is None or self.window.x.shape[1] != reference.num_features:
+        if reference is None:
+            return None
+        if reference.num_features and self.window.x.shape[1] != reference.num_features:
             return None
         x, predicted = self.window.view()
+        x = x[:, : reference.num_features]
         classes = reference.class_counts(predicted) if self.window.has_predictions else None
         return Counts(len(x), reference.bin_counts(x), classes, feedback)
 
@@ -126,7 +137,7 @@ class DriftMonitor:
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.share: FleetShare | None = None
         self._peers: dict[tuple[str, str], list[PeerEntry]] = {}
-        self.predictions: collections.OrderedDict[tuple[str, str], tuple[str, np.ndarray]] = collections.OrderedDict()
+        self.predictions: LocalPredictions | SharedPredictions = LocalPredictions()
         self.feedback: dict[tuple[str, str], list[int]] = {}  # (model, version) -> [correct, total]
         self._count = 0
         self._pending: list[tuple[LoadedModel, np.ndarray, np.ndarray | None]] = []
@@ -145,9 +156,7 @@ class DriftMonitor:
         output, folded into the window later by ``refresh``); remember the predicted classes of a request
         that carries an id, for later feedback."""
         if request_id and outputs and np.ndim(outputs[0]) == 2:
-            self.predictions[(model.name, request_id)] = (model.version, np.asarray(outputs[0]).argmax(axis=1))
-            if len(self.predictions) > REMEMBERED:
-                self.predictions.popitem(last=False)
+            self.predictions.remember(model.name, request_id, model.version, np.asarray(outputs[0]).argmax(axis=1))
         self._count += 1
         if self._count % self.sample_every or not inputs:
             return
@@ -174,8 +183,8 @@ class DriftMonitor:
             if group is None:
                 tracked = self.tracked.get(key)
                 if tracked is None:
-                    # Strings (a text model's input) have no histograms; their predictions still count.
-                    width = x[:1].size if x.dtype.kind in "fiub" else 0
+                    # Strings (a text model's input) are described by their lengths (TEXT_FEATURES).
+                    width = len(TEXT_FEATURES) if is_text(x) else x[:1].size
                     tracked = self.tracked[key] = Tracked(
                         model.name, model.version, model, Window(self.capacity, width)
                     )
@@ -190,10 +199,7 @@ class DriftMonitor:
         """Add pending samples to their windows: one concatenate and one argmax per version (a thread)."""
         for tracked, samples in batches:
             width = tracked.window.x.shape[1]
-            rows = [
-                (x.reshape(len(x), -1) if x.dtype.kind in "fiub" else np.empty((len(x), 0), np.float32), y)
-                for x, y in samples
-            ]
+            rows = [(text_features(x) if is_text(x) else x.reshape(len(x), -1), y) for x, y in samples]
             rows = [(x, y) for x, y in rows if x.shape[1] == width]
             if not rows:
                 continue
@@ -236,6 +242,10 @@ class DriftMonitor:
     def share_with_workers(self, folder: Path, worker: str, interval: float) -> None:
         """Score together with the other workers that publish into ``folder`` (see ``drift_share``)."""
         self.share = FleetShare(folder, worker, max_age_s=max(30.0, 6 * interval))
+        try:
+            self.predictions = SharedPredictions(folder / "predictions.sqlite")
+        except sqlite3.Error as exc:  # feedback then works for the requests this worker answered
+            logger.warning("feedback predictions not shared with the other workers: %s", exc)
 
     def score(self, tracked: Tracked, fresh_peers: bool = False) -> Scores | None:
         """Scores of a version: this window now plus, with workers, the others' last published counts
@@ -264,18 +274,33 @@ class DriftMonitor:
             correct, total = correct + peer.counts.feedback[0], total + peer.counts.feedback[1]
         return correct, total
 
-    def record_feedback(self, name: str, request_id: str, labels: Sequence[int]) -> tuple[str, int, tuple[int, int]]:
-        """Score the remembered prediction of a request against its labels: (version, correct rows, totals)."""
-        remembered = self.predictions.pop((name, request_id), None)
+    async def record_feedback(
+        self, name: str, request_id: str, labels: Sequence[int]
+    ) -> tuple[str, int, tuple[int, int]]:
+        """Score the remembered prediction of a request against its labels: (version, correct rows, totals).
+        The prediction is consumed: each request's feedback counts once."""
+        store = self.predictions
+        try:
+            if store.shared:  # a file read in a thread; a peer's write may be a moment behind its answer
+                remembered = None
+                for pause in (0.0, *PEER_WAITS):
+                    await asyncio.sleep(pause)
+                    remembered = await asyncio.to_thread(store.take, name, request_id, len(labels))
+                    if remembered is not None:
+                        break
+            else:
+                remembered = store.take(name, request_id, len(labels))
+        except RowMismatch as exc:
+            raise InvalidArgument(f"request {request_id!r} had {exc.rows} rows but {len(labels)} labels came") from None
+        except sqlite3.Error as exc:
+            raise Unavailable(f"the feedback store is busy ({exc}); send the feedback again") from None
         if remembered is None:
             raise NotFound(
-                f"no prediction of model {name!r} remembered for request id {request_id!r} (only the last "
-                f"{REMEMBERED} requests that carried an id are kept)"
+                f"no prediction of model {name!r} remembered for request id {request_id!r}: send the inference "
+                "request with this id (ModelInferRequest.id) first; feedback counts once per request, and only "
+                f"the newest {store.capacity} requests that carried an id are kept"
             )
         version, predicted = remembered
-        if len(labels) != len(predicted):
-            self.predictions[(name, request_id)] = remembered
-            raise InvalidArgument(f"request {request_id!r} had {len(predicted)} rows but {len(labels)} labels came")
         correct = int(np.sum(predicted == np.asarray(labels, dtype=np.int64)))
         totals = self.feedback.setdefault((name, version), [0, 0])
         totals[0] += correct
@@ -356,6 +381,7 @@ class DriftMonitor:
         for task in [*self._tasks, *([self._loop_task] if self._loop_task else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._loop_task] if self._loop_task else []), return_exceptions=True)
+        await asyncio.to_thread(self.predictions.close)
 
 
 def repository_or_registry_loader(

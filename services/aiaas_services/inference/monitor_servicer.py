@@ -42,7 +42,10 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             if scores.prediction is not None:
                 response.prediction_psi = scores.prediction
             ranked = sorted(enumerate(scores.features), key=lambda item: -item[1])
-            response.features.extend(monitoring_pb2.FeatureDrift(index=i, psi=v) for i, v in ranked)
+            names = tracked.reference.feature_names if tracked.reference is not None else []
+            response.features.extend(
+                monitoring_pb2.FeatureDrift(index=i, psi=v, name=names[i] if i < len(names) else "") for i, v in ranked
+            )
         correct, total = self.monitor.feedback_totals(tracked.name, tracked.version)
         response.feedback_rows = total
         if total:
@@ -58,7 +61,7 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             raise InvalidArgument("request_id must be 1-256 characters: the id the inference request carried")
         if not request.labels or len(request.labels) > 1_000_000:
             raise InvalidArgument("labels must hold one class per row of the request (1..1000000 of them)")
-        version, correct, (right, total) = self.monitor.record_feedback(
+        version, correct, (right, total) = await self.monitor.record_feedback(
             request.model_name, request.request_id, list(request.labels)
         )
         return monitoring_pb2.RecordFeedbackResponse(

@@ -5,6 +5,11 @@ interior quantile edges of its training values (10 bins) and the share of traini
 the share of each predicted class. A live window is binned on the same edges and compared with the
 Population Stability Index, PSI = sum((live - ref) * ln(live / ref)) over bins.
 
+A text model's input is strings, which have no histograms of their own: its reference (and its live
+window) describe each row by ``TEXT_FEATURES``, the length of its text in characters and in words
+(``text_features``), so a shift in what users send (much longer or shorter texts) shows as length PSI,
+and a shift in what the model answers as prediction PSI.
+
 Reading PSI (the usual rule of thumb): below 0.1 no real shift, 0.1-0.2 a moderate one, above
 ``PSI_THRESHOLD`` = 0.2 the feature has drifted. A window needs ``MIN_ROWS`` rows before its scores mean
 much (sampling noise alone: held-out digits rows score at most ~0.06 with 360 rows, ~0.18 with 100).
@@ -22,6 +27,25 @@ PSI_THRESHOLD = 0.2
 MIN_ROWS = 200
 EPSILON = 1e-4
 FORMAT = 1
+
+
+TEXT_FEATURES = ("characters", "words")
+
+
+def text_features(values: Any) -> np.ndarray:
+    """Rows x ``TEXT_FEATURES`` of a text input (str or UTF-8 bytes; the first string of each row)."""
+    column = np.asarray(values, dtype=object)
+    column = column.reshape(len(column), -1)[:, 0] if column.size else column.reshape(-1)
+    out = np.zeros((len(column), len(TEXT_FEATURES)), dtype=np.float64)
+    for i, value in enumerate(column):
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
+        out[i] = (len(text), len(text.split()))
+    return out
+
+
+def is_text(values: np.ndarray) -> bool:
+    """Whether an input array holds strings (a text model's input) rather than numbers."""
+    return values.dtype.kind in "OSU"
 
 
 def _edges(column: np.ndarray, bins: int) -> np.ndarray:
@@ -60,6 +84,17 @@ def reference_stats(
     return stats
 
 
+def text_reference_stats(
+    texts: Any, predicted: np.ndarray | None, num_classes: int, bins: int = BINS
+) -> dict[str, Any]:
+    """Reference statistics of a text model's representative inputs: ``TEXT_FEATURES`` histograms (named
+    in ``feature_names``) and the predicted classes' shares."""
+    stats = reference_stats(text_features(texts), predicted, num_classes, bins)
+    stats["input"] = "text"
+    stats["feature_names"] = list(TEXT_FEATURES)
+    return stats
+
+
 class Reference:
     """Parsed reference statistics, ready to score windows."""
 
@@ -70,6 +105,8 @@ class Reference:
         self.shares = [np.asarray(f["shares"], dtype=np.float64) for f in stats["features"]]
         if any(len(s) != len(e) + 1 for s, e in zip(self.shares, self.edges, strict=True)):
             raise ValueError("reference.json: each feature needs one more share than edges")
+        names = stats.get("feature_names")
+        self.feature_names = [str(n) for n in names] if isinstance(names, list) else []
         classes = stats.get("classes")
         self.classes = np.asarray(classes, dtype=np.float64) if classes else None
         self._widest = max((len(e) for e in self.edges), default=0)

@@ -215,7 +215,14 @@ async def import_parts(requests: AsyncIterator[pb.ImportModelRequest]) -> AsyncI
         if kind == "header":
             h = message.header
             header = ImportHeader(
-                h.model_name, h.description, dict(h.tags), h.size_bytes, h.task, h.format, h.calibration_npz
+                h.model_name,
+                h.description,
+                dict(h.tags),
+                h.size_bytes,
+                h.task,
+                h.format,
+                h.calibration_npz,
+                h.calibration_text,
             )
             yield ImportPart(kind, header=header)
         else:

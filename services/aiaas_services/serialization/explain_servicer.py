@@ -29,10 +29,11 @@ class ExplanationServicer(explain_pb2_grpc.ExplanationServiceServicer):
             request.target if request.HasField("target") else None,
             request.method,
             request.steps,
+            request.text,
         )
         result = done.result
         return explain_pb2.ExplainResponse(
-            **same_named(done, "model_name", "version", "explained_model", "explained_version"),
+            **same_named(done, "model_name", "version", "explained_model", "explained_version", "tokens"),
             **same_named(result, "method", "target", "prediction", "baseline_prediction", "completeness_error"),
             attributions=result.attributions.tolist(),
         )

@@ -2,8 +2,10 @@
 
 A PyTorch checkpoint is explained by integrated gradients on itself; an ONNX version that an export made
 (its ``source`` tag names the checkpoint) by integrated gradients on that checkpoint, the PyTorch original;
-an imported ONNX model, which has no original, by Kernel SHAP on its graph. The maths is in ``explain``;
-the work runs in a thread, never on the inference service.
+an imported ONNX model, which has no original, by Kernel SHAP on its graph. A sentence for a text
+classifier is explained token by token on its Hugging Face checkpoint (the version, or the one its export
+came from). The maths is in ``explain`` and ``explain_text``; the work runs in a thread, never on the
+inference service.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import asyncio
 import collections
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 
 from aiaas.client.registry import RegistryClient
-from aiaas.wire import ONNX, PYTORCH_CHECKPOINT
+from aiaas.wire import HF, ONNX, PYTORCH_CHECKPOINT
 from aiaas_services.modelzoo import SpecError, build_module, validate_spec
 from aiaas_services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
-from aiaas_services.serialization import explain
+from aiaas_services.serialization import explain, explain_text
 from aiaas_services.serialization.records import Ref
 from aiaas_services.serialization.registration import Source, find_version
 
@@ -39,6 +41,7 @@ class Explained:
     explained_model: str
     explained_version: int
     result: explain.Attribution
+    tokens: list[str] = field(default_factory=list)  # a text request's tokens, one per attribution
 
 
 class Explainer:
@@ -49,8 +52,9 @@ class Explainer:
         self.workdir = workdir
         self._cache: collections.OrderedDict[tuple[str, int, str], Any] = collections.OrderedDict()
 
-    async def _checkpoint_of(self, version: Source) -> Source | None:
-        if version.format == PYTORCH_CHECKPOINT:
+    async def _checkpoint_of(self, version: Source, kind: int = PYTORCH_CHECKPOINT) -> Source | None:
+        """The version itself when it is of format ``kind``, else the one its ``source`` tag names if it is."""
+        if version.format == kind:
             return version
         name, _, number = version.parent.rpartition(":")
         if not name or not number.isdigit():
@@ -59,7 +63,7 @@ class Explainer:
             parent = await find_version(self.registry, (name, int(number)))
         except NotFound:
             return None
-        return parent if parent.format == PYTORCH_CHECKPOINT else None
+        return parent if parent.format == kind else None
 
     async def _load(self, version: Source, kind: str) -> Any:
         key = (version.model_name, version.version, kind)
@@ -77,6 +81,8 @@ class Explainer:
             except (SpecError, ValueError, RuntimeError) as exc:
                 raise FailedPrecondition(f"{ref[0]}:{ref[1]} cannot be rebuilt from its checkpoint: {exc}") from None
             loaded: Any = (module, int(spec["num_features"]))
+        elif kind == "hf":
+            loaded = await self._load_folder(version)
         else:
             self.workdir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
@@ -90,6 +96,62 @@ class Explainer:
             self._cache.popitem(last=False)
         return loaded
 
+    async def _load_folder(self, version: Source) -> tuple[Any, Any, int]:
+        """(transformers model, tokenizer, the export's max_length) of an HF checkpoint."""
+        from transformers import AutoTokenizer
+
+        from aiaas_services.textmodel import graph
+        from aiaas_services.textmodel.folder import FolderRefused, vet
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            folder = Path(tmp)
+            names = [n for n in version.artifacts if not n.endswith((".png", "reference.json"))]
+            for name in names:
+                await self.registry.download_to((version.model_name, version.version), name, folder / name)
+
+            def load() -> tuple[Any, Any, int]:
+                checked = vet(folder, names, [], version.task)
+                model = graph.load_transformers(folder, version.task, attention="eager")
+                tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+                return model.double().eval(), tokenizer, graph.max_length_of(folder, checked.max_positions)
+
+            try:
+                return await asyncio.to_thread(load)
+            except FolderRefused as exc:
+                raise FailedPrecondition(f"{version.model_name}:{version.version} cannot be loaded: {exc}") from None
+
+    async def explain_text(self, ref: Ref, text: str, target: int | None, method: str, steps: int) -> Explained:
+        """Per-token attributions of a sentence's prediction by the text classifier ``ref`` names."""
+        if method == "kernel_shap":
+            raise InvalidArgument("text is explained by integrated_gradients (per token); kernel_shap takes inputs")
+        explain_text.check_text(text)
+        version = await find_version(self.registry, (ref.model_name, ref.selector() or "production"))
+        checkpoint = await self._checkpoint_of(version, HF)
+        if checkpoint is None:
+            raise FailedPrecondition(
+                f"{version.model_name}:{version.version} has no Hugging Face checkpoint behind it; text is explained "
+                "for text classifiers imported from a folder or fine-tuned here (send inputs for other models)"
+            )
+        if checkpoint.task != "sequence-classification":
+            raise FailedPrecondition(
+                f"{checkpoint.model_name}:{checkpoint.version} is a {checkpoint.task or 'text'} model; per-token "
+                "explanations need a sequence-classification model (a class to explain)"
+            )
+        model, tokenizer, max_length = await self._load(checkpoint, "hf")
+        done = await asyncio.to_thread(
+            explain_text.token_integrated_gradients,
+            model,
+            tokenizer,
+            text,
+            target,
+            max_length,
+            steps or explain.IG_STEPS,
+        )
+        return Explained(
+            version.model_name, version.version, checkpoint.model_name, checkpoint.version, done.result, done.tokens
+        )
+
     async def explain(
         self,
         ref: Ref,
@@ -98,12 +160,19 @@ class Explainer:
         target: int | None,
         method: str,
         steps: int,
+        text: str = "",
     ) -> Explained:
-        """Attributions of one row's prediction by the version ``ref`` names."""
+        """Attributions of one row's prediction (or of a sentence's, with ``text``) by the version ``ref`` names."""
         if method not in METHODS:
             raise InvalidArgument(f"method must be integrated_gradients or kernel_shap (or empty), got {method!r}")
         if not ref.model_name:
             raise InvalidArgument("ref.model_name is required")
+        if text:
+            if inputs or baseline:
+                raise InvalidArgument("send inputs (a row of features) or text (a sentence), not both")
+            if steps < 0:
+                raise InvalidArgument("steps must be >= 0 (0 = the method's default)")
+            return await self.explain_text(ref, text, target, method, steps)
         if not inputs or len(inputs) > 100_000:
             raise InvalidArgument("inputs must hold one row of 1..100000 features")
         if steps < 0:

@@ -1,5 +1,6 @@
 """ImportModel: receive an uploaded ONNX file (or a Hugging Face folder as a tar), vet it, register it
-(with reference statistics for drift monitoring when the header carries calibration data).
+(with reference statistics for drift monitoring when the header carries calibration data: an ``.npz`` for
+a file, sentences for a folder).
 
 The stream is written to a private temp folder and hashed as it arrives; nothing is parsed until the
 whole file is there and its sha256 matches. Validation (pipeline/validate.py) runs in a thread.
@@ -26,6 +27,7 @@ from aiaas_services.serialization.records import Imported, ImportHeader, ImportP
 from aiaas_services.serialization.registration import MODEL_ARTIFACT, ONNX_MEDIA_TYPE, register_upload
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.text import hf_import
+from aiaas_services.serialization.text.calibration import SentencesRefused
 
 TASKS = ("", "classification", "regression", "vae")
 FORMATS = ("", "onnx", "hf")
@@ -93,6 +95,21 @@ class Importer:
             )
         if header.format not in FORMATS:
             raise InvalidArgument(f"header.format must be onnx (or empty) or hf, got {header.format!r}")
+        if header.calibration_npz and header.format == "hf":
+            raise InvalidArgument(
+                "header.calibration_npz is taken for ONNX imports only; a Hugging Face folder (format hf) takes "
+                "calibration sentences in header.calibration_text"
+            )
+        if header.calibration_text:
+            if header.format != "hf":
+                raise InvalidArgument(
+                    "header.calibration_text (calibration sentences) is for Hugging Face folder imports only "
+                    "(format hf); an ONNX import takes an .npz in header.calibration_npz"
+                )
+            try:
+                hf_import.calibration_sentences(header.calibration_text)
+            except SentencesRefused as exc:
+                raise InvalidArgument(f"calibration sentences refused: {exc}") from exc
         if header.format == "hf":
             if header.task not in hf_import.TASKS:
                 raise InvalidArgument(
@@ -107,8 +124,6 @@ class Importer:
         try:
             header, path = await self.receive(parts, folder)
             if header.format == "hf":
-                if header.calibration_npz:
-                    raise InvalidArgument("header.calibration_npz is taken for ONNX imports only, not format hf")
                 return await hf_import.import_folder(self.registry, self.settings, header, path, folder / "hf")
             try:
                 info = await asyncio.to_thread(validate.validate_file, path, self.limits)

@@ -117,6 +117,7 @@ class ImportHeader:
     task: str = ""
     format: str = ""  # "" or "onnx": one ONNX file; "hf": a tar of a Hugging Face folder
     calibration_npz: bytes = b""  # representative inputs: reference statistics for drift monitoring
+    calibration_text: bytes = b""  # an HF folder's calibration sentences (UTF-8 lines or JSON lines)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Drift with two worker processes on one port: the scores describe the service's traffic, not one
-worker's share. Real supervisor, real workers, a new connection per request (so the kernel spreads them
-over both workers), and ``GetDrift`` asked over fresh connections (so both workers answer it)."""
+worker's share, and labelled feedback counts whichever worker receives it. Real supervisor, real workers,
+a new connection per request (so the kernel spreads them over both workers), and ``GetDrift`` asked over
+fresh connections (so both workers answer it)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ ROWS_PER_REQUEST = 10
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, np.ndarray]]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, np.ndarray, np.ndarray, Any]]:
     from aiaas_services.inference.examples import export_mlp
 
     root = tmp_path_factory.mktemp("drift-workers")
     x, y = load_digits(return_X_y=True)
-    x_train, x_test, _, _ = train_test_split(x.astype(np.float32), y, test_size=0.25, random_state=0)
+    x_train, x_test, _, y_test = train_test_split(x.astype(np.float32), y, test_size=0.25, random_state=0)
     model = export_mlp(root / "models" / "digits" / "1" / "model.onnx", seed=3)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     predicted = session.run(None, {"input": x_train})[0].argmax(1)
@@ -51,16 +52,18 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServicePro
         timeout=120,
     )
     try:
-        yield service, x_test
+        yield service, x_test, y_test, session
     finally:
         assert service.terminate() == 0, service.log()[-3000:]
 
 
-def send_spread(address: str, rows: np.ndarray) -> None:
-    """Each request on its own connection: the kernel picks a worker per connection."""
+def send_spread(address: str, rows: np.ndarray, ids: str = "") -> None:
+    """Each request on its own connection: the kernel picks a worker per connection. With ``ids``, request
+    ``i`` carries the id ``{ids}{i}``."""
     for start in range(0, len(rows), ROWS_PER_REQUEST):
         x = np.ascontiguousarray(rows[start : start + ROWS_PER_REQUEST], dtype=np.float32)
-        request = pb.ModelInferRequest(model_name="digits")
+        request_id = f"{ids}{start // ROWS_PER_REQUEST}" if ids else ""
+        request = pb.ModelInferRequest(model_name="digits", id=request_id)
         request.inputs.append(pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=x.shape))
         request.raw_input_contents.append(x.tobytes())
         with grpc.insecure_channel(address) as channel:
@@ -92,8 +95,8 @@ def settled(address: str, done: Callable[[monitoring_pb2.GetDriftResponse], bool
         time.sleep(0.2)
 
 
-def test_two_workers_score_the_traffic_of_both(fleet: tuple[ServiceProcess, np.ndarray]) -> None:
-    service, x_test = fleet
+def test_two_workers_score_the_traffic_of_both(fleet: tuple[ServiceProcess, np.ndarray, np.ndarray, Any]) -> None:
+    service, x_test, _, _ = fleet
     held_out = x_test[:450]  # 45 requests: each worker gets fewer than its 400-row window holds
     send_spread(service.address, held_out)
     calm = settled(service.address, lambda r: r.window_rows == len(held_out) and r.windows == 2, service.log())
@@ -113,3 +116,34 @@ def test_two_workers_score_the_traffic_of_both(fleet: tuple[ServiceProcess, np.n
     for report in shifted:
         assert report.max_psi > PSI_THRESHOLD, report
         assert sum(f.psi > PSI_THRESHOLD for f in report.features) > 10
+
+
+def test_feedback_counts_whichever_worker_receives_it(
+    fleet: tuple[ServiceProcess, np.ndarray, np.ndarray, Any],
+) -> None:
+    """40 requests with ids, each on its own connection, then the feedback of each on another fresh one:
+    the kernel gives the two to different workers about half the time, and every feedback still finds its
+    prediction; live accuracy, asked of both workers, counts exactly the 400 labelled rows."""
+    service, x_test, y_test, session = fleet
+    rows, labels = x_test[:400], y_test[:400]
+    send_spread(service.address, rows, ids="spread-")
+    right = session.run(None, {"input": rows})[0].argmax(1) == labels
+    for i in range(len(rows) // ROWS_PER_REQUEST):
+        part = slice(i * ROWS_PER_REQUEST, (i + 1) * ROWS_PER_REQUEST)
+        request = monitoring_pb2.RecordFeedbackRequest(
+            model_name="digits", request_id=f"spread-{i}", labels=labels[part].tolist()
+        )
+        with grpc.insecure_channel(service.address) as channel:
+            reply = monitoring_pb2_grpc.MonitoringServiceStub(channel).RecordFeedback(request, timeout=30)
+        assert reply.correct_rows == int(right[part].sum()), (i, reply)
+    expected = float(right.mean())
+    settled(
+        service.address,
+        lambda r: r.feedback_rows == len(rows) and r.HasField("live_accuracy") and r.live_accuracy == expected,
+        service.log(),
+    )
+    for request_id, fragment in (("spread-0", "counts once per request"), ("never-sent", "send the inference")):
+        request = monitoring_pb2.RecordFeedbackRequest(model_name="digits", request_id=request_id, labels=[1] * 10)
+        with grpc.insecure_channel(service.address) as channel, pytest.raises(grpc.RpcError) as missing:
+            monitoring_pb2_grpc.MonitoringServiceStub(channel).RecordFeedback(request, timeout=30)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND and fragment in (missing.value.details() or "")

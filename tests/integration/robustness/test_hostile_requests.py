@@ -356,8 +356,8 @@ def _npz(**arrays: Any) -> bytes:
 
 
 def test_hostile_import_calibration_data(suite: Suite, tmp_path: Path) -> None:
-    """ImportModel's calibration ``.npz`` (#19: reference statistics of imports): refused with what to fix,
-    before anything is registered."""
+    """ImportModel's calibration ``.npz`` and an HF folder's calibration sentences (#19: reference statistics
+    of imports): refused with what to fix, before anything is registered."""
     import numpy as np
 
     from aiaas_services.inference.examples import export_mlp
@@ -373,9 +373,19 @@ def test_hostile_import_calibration_data(suite: Suite, tmp_path: Path) -> None:
         (_npz(input=np.zeros((0, 64), np.float32)), "onnx", "no rows"),
         (_npz(input=rows), "hf", "ONNX imports only"),
     ]
-    for payload, kind, fragment in cases:
+    text_cases = [  # an HF folder's calibration sentences, checked before the upload
+        (b"a sentence\n", "onnx", "folder imports only"),
+        (b"caf\xe9\n", "hf", "not UTF-8"),
+        (b" \n\n", "hf", "holds no sentences"),
+        (b'{"sentence": "hi"}\n', "hf", 'no string field "text"'),
+    ]
+    for payload, kind, fragment in [*cases, *text_cases]:
         task = "embedding" if kind == "hf" else ""
-        header = s.ImportHeader(model_name="calibrated", format=kind, task=task, calibration_npz=payload)
+        header = s.ImportHeader(model_name="calibrated", format=kind, task=task)
+        if (payload, kind, fragment) in text_cases:
+            header.calibration_text = payload
+        else:
+            header.calibration_npz = payload
         parts = [
             s.ImportModelRequest(header=header),
             s.ImportModelRequest(chunk=model),

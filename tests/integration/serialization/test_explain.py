@@ -149,6 +149,11 @@ def test_fuzz_explain(
         st.sampled_from(["", "integrated_gradients", "kernel_shap", "lime"]),
         st.integers(-10, 3000),
         st.lists(numbers, max_size=66),
+        st.one_of(
+            st.just(""),
+            st.text(st.characters(exclude_categories=["Cs"]), max_size=60),
+            st.just("x" * 10_001),
+        ),
     )
     def check(
         name: str,
@@ -158,13 +163,16 @@ def test_fuzz_explain(
         method: str,
         steps: int,
         baseline: list[float],
+        text: str,
     ) -> None:
         ref = common_pb2.VersionRef(model_name=name)
         if isinstance(selector, int):
             ref.version = selector
         elif isinstance(selector, str) and selector:
             ref.alias = selector
-        request = explain_pb2.ExplainRequest(ref=ref, inputs=inputs, method=method, steps=steps, baseline=baseline)
+        request = explain_pb2.ExplainRequest(
+            ref=ref, inputs=inputs, method=method, steps=steps, baseline=baseline, text=text
+        )
         if target is not None:
             request.target = target
         try:

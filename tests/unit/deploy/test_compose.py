@@ -1,4 +1,5 @@
-"""compose.yaml: valid against the Compose specification's schema; inference replicas use every core."""
+"""compose.yaml: valid against the Compose specification's schema; inference replicas use every core; the
+registry encrypts at rest."""
 
 from __future__ import annotations
 
@@ -29,3 +30,12 @@ def test_inference_replicas_run_a_worker_per_core() -> None:
     assert len(replicas) >= 2
     for name in replicas:
         assert services[name]["environment"]["AIAAS_INFERENCE_WORKERS"] == "auto", name
+
+
+def test_registry_encrypts_at_rest_with_a_secret_key() -> None:
+    """#19: encryption at rest is on in compose.yaml, the key-encryption key coming from a secret."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    registry = compose["services"]["registry"]
+    key_file = registry["environment"]["AIAAS_REGISTRY_ENCRYPTION_KEY_FILE"]
+    (secret,) = registry["secrets"]
+    assert key_file == f"/run/secrets/{secret}" and secret in compose["secrets"]

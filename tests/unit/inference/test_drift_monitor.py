@@ -12,7 +12,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from aiaas_services.inference.monitor import DriftMonitor, Window, new_monitor
-from aiaas_services.monitoring.drift import Reference, psi, reference_stats, shares
+from aiaas_services.monitoring.drift import (
+    Reference,
+    psi,
+    reference_stats,
+    shares,
+    text_features,
+    text_reference_stats,
+)
 
 
 def test_window_wraps_and_keeps_the_newest_rows() -> None:
@@ -143,3 +150,37 @@ def test_string_inputs_keep_the_prediction_distribution() -> None:
         assert scores.prediction is not None and scores.prediction > 0.2 and scores.drifted
 
     asyncio.run(scenario())
+
+
+def test_text_lengths_are_features_of_a_text_reference() -> None:
+    """A text reference (``text_reference_stats``) bins the lengths of the texts: the same mix of lengths
+    scores low, texts three times as long score high, on both features, named."""
+    rng = np.random.default_rng(5)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+
+    def texts(count: int, repeat: int = 1) -> list[str]:
+        return [" ".join(rng.choice(words, size=rng.integers(3, 9)).tolist() * repeat) for _ in range(count)]
+
+    assert text_features([b"caf\xc3\xa9 au lait", "two  words"]).tolist() == [[12, 3], [10, 2]]
+    reference = text_reference_stats(texts(500), np.zeros(500, np.int64), 2)
+
+    async def load(model: Any) -> tuple[dict[str, Any], str]:
+        return reference, "test"
+
+    async def scenario() -> tuple[list[float], list[float]]:
+        scored = []
+        for repeat in (1, 3):
+            monitor = DriftMonitor(load, sample_every=1, capacity=300)
+            model: Any = SimpleNamespace(name="text", version="1")
+            live = np.array(texts(300, repeat), dtype=object)
+            monitor.observe(model, {"text": live}, [np.tile([[0.9, 0.1]], (300, 1))])
+            await monitor.refresh()
+            await asyncio.sleep(0)
+            scores = monitor.score(monitor.find("text"))
+            assert scores is not None and scores.rows == 300 and scores.prediction == pytest.approx(0.0, abs=1e-3)
+            scored.append(scores.features)
+        return scored[0], scored[1]
+
+    calm, long = asyncio.run(scenario())
+    assert Reference(reference).feature_names == ["characters", "words"]
+    assert max(calm) < 0.2 and min(long) > 0.2, (calm, long)

@@ -3,7 +3,8 @@
 
 ``monitor`` reads ``GetDrift`` from the inference service: a summary line, a sparkline of the largest feature PSI over
 the recent scorings, and a table of the most drifted features. PSI above the threshold (0.2) with enough
-sampled rows means the inputs no longer look like the training data.
+sampled rows means the inputs no longer look like the training data. A text model's features are the lengths
+of its texts (characters, words), listed by name.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def monitor(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not report.reference:
         print(f"{report.model_name}:{report.version}: {report.window_rows} rows sampled, but no reference statistics")
-        print("(train with this service, or put reference.json beside the model or in its registry version)")
+        print(
+            "(train with this service, import with --calibration, or put reference.json beside the model or in "
+            "its registry version)"
+        )
         return EXIT_OK
     state = "DRIFTED" if report.drifted else "ok"
     if report.window_rows < report.min_rows:
@@ -52,7 +56,8 @@ def monitor(args: argparse.Namespace) -> int:
     if report.history:
         print(f"max PSI history  {sparkline(report.history, report.threshold)}  (latest {report.history[-1]:.3f})")
     rows: list[list[Any]] = [
-        [f.index, f"{f.psi:.3f}", "drifted" if f.psi > report.threshold else ""] for f in report.features[: args.top]
+        [f.name or f.index, f"{f.psi:.3f}", "drifted" if f.psi > report.threshold else ""]
+        for f in report.features[: args.top]
     ]
     print_table(["feature", "psi", ""], rows)
     print(f"reference: {report.reference}")

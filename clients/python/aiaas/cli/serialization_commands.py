@@ -101,7 +101,8 @@ def register(subparsers: Any) -> None:
         "--calibration",
         type=Path,
         default=None,
-        help="ONNX: .npz of representative inputs (one array per input name): registers reference statistics "
+        help="ONNX: .npz of representative inputs (one array per input name); folder: a text file of "
+        "representative sentences (one per line, or JSON lines with a text field): registers reference statistics "
         "so `aiaas monitor` can score drift",
     )
     add_connection_flags(imp, "serialization")
@@ -232,12 +233,12 @@ def import_command(args: argparse.Namespace) -> int:
     if len(tags) != len(args.tag):
         raise ValueError("--tag takes KEY=VALUE")
     if args.path.is_dir():
-        if args.calibration is not None:
-            raise ValueError("--calibration is for ONNX files; a Hugging Face folder takes none")
+        if args.calibration is not None and args.calibration.suffix == ".npz":
+            raise ValueError("a Hugging Face folder's --calibration is a text file of sentences, not an .npz")
         if args.task and args.task not in HF_TASKS:
             raise ValueError(f"a Hugging Face folder takes --task {' or '.join(HF_TASKS)}, got {args.task!r}")
         response = _client(args).import_hf_folder(
-            args.path, args.name, args.task or HF_TASKS[0], args.description, tags
+            args.path, args.name, args.task or HF_TASKS[0], args.description, tags, calibration=args.calibration
         )
         kind = "Hugging Face checkpoint"
     else:

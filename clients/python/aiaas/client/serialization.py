@@ -111,9 +111,10 @@ def import_requests(
     task: str = "",
     format: str = "",  # noqa: A002 - the proto field's name
     calibration: Path | None = None,
+    calibration_text: bytes = b"",
 ) -> Iterator[pb.ImportModelRequest]:
-    """The ImportModel stream for a file: header (with the calibration ``.npz``, if any), 1 MiB chunks,
-    then the sha256."""
+    """The ImportModel stream for a file: header (with the calibration ``.npz`` of a file, or the
+    calibration sentences of a folder, if any), 1 MiB chunks, then the sha256."""
     size = path.stat().st_size
     header = pb.ImportHeader(
         model_name=model_name,
@@ -123,6 +124,7 @@ def import_requests(
         task=task,
         format=format,
         calibration_npz=calibration.read_bytes() if calibration is not None else b"",
+        calibration_text=calibration_text,
     )
     yield pb.ImportModelRequest(header=header)
     digest = hashlib.sha256()
@@ -203,11 +205,17 @@ class SerializationClient:
         task: str = "embedding",
         description: str = "",
         tags: Mapping[str, str] | None = None,
+        calibration: Path | str | None = None,
     ) -> pb.ImportModelResponse:
-        """Upload a Hugging Face folder's top-level files as a tar; the service vets and registers it (format HF)."""
+        """Upload a Hugging Face folder's top-level files as a tar; the service vets and registers it (format HF).
+        With ``calibration`` (a UTF-8 file of sentences, one per line, or JSON lines with a ``text`` field)
+        the service also registers reference statistics for drift monitoring of its exports."""
+        sentences = Path(calibration).read_bytes() if calibration is not None else b""
         with tempfile.TemporaryDirectory() as scratch:
             archive = pack_hf_folder(Path(folder), Path(scratch) / "model.tar")
-            requests = import_requests(archive, model_name, description, tags, task, format="hf")
+            requests = import_requests(
+                archive, model_name, description, tags, task, format="hf", calibration_text=sentences
+            )
             response: pb.ImportModelResponse = self.stub.ImportModel(requests, timeout=None)
         return response
 

@@ -3,8 +3,10 @@
 Fine-tune: the base folder (fetched by the server into ``<job dir>/source``) gets a classification head.
 Distill: the teacher's soft targets on the training rows train a small student (``student.py``); the
 report compares the two (held-out accuracy, parameters, torch latency at batch 32). From scratch: the same
-student on the labels alone. The result folder holds the HF files, ``curves.png`` and ``result.json``
-(what the registration needs; ``artifacts`` lists the files to register).
+student on the labels alone. The result folder holds the HF files, ``curves.png``, ``reference.json``
+(drift reference statistics of the training rows: their lengths and predicted classes, see
+monitoring/drift.py) and ``result.json`` (what the registration needs; ``artifacts`` lists the files to
+register).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aiaas_services.monitoring.drift import text_reference_stats
 from aiaas_services.training.curves import plot_curves
 from aiaas_services.training.paths import DATASET_FILE, RESULT_DIR, SOURCE_DIR, JobRequest
 from aiaas_services.training.spec import DISTILL, FINETUNE, JobSpec, TextJob
@@ -34,6 +37,7 @@ from aiaas_services.training.text.student import (
 )
 from aiaas_services.training.trainer import Hooks, configure_torch
 
+REFERENCE_ROWS = 10_000  # training rows the drift reference is made of (the first ones): bounded work
 STUDENT_VOCAB = "student-vocab.txt"  # <job dir>/student-vocab.txt: kept so a resumed student tokenizes the same
 
 
@@ -64,6 +68,8 @@ def run_text_job(request: JobRequest, hooks: Hooks) -> dict[str, Any]:
     result_dir = job_dir / RESULT_DIR
     result_dir.mkdir(parents=True, exist_ok=True)
     summary = trainer.save(result_dir)
+    reference = training_reference(trainer, table)
+    (result_dir / "reference.json").write_text(json.dumps(reference))
     test_metrics = dict(summary["test_metrics"], majority_baseline=summary["majority_baseline"])
     if text.mode == DISTILL:
         extra |= _compare(trainer, source, table, config)
@@ -97,6 +103,16 @@ def run_text_job(request: JobRequest, hooks: Hooks) -> dict[str, Any]:
     tmp.write_text(json.dumps(result))
     os.replace(tmp, result_dir / "result.json")
     return result
+
+
+def training_reference(trainer: TextClassifierTrainer, table: TextTable) -> dict[str, Any]:
+    """Reference statistics of the training rows as the trained model sees them (what tabular training
+    records too): the texts' length histograms and the predicted classes' shares. The ONNX exports of the
+    checkpoint find them through their ``source`` tag, so ``aiaas monitor`` scores them."""
+    rows = trainer.train_rows[:REFERENCE_ROWS]
+    stats = text_reference_stats([table.texts[i] for i in rows], trainer.predict(rows), len(table.label_names))
+    stats["source"] = "training split"
+    return stats
 
 
 def finetune_config(spec: JobSpec, text: TextJob) -> FinetuneConfig:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aiaas.common.v1 import common_pb2 as aiaas_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61iaas/explain/v1/explain.proto\x12\x10\x61iaas.explain.v1\x1a\x1c\x61iaas/common/v1/common.proto\"\x9b\x01\n\x0e\x45xplainRequest\x12(\n\x03ref\x18\x01 \x01(\x0b\x32\x1b.aiaas.common.v1.VersionRef\x12\x0e\n\x06inputs\x18\x02 \x03(\x02\x12\x13\n\x06target\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\r\n\x05steps\x18\x05 \x01(\x05\x12\x10\n\x08\x62\x61seline\x18\x06 \x03(\x02\x42\t\n\x07_target\"\xed\x01\n\x0f\x45xplainResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xplained_model\x18\x03 \x01(\t\x12\x19\n\x11\x65xplained_version\x18\x04 \x01(\x03\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\x05\x12\x14\n\x0c\x61ttributions\x18\x07 \x03(\x01\x12\x12\n\nprediction\x18\x08 \x01(\x01\x12\x1b\n\x13\x62\x61seline_prediction\x18\t \x01(\x01\x12\x1a\n\x12\x63ompleteness_error\x18\n \x01(\x01\x32\x64\n\x12\x45xplanationService\x12N\n\x07\x45xplain\x12 .aiaas.explain.v1.ExplainRequest\x1a!.aiaas.explain.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61iaas/explain/v1/explain.proto\x12\x10\x61iaas.explain.v1\x1a\x1c\x61iaas/common/v1/common.proto\"\xa9\x01\n\x0e\x45xplainRequest\x12(\n\x03ref\x18\x01 \x01(\x0b\x32\x1b.aiaas.common.v1.VersionRef\x12\x0e\n\x06inputs\x18\x02 \x03(\x02\x12\x13\n\x06target\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\r\n\x05steps\x18\x05 \x01(\x05\x12\x10\n\x08\x62\x61seline\x18\x06 \x03(\x02\x12\x0c\n\x04text\x18\x07 \x01(\tB\t\n\x07_target\"\xfd\x01\n\x0f\x45xplainResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xplained_model\x18\x03 \x01(\t\x12\x19\n\x11\x65xplained_version\x18\x04 \x01(\x03\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0e\n\x06target\x18\x06 \x01(\x05\x12\x14\n\x0c\x61ttributions\x18\x07 \x03(\x01\x12\x12\n\nprediction\x18\x08 \x01(\x01\x12\x1b\n\x13\x62\x61seline_prediction\x18\t \x01(\x01\x12\x1a\n\x12\x63ompleteness_error\x18\n \x01(\x01\x12\x0e\n\x06tokens\x18\x0b \x03(\t2d\n\x12\x45xplanationService\x12N\n\x07\x45xplain\x12 .aiaas.explain.v1.ExplainRequest\x1a!.aiaas.explain.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aiaas.explain.v1.explain_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXPLAINREQUEST']._serialized_start=83
-  _globals['_EXPLAINREQUEST']._serialized_end=238
-  _globals['_EXPLAINRESPONSE']._serialized_start=241
-  _globals['_EXPLAINRESPONSE']._serialized_end=478
-  _globals['_EXPLANATIONSERVICE']._serialized_start=480
-  _globals['_EXPLANATIONSERVICE']._serialized_end=580
+  _globals['_EXPLAINREQUEST']._serialized_end=252
+  _globals['_EXPLAINRESPONSE']._serialized_start=255
+  _globals['_EXPLAINRESPONSE']._serialized_end=508
+  _globals['_EXPLANATIONSERVICE']._serialized_start=510
+  _globals['_EXPLANATIONSERVICE']._serialized_end=610
 # @@protoc_insertion_point(module_scope)

@@ -45,8 +45,9 @@ class ExplanationServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Explain(self, request, context):
-        """Attribute one row's prediction to its input features. Integrated gradients on the PyTorch original
-        (a checkpoint, or the checkpoint an export came from); Kernel SHAP on the ONNX graph of an imported model.
+        """Attribute one row's prediction to its input features (or a sentence's to its tokens). Integrated
+        gradients on the PyTorch original (a checkpoint, or the checkpoint an export came from; a text
+        classifier's Hugging Face checkpoint for text); Kernel SHAP on the ONNX graph of an imported model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$aiaas/monitoring/v1/monitoring.proto\x12\x13\x61iaas.monitoring.v1\"6\n\x0fGetDriftRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"*\n\x0c\x46\x65\x61tureDrift\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0b\n\x03psi\x18\x02 \x01(\x01\"\xf2\x02\n\x10GetDriftResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bwindow_rows\x18\x03 \x01(\x03\x12\x10\n\x08min_rows\x18\x04 \x01(\x03\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x0f\n\x07max_psi\x18\x06 \x01(\x01\x12\x1b\n\x0eprediction_psi\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x33\n\x08\x66\x65\x61tures\x18\x08 \x03(\x0b\x32!.aiaas.monitoring.v1.FeatureDrift\x12\x0f\n\x07history\x18\t \x03(\x01\x12\x11\n\treference\x18\n \x01(\t\x12\x0f\n\x07\x64rifted\x18\x0b \x01(\x08\x12\x15\n\rfeedback_rows\x18\x0c \x01(\x03\x12\x1a\n\rlive_accuracy\x18\r \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07windows\x18\x0e \x01(\x05\x42\x11\n\x0f_prediction_psiB\x10\n\x0e_live_accuracy\"O\n\x15RecordFeedbackRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\x03\"m\n\x16RecordFeedbackResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x63orrect_rows\x18\x02 \x01(\x03\x12\x15\n\rlive_accuracy\x18\x03 \x01(\x01\x12\x15\n\rfeedback_rows\x18\x04 \x01(\x03\x32\xd7\x01\n\x11MonitoringService\x12W\n\x08GetDrift\x12$.aiaas.monitoring.v1.GetDriftRequest\x1a%.aiaas.monitoring.v1.GetDriftResponse\x12i\n\x0eRecordFeedback\x12*.aiaas.monitoring.v1.RecordFeedbackRequest\x1a+.aiaas.monitoring.v1.RecordFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$aiaas/monitoring/v1/monitoring.proto\x12\x13\x61iaas.monitoring.v1\"6\n\x0fGetDriftRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"8\n\x0c\x46\x65\x61tureDrift\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0b\n\x03psi\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xf2\x02\n\x10GetDriftResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bwindow_rows\x18\x03 \x01(\x03\x12\x10\n\x08min_rows\x18\x04 \x01(\x03\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x0f\n\x07max_psi\x18\x06 \x01(\x01\x12\x1b\n\x0eprediction_psi\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x33\n\x08\x66\x65\x61tures\x18\x08 \x03(\x0b\x32!.aiaas.monitoring.v1.FeatureDrift\x12\x0f\n\x07history\x18\t \x03(\x01\x12\x11\n\treference\x18\n \x01(\t\x12\x0f\n\x07\x64rifted\x18\x0b \x01(\x08\x12\x15\n\rfeedback_rows\x18\x0c \x01(\x03\x12\x1a\n\rlive_accuracy\x18\r \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07windows\x18\x0e \x01(\x05\x42\x11\n\x0f_prediction_psiB\x10\n\x0e_live_accuracy\"O\n\x15RecordFeedbackRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\x03\"m\n\x16RecordFeedbackResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x63orrect_rows\x18\x02 \x01(\x03\x12\x15\n\rlive_accuracy\x18\x03 \x01(\x01\x12\x15\n\rfeedback_rows\x18\x04 \x01(\x03\x32\xd7\x01\n\x11MonitoringService\x12W\n\x08GetDrift\x12$.aiaas.monitoring.v1.GetDriftRequest\x1a%.aiaas.monitoring.v1.GetDriftResponse\x12i\n\x0eRecordFeedback\x12*.aiaas.monitoring.v1.RecordFeedbackRequest\x1a+.aiaas.monitoring.v1.RecordFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDRIFTREQUEST']._serialized_start=61
   _globals['_GETDRIFTREQUEST']._serialized_end=115
   _globals['_FEATUREDRIFT']._serialized_start=117
-  _globals['_FEATUREDRIFT']._serialized_end=159
-  _globals['_GETDRIFTRESPONSE']._serialized_start=162
-  _globals['_GETDRIFTRESPONSE']._serialized_end=532
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=534
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=613
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=615
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=724
-  _globals['_MONITORINGSERVICE']._serialized_start=727
-  _globals['_MONITORINGSERVICE']._serialized_end=942
+  _globals['_FEATUREDRIFT']._serialized_end=173
+  _globals['_GETDRIFTRESPONSE']._serialized_start=176
+  _globals['_GETDRIFTRESPONSE']._serialized_end=546
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=548
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=627
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=629
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=738
+  _globals['_MONITORINGSERVICE']._serialized_start=741
+  _globals['_MONITORINGSERVICE']._serialized_end=956
 # @@protoc_insertion_point(module_scope)

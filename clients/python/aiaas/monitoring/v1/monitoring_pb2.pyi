@@ -15,12 +15,14 @@ class GetDriftRequest(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
-    __slots__ = ("index", "psi")
+    __slots__ = ("index", "psi", "name")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PSI_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     index: int
     psi: float
-    def __init__(self, index: _Optional[int] = ..., psi: _Optional[float] = ...) -> None: ...
+    name: str
+    def __init__(self, index: _Optional[int] = ..., psi: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
 
 class GetDriftResponse(_message.Message):
     __slots__ = ("model_name", "version", "window_rows", "min_rows", "threshold", "max_psi", "prediction_psi", "features", "history", "reference", "drifted", "feedback_rows", "live_accuracy", "windows")

@@ -232,7 +232,7 @@ class WatchExportJobResponse(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed: _Optional[str] = ..., variant: _Optional[_Union[VariantReport, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ImportHeader(_message.Message):
-    __slots__ = ("model_name", "description", "tags", "size_bytes", "task", "format", "calibration_npz")
+    __slots__ = ("model_name", "description", "tags", "size_bytes", "task", "format", "calibration_npz", "calibration_text")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +247,7 @@ class ImportHeader(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_NPZ_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_TEXT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     description: str
     tags: _containers.ScalarMap[str, str]
@@ -254,7 +255,8 @@ class ImportHeader(_message.Message):
     task: str
     format: str
     calibration_npz: bytes
-    def __init__(self, model_name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., size_bytes: _Optional[int] = ..., task: _Optional[str] = ..., format: _Optional[str] = ..., calibration_npz: _Optional[bytes] = ...) -> None: ...
+    calibration_text: bytes
+    def __init__(self, model_name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., size_bytes: _Optional[int] = ..., task: _Optional[str] = ..., format: _Optional[str] = ..., calibration_npz: _Optional[bytes] = ..., calibration_text: _Optional[bytes] = ...) -> None: ...
 
 class ImportModelRequest(_message.Message):
     __slots__ = ("header", "chunk", "sha256")
