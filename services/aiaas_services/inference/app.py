@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -14,8 +15,8 @@ import grpc
 from aiaas.client.registry import RegistryClient
 from aiaas.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from aiaas.oip.v2 import grpc_service_pb2, grpc_service_pb2_grpc
-from aiaas_services.inference.batcher import BatchPolicy
-from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec
+from aiaas_services.inference.batching import BatchPolicy
+from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.metrics import observer_factory, watch_states
 from aiaas_services.inference.monitor import new_monitor, repository_or_registry_loader
 from aiaas_services.inference.monitor_servicer import MonitoringServicer
@@ -24,11 +25,13 @@ from aiaas_services.inference.reference_channel import RegistryReferences
 from aiaas_services.inference.rest.app import RestApp
 from aiaas_services.inference.rest.auth import HttpAuth
 from aiaas_services.inference.rest.server import HttpServer
+from aiaas_services.inference.served import LoadOptions, ModelSpec
 from aiaas_services.inference.servicer import InferenceServicer
 from aiaas_services.inference.settings import InferenceSettings
 from aiaas_services.inference.usage import UsageFlusher, new_meter
 from aiaas_services.inference.usage_channel import RegistryUsageSender
 from aiaas_services.runtime.channels import open_channel
+from aiaas_services.runtime.messages import same_named
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +39,8 @@ logger = logging.getLogger(__name__)
 def load_options(settings: InferenceSettings) -> LoadOptions:
     """Session and batching options from the settings."""
     config = ProviderConfig(
+        **same_named(settings, *(f.name for f in dataclasses.fields(ProviderConfig) if f.name != "preferred")),
         preferred=tuple(settings.providers),
-        cuda_device_id=settings.cuda_device_id,
-        cuda_mem_limit_bytes=settings.cuda_mem_limit_bytes,
-        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
-        cuda_graph=settings.cuda_graph,
-        intra_op_threads=settings.intra_op_threads,
-        inter_op_threads=settings.inter_op_threads,
-        graph_optimization=settings.graph_optimization,
     )
     policy = BatchPolicy(
         enabled=settings.batching,

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from aiaas_services.inference.batcher import Batcher, BatchPolicy, StoppableRunFn
+from aiaas_services.inference.batcher import Batcher
+from aiaas_services.inference.batching import BatchPolicy, StoppableRunFn
 from aiaas_services.inference.loading import check_external_data
 from aiaas_services.inference.ortvalues import needs_ortvalues, ortvalue_runner
 from aiaas_services.inference.providers import (

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto
 
-from aiaas_services.inference.batcher import StoppableRunFn
+from aiaas_services.inference.batching import StoppableRunFn
 from aiaas_services.inference.tensors import BF16
 from aiaas_services.runtime.errors import InvalidArgument
 

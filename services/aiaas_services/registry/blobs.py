@@ -47,8 +47,8 @@ class BlobWriter(Protocol):
 class BlobStore(Protocol):
     """Where artifact bytes live, addressed by lowercase hex sha256."""
 
-    def writer(self) -> BlobWriter:
-        """Start writing a new blob."""
+    def writer(self, hash_content: bool = True) -> BlobWriter:
+        """Start writing a new blob; ``hash_content=False`` when the caller hashes and sets ``address``."""
         ...
 
     def exists(self, digest: str) -> bool:
@@ -87,6 +87,12 @@ _SYNC_FILE_RANGE_WRITE = 2
 WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
+def _hexdigest(hash_: Any) -> str:
+    if hash_ is None:
+        raise RuntimeError("this blob writer does not hash its content (its caller sets the address)")
+    return str(hash_.hexdigest())
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -98,9 +104,9 @@ def _fsync_dir(path: Path) -> None:
 class LocalWriter:
     """A temp file under ``<root>/tmp`` that becomes ``<root>/sha256/ab/<hex>`` on commit."""
 
-    def __init__(self, store: LocalBlobStore) -> None:
+    def __init__(self, store: LocalBlobStore, hash_content: bool = True) -> None:
         self._store = store
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hash_content else None
         self.size = 0
         self.address = ""
         self._synced = 0
@@ -108,7 +114,8 @@ class LocalWriter:
         self._file: Any = self._path.open("wb")
 
     def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
+        if self._hash is not None:
+            self._hash.update(chunk)
         self._file.write(chunk)
         self.size += len(chunk)
         if _SYNC_FILE_RANGE is not None and self.size - self._synced >= WRITEBACK_EVERY:
@@ -119,7 +126,7 @@ class LocalWriter:
             self._synced = self.size
 
     def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+        return _hexdigest(self._hash)
 
     def commit(self) -> bool:
         final = self._store.path_of(self.address or self.hexdigest())
@@ -154,8 +161,8 @@ class LocalBlobStore:
         """Where a blob lives."""
         return self.data_dir / digest[:2] / digest
 
-    def writer(self) -> BlobWriter:
-        return LocalWriter(self)
+    def writer(self, hash_content: bool = True) -> BlobWriter:
+        return LocalWriter(self, hash_content)
 
     def exists(self, digest: str) -> bool:
         return self.path_of(digest).is_file()
@@ -188,10 +195,10 @@ class S3Writer:
     Holds at most one part (``part_size`` bytes) in memory.
     """
 
-    def __init__(self, store: S3BlobStore) -> None:
+    def __init__(self, store: S3BlobStore, hash_content: bool = True) -> None:
         self._store = store
         self._s3 = store.client
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hash_content else None
         self.size = 0
         self.address = ""
         self._key = f"{store.prefix}tmp/{uuid.uuid4().hex}"
@@ -200,7 +207,8 @@ class S3Writer:
         self._upload_id: str | None = self._s3.create_multipart_upload(Bucket=store.bucket, Key=self._key)["UploadId"]
 
     def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
+        if self._hash is not None:
+            self._hash.update(chunk)
         self._buffer += chunk
         self.size += len(chunk)
         if len(self._buffer) >= self._store.part_size:
@@ -219,7 +227,7 @@ class S3Writer:
         self._buffer = bytearray()
 
     def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+        return _hexdigest(self._hash)
 
     def commit(self) -> bool:
         store = self._store
@@ -278,8 +286,8 @@ class S3BlobStore:
         """Object key of a blob."""
         return f"{self.prefix}sha256/{digest[:2]}/{digest}"
 
-    def writer(self) -> BlobWriter:
-        return S3Writer(self)
+    def writer(self, hash_content: bool = True) -> BlobWriter:
+        return S3Writer(self, hash_content)
 
     def exists(self, digest: str) -> bool:
         from botocore.exceptions import ClientError  # botocore: see __init__

@@ -22,6 +22,7 @@ from aiaas_services.registry.domain import (
     Version,
 )
 from aiaas_services.runtime.errors import InvalidArgument
+from aiaas_services.runtime.messages import same_named
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp:
@@ -35,11 +36,7 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp:
 def model_to_proto(model: Model) -> registry_pb2.RegisteredModel:
     """A domain model as a RegisteredModel."""
     return registry_pb2.RegisteredModel(
-        name=model.name,
-        description=model.description,
-        tags=model.tags,
-        aliases=model.aliases,
-        latest_version=model.latest_version,
+        **same_named(model, "name", "description", "tags", "aliases", "latest_version"),
         created_at=timestamp(model.created_at),
         updated_at=timestamp(model.updated_at),
     )
@@ -47,9 +44,7 @@ def model_to_proto(model: Model) -> registry_pb2.RegisteredModel:
 
 def artifact_to_proto(artifact: Artifact) -> registry_pb2.Artifact:
     """A domain artifact as its proto."""
-    return registry_pb2.Artifact(
-        name=artifact.name, sha256=artifact.sha256, size_bytes=artifact.size_bytes, media_type=artifact.media_type
-    )
+    return registry_pb2.Artifact(**same_named(artifact, "name", "sha256", "size_bytes", "media_type"))
 
 
 def new_version_from_proto(request: registry_pb2.CreateVersionRequest) -> NewVersion:
@@ -71,38 +66,39 @@ def _parse(data: dict[str, Any], message: Any) -> Any:
     return message
 
 
+# ModelVersion fields that are the domain Version's own, unconverted.
+_VERSION_FIELDS = [
+    "model_name",
+    "variant",
+    "status_reason",
+    "metrics",
+    "tags",
+    "description",
+    "created_by",
+    "aliases",
+    "required_artifacts",
+]
+
+
 def version_to_proto(version: Version) -> registry_pb2.ModelVersion:
     """A domain version as a ModelVersion."""
     return registry_pb2.ModelVersion(
-        model_name=version.model_name,
+        **same_named(version, *_VERSION_FIELDS),
         version=version.number,
         format=int(version.format),  # type: ignore[arg-type]
-        variant=version.variant,
         status=int(version.status),  # type: ignore[arg-type]
-        status_reason=version.status_reason,
         signature=_parse(version.signature, common_pb2.Signature()),
-        metrics=version.metrics,
-        tags=version.tags,
         lineage=_parse(version.lineage, registry_pb2.Lineage()),
         artifacts=[artifact_to_proto(a) for a in version.artifacts],
-        description=version.description,
-        created_by=version.created_by,
         created_at=timestamp(version.created_at),
         updated_at=timestamp(version.updated_at),
-        aliases=version.aliases,
-        required_artifacts=version.required_artifacts,
     )
 
 
 def move_to_proto(move: AliasMove) -> registry_pb2.AliasMove:
     """A domain alias move as its proto."""
     return registry_pb2.AliasMove(
-        model_name=move.model_name,
-        alias=move.alias,
-        from_version=move.from_version,
-        to_version=move.to_version,
-        actor=move.actor,
-        reason=move.reason,
+        **same_named(move, "model_name", "alias", "from_version", "to_version", "actor", "reason"),
         moved_at=timestamp(move.moved_at),
     )
 

@@ -23,26 +23,26 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aiaas_services.registry.blobs import BlobStore, BlobWriter, LocalBlobStore, S3BlobStore
 from aiaas_services.registry.keyring import EncryptionConfigError, Envelope, Keyring, KeyUnavailable
+from aiaas_services.registry.sealing import (
+    MAGIC,
+    SEGMENT_BYTES,
+    TAG_BYTES,
+    Sealer,
+    opened_segments,
+    sealed_segments,
+)
 from aiaas_services.runtime.errors import DigestMismatch
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"AIAASE\x01\x00"  # format 1
 BLOB_ID_BYTES = 16
 HEADER_BYTES = len(MAGIC) + BLOB_ID_BYTES
-TAG_BYTES = 16
-SEGMENT_BYTES = 1024 * 1024
-
-
-def _nonce(index: int, last: bool) -> bytes:
-    return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
 class Shelf(Protocol):
@@ -141,39 +141,23 @@ def shelf_for(store: BlobStore) -> Shelf:
 
 
 class EncryptedWriter:
-    """Hashes the plaintext, seals full segments as they fill, and hands ciphertext to the inner writer."""
+    """Hashes the plaintext and seals it segment by segment (``sealing.Sealer``) into the inner writer, which
+    does not hash the ciphertext: the blob's address is the plaintext's digest."""
 
     def __init__(self, store: EncryptedBlobStore) -> None:
         self._store = store
-        self._inner = store.inner.writer()
+        self._inner = store.inner.writer(hash_content=False)
         self._hash = hashlib.sha256()
         self._dek = AESGCM.generate_key(bit_length=256)
-        self._cipher = AESGCM(self._dek)
         self._blob_id = os.urandom(BLOB_ID_BYTES)
-        self._buffer = bytearray()
-        self._index = 0
+        self._sealer = Sealer(AESGCM(self._dek), store.segment_bytes, self._inner.write)
         self.size = 0
         self.address = ""
         self._inner.write(MAGIC + self._blob_id)
 
-    def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
+    def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
-        self._buffer += chunk
-        segment = self._store.segment_bytes
-        # Keep at least one byte back: only the final segment may be sealed as the last one.
-        if len(self._buffer) > segment:
-            view = memoryview(self._buffer)
-            done = 0
-            while len(self._buffer) - done > segment:
-                self._seal(view[done : done + segment], last=False)
-                done += segment
-            view.release()
-            del self._buffer[:done]
-
-    def _seal(self, plain: Any, last: bool) -> None:
-        self._inner.write(self._cipher.encrypt(_nonce(self._index, last), plain, MAGIC))
-        self._index += 1
+        self._sealer.feed(chunk, lambda: self._hash.update(chunk))
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -185,8 +169,7 @@ class EncryptedWriter:
             if store.inner.exists(digest):
                 self.abort()
                 return True
-            self._seal(bytes(self._buffer), last=True)
-            self._buffer = bytearray()
+            self._sealer.finish()
             envelope = Envelope(self._blob_id.hex(), "", b"", b"", store.segment_bytes, self.size)
             kek, nonce, wrapped = store.keyring.wrap(self._dek, envelope.aad(digest))
             envelope = Envelope(envelope.blob_id, kek, nonce, wrapped, envelope.segment_bytes, self.size)
@@ -198,7 +181,7 @@ class EncryptedWriter:
 
     def abort(self) -> None:
         self._inner.abort()
-        self._buffer = bytearray()
+        self._sealer.drop()
 
 
 class EncryptedBlobStore:
@@ -217,7 +200,8 @@ class EncryptedBlobStore:
             # Where the (encrypted) blob lies on disk, for the GC's size report; absent for S3, as there.
             self.path_of = inner.path_of
 
-    def writer(self) -> BlobWriter:
+    def writer(self, hash_content: bool = True) -> BlobWriter:
+        """A sealing writer; it always hashes (the address is the plaintext's digest)."""
         return EncryptedWriter(self)
 
     def exists(self, digest: str) -> bool:
@@ -263,38 +247,24 @@ class EncryptedBlobStore:
         size, segment = envelope.size, envelope.segment_bytes
         if offset >= size and size > 0:
             return
-        count = max(1, -(-size // segment))
         index = offset // segment
         skip = offset - index * segment
         sealed = segment + TAG_BYTES
+        what = f"blob {digest}"
         reader = self.inner.read(digest, HEADER_BYTES + index * sealed, sealed)
-        pending = bytearray()
         try:
-            for chunk in reader:
-                pending += chunk
-                while index < count:
-                    need = (size - index * segment if index == count - 1 else segment) + TAG_BYTES
-                    if len(pending) < need:
-                        break
-                    sealed_bytes = bytes(pending) if len(pending) == need else bytes(pending[:need])
-                    del pending[:need]
-                    try:
-                        plain = cipher.decrypt(_nonce(index, index == count - 1), sealed_bytes, MAGIC)
-                    except InvalidTag:
-                        raise DigestMismatch(
-                            f"stored bytes of blob {digest} fail authentication at segment {index} (altered or "
-                            "corrupt); nothing more was served"
-                        ) from None
-                    index += 1
+            segments = sealed_segments(reader, index, size, segment, what)
+            for plain in opened_segments(cipher, segments, max(1, -(-size // segment)), what):
+                if skip == 0 and len(plain) <= chunk_size:
+                    yield plain
+                else:
                     for start in range(skip, len(plain), chunk_size):
                         yield plain[start : start + chunk_size]
-                    skip = 0
+                skip = 0
         finally:
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
-        if index < count or pending:
-            raise DigestMismatch(f"stored bytes of blob {digest} are truncated or padded; nothing more was served")
 
     def delete(self, digest: str) -> None:
         self.inner.delete(digest)

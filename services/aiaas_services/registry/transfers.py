@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from aiaas_services.registry.blobs import BlobWriter
 from aiaas_services.registry.core import GarbageReport, RegistryCore, UploadResult
 from aiaas_services.registry.domain import Artifact, InlineArtifact, NewVersion, Version, check_complete
+from aiaas_services.registry.pipeline import read_ahead
 from aiaas_services.runtime.errors import (
     DigestMismatch,
     DomainError,
@@ -233,10 +234,13 @@ class ArtifactTransfers(RegistryCore):
         digest = hashlib.sha256()
         position = 0 if verify else offset
         reader: Iterator[bytes] = await self.run(self.blobs.read, artifact.sha256, position, chunk_size)
+        # Three steps overlap: the pipeline reads (and opens, when encrypted) chunk n+2, a registry thread
+        # hashes chunk n+1, the event loop sends chunk n.
+        pieces = read_ahead(reader)
 
         def next_chunk() -> bytes | None:
             nonlocal position
-            while (chunk := next(reader, None)) is not None:
+            while (chunk := next(pieces, None)) is not None:
                 if verify:
                     digest.update(chunk)
                 begin, position = position, position + len(chunk)
@@ -253,6 +257,7 @@ class ArtifactTransfers(RegistryCore):
                 yield chunk
         finally:
             concurrent.futures.wait([upcoming])
+            pieces.close()  # waits for the read in flight
             close = getattr(reader, "close", None)
             if close is not None:
                 close()  # synchronous: also runs when the client went away and this task is cancelled

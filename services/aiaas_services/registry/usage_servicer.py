@@ -10,6 +10,7 @@ from aiaas.usage.v1 import usage_pb2, usage_pb2_grpc
 from aiaas_services.registry import usage
 from aiaas_services.registry.catalog import Registry
 from aiaas_services.runtime.errors import InvalidArgument
+from aiaas_services.runtime.messages import same_named
 
 
 def entry_from_proto(entry: usage_pb2.UsageEntry) -> usage.UsageCount:
@@ -26,13 +27,7 @@ def entry_from_proto(entry: usage_pb2.UsageEntry) -> usage.UsageCount:
 
 def entry_to_proto(count: usage.UsageCount) -> usage_pb2.UsageEntry:
     """A usage count as its message."""
-    entry = usage_pb2.UsageEntry(
-        principal=count.principal,
-        model=count.model,
-        requests=count.requests,
-        rows=count.rows,
-        compute_seconds=count.compute_seconds,
-    )
+    entry = usage_pb2.UsageEntry(**same_named(count, "principal", "model", "requests", "rows", "compute_seconds"))
     entry.period_start.FromSeconds(count.period_start)
     return entry
 

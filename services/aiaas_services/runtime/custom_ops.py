@@ -15,6 +15,7 @@ import onnxruntime as ort
 def library_path() -> str | None:
     """Path of the extensions' shared library, or None when the package is not installed."""
     try:
+        # optional package: the service runs without it (no tokenizer-in-graph models then)
         import onnxruntime_extensions
     except ImportError:
         return None

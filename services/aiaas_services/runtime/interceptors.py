@@ -57,11 +57,6 @@ async def _checked_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-def _is_message(request: Any) -> bool:
-    """A single request message, as opposed to the async iterator of a client stream."""
-    return not hasattr(request, "__aiter__")
-
-
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     """Abort the RPC with the status the error table gives; log what the client must not see."""
     code, message = status_for(exc)
@@ -72,60 +67,63 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, meth
     await context.abort(code, message)
 
 
+class _Handled:
+    """The opening every error-mapped handler shares: the call's deadline entered (and left when the
+    handler is done), and an exception escaping the servicer kept in ``error`` (not raised) for the
+    handler to answer with its status. Aborts pass through: their status is set already."""
+
+    __slots__ = ("call", "error")
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.call = deadlines.enter(context)
+        self.error: Exception | None = None
+
+    def __enter__(self) -> _Handled:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> bool:
+        deadlines.leave(self.call)
+        if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+            self.error = exc
+            return True
+        return False
+
+
+def _parsed(request: Any, streaming_requests: bool) -> Any:
+    """The request to hand the servicer: a stream checked message by message, or a message that parsed."""
+    if streaming_requests:
+        return _checked_requests(request)
+    if request is UNPARSEABLE:
+        raise InvalidArgument(UNPARSEABLE_MESSAGE)
+    return request
+
+
 def _wrap_unary_response(
     fn: Callable[..., Awaitable[Any]], method: str, streaming_requests: bool
 ) -> Callable[..., Awaitable[Any]]:
-    if streaming_requests:
-
-        async def stream_in(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = deadlines.enter(context)
-            try:
-                return await fn(_checked_requests(requests), context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
-                await abort_with(context, exc, method)
-            finally:
-                deadlines.leave(call)
-
-        return stream_in
-
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = deadlines.enter(context)
-        try:
-            if request is UNPARSEABLE:
-                raise InvalidArgument(UNPARSEABLE_MESSAGE)
-            return await fn(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
-            await abort_with(context, exc, method)
-        finally:
-            deadlines.leave(call)
+        with _Handled(context) as handled:
+            return await fn(_parsed(request, streaming_requests), context)
+        if handled.error is not None:
+            await abort_with(context, handled.error, method)
+        return None
 
     return handler
 
 
-def _wrap_stream_response(fn: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
-    async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = deadlines.enter(context)
-        try:
-            if request_or_iterator is UNPARSEABLE:
-                raise InvalidArgument(UNPARSEABLE_MESSAGE)
-            if not _is_message(request_or_iterator):
-                request_or_iterator = _checked_requests(request_or_iterator)
-            result = fn(request_or_iterator, context)
+def _wrap_stream_response(
+    fn: Callable[..., Any], method: str, streaming_requests: bool
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        with _Handled(context) as handled:
+            result = fn(_parsed(request, streaming_requests), context)
             if inspect.isasyncgen(result):
                 async for item in result:
                     yield item
             else:
                 await result
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            await abort_with(context, exc, method)
-        finally:
-            deadlines.leave(call)
+        if handled.error is not None:
+            await abort_with(context, handled.error, method)
 
     return handler
 
@@ -233,31 +231,57 @@ def fuse(interceptors: Sequence[grpc.aio.ServerInterceptor]) -> list[grpc.aio.Se
     return fused
 
 
-class ErrorMappingInterceptor(HandlerInterceptor):
-    """Maps DomainError subclasses to their status and anything else to a generic INTERNAL.
+class WrappingInterceptor(HandlerInterceptor):
+    """A ``HandlerInterceptor`` that wraps every call of a method the same way (subclasses give the
+    wrappers in ``wrappers``). The wrapped handler is built once per method and reused: a method's
+    registered handler is the same object on every call, so the hot path does no wrapping."""
 
-    Request bytes that do not parse become INVALID_ARGUMENT with a generic message (never grpc's UNKNOWN
-    naming the parser's exception class).
-
-    The wrapped handler of each method is built once and reused (the registered handler of a method is
-    the same object on every call), rather than rebuilt for every RPC.
-    """
+    tolerant = False  # swap in the deserializer that never raises (see ``wrap_handler``)
 
     def __init__(self) -> None:
+        # method -> (handler seen, its wrapped twin)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def applies(self, method: str) -> bool:
+        """Whether calls of ``method`` are wrapped now (asked on every call)."""
+        return True
+
+    def wrappers(
+        self, handler: grpc.RpcMethodHandler, method: str
+    ) -> tuple[Callable[[Behaviour], Behaviour], Callable[[Behaviour], Behaviour]]:
+        """How to wrap ``method``'s behaviour: (for one response, for a response stream)."""
+        raise NotImplementedError
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
+        """The wrapped twin of ``handler`` (built once per method), or ``handler`` where this does not apply."""
+        if not self.applies(method):
+            return handler
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        streaming_requests = bool(handler.stream_unary or handler.stream_stream)
-        wrapped = wrap_handler(
-            handler,
-            unary=lambda fn: _wrap_unary_response(fn, method, streaming_requests),
-            stream=lambda fn: _wrap_stream_response(fn, method),
-            tolerant=True,
-        )
+        unary, stream = self.wrappers(handler, method)
+        wrapped = wrap_handler(handler, unary=unary, stream=stream, tolerant=self.tolerant)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+class ErrorMappingInterceptor(WrappingInterceptor):
+    """Maps DomainError subclasses to their status and anything else to a generic INTERNAL.
+
+    Request bytes that do not parse become INVALID_ARGUMENT with a generic message (never grpc's UNKNOWN
+    naming the parser's exception class).
+    """
+
+    tolerant = True
+
+    def wrappers(
+        self, handler: grpc.RpcMethodHandler, method: str
+    ) -> tuple[Callable[[Behaviour], Behaviour], Callable[[Behaviour], Behaviour]]:
+        """Both kinds enter the call's deadline and map what escapes; requests are checked for parsing."""
+        streaming = bool(handler.stream_unary or handler.stream_stream)
+        return (
+            lambda fn: _wrap_unary_response(fn, method, streaming),
+            lambda fn: _wrap_stream_response(fn, method, streaming),
+        )

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from aiaas_services.runtime.interceptors import HandlerInterceptor, wrap_handler
+from aiaas_services.runtime.interceptors import Behaviour, WrappingInterceptor
 from aiaas_services.runtime.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -92,29 +92,22 @@ def add_artifact_bytes(direction: str, count: int) -> None:
     ARTIFACT_BYTES.labels(direction).inc(count)
 
 
-class RpcMetricsInterceptor(HandlerInterceptor):
+class RpcMetricsInterceptor(WrappingInterceptor):
     """Counts RPCs and their latency by method and status code; idle while metrics are off."""
 
     def __init__(self, always: bool = False) -> None:
+        super().__init__()
         self._always = always
-        # method -> (handler seen, its counted twin): built once, not on every RPC.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        if not (self._always or _enabled) or method.startswith(UNTRACED_PREFIXES):
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = wrap_handler(
-            handler,
-            unary=lambda fn: _unary(fn, method),
-            stream=lambda fn: _streaming(fn, method),
-        )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def applies(self, method: str) -> bool:
+        """While metrics are on, every method but health checks and reflection."""
+        return (self._always or _enabled) and not method.startswith(UNTRACED_PREFIXES)
+
+    def wrappers(
+        self, handler: grpc.RpcMethodHandler, method: str
+    ) -> tuple[Callable[[Behaviour], Behaviour], Callable[[Behaviour], Behaviour]]:
+        """Both kinds count the call in flight and observe its duration under its status code."""
+        return (lambda fn: _unary(fn, method), lambda fn: _streaming(fn, method))
 
 
 def _code_name(context: grpc.aio.ServicerContext, failure: str | None) -> str:
@@ -143,21 +136,34 @@ def _duration(method: str, code: str) -> Any:
     return child
 
 
+class _Measured:
+    """The opening both kinds of counted handler share: the call counted in flight from construction
+    until the handler is done, then its duration observed under its status code."""
+
+    __slots__ = ("context", "in_flight", "method", "started")
+
+    def __init__(self, in_flight: Any, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.started = time.perf_counter()
+        self.in_flight = in_flight
+        self.method = method
+        self.context = context
+        in_flight.inc()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        self.in_flight.dec()
+        failure = None if exc is None else _failure(exc)
+        _duration(self.method, _code_name(self.context, failure)).observe(time.perf_counter() - self.started)
+
+
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
     in_flight = RPC_IN_FLIGHT.labels(method)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        failure: str | None = None
-        in_flight.inc()
-        try:
+        with _Measured(in_flight, method, context):
             return await behavior(request_or_iterator, context)
-        except BaseException as exc:
-            failure = _failure(exc)
-            raise
-        finally:
-            in_flight.dec()
-            _duration(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 
@@ -166,22 +172,13 @@ def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Async
     in_flight = RPC_IN_FLIGHT.labels(method)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        failure: str | None = None
-        in_flight.inc()
-        try:
+        with _Measured(in_flight, method, context):
             result = behavior(request_or_iterator, context)
             if hasattr(result, "__anext__"):
                 async for item in result:
                     yield item
             else:
                 await result
-        except BaseException as exc:
-            failure = _failure(exc)
-            raise
-        finally:
-            in_flight.dec()
-            _duration(method, _code_name(context, failure)).observe(time.perf_counter() - started)
 
     return handler
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 from aiaas.common.v1 import common_pb2
 from aiaas.serialization.v1 import serialization_pb2 as pb
+from aiaas_services.runtime.messages import same_named
 from aiaas_services.serialization.pipeline.limits import Tolerance
 from aiaas_services.serialization.pipeline.proof import Report
 from aiaas_services.serialization.pipeline.validate import TensorInfo
@@ -81,14 +83,7 @@ def spec_from(options: common_pb2.ExportOptions) -> ExportSpec:
         ),
         pruning_sparsity=options.pruning_sparsity,
         tolerances={
-            name: Tolerance(
-                max_abs_error=t.max_abs_error,
-                max_metric_drop=t.max_metric_drop,
-                min_top1_agreement=t.min_top1_agreement,
-                min_worst_row_cosine=t.min_worst_row_cosine,
-                min_p1_cosine=t.min_p1_cosine,
-                max_rel_error=t.max_rel_error,
-            )
+            name: Tolerance(**same_named(t, *(f.name for f in dataclasses.fields(Tolerance))))
             for name, t in options.tolerances.items()
         },
         reduce_range=options.reduce_range,
@@ -133,53 +128,42 @@ def request_from(request: pb.StartExportJobRequest) -> ExportRequest:
     )
 
 
+# VariantReport, OutputProof and QuantizationCandidate fields: the domain Report's (and its parts') own.
+_REPORT_FIELDS = [
+    "variant",
+    "accepted",
+    "reason",
+    "max_abs_error",
+    "mean_abs_error",
+    "cosine_similarity",
+    "top1_agreement",
+    "metric_name",
+    "metric_value",
+    "reference_metric_value",
+    "size_bytes",
+    "latency_ms_batch1",
+    "latency_ms_batch32",
+    "preferred_provider",
+    "settings",
+    "num_samples",
+    "worst_row_cosine",
+    "p1_cosine",
+    "max_rel_error",
+    "worst_rows",
+    "failed",
+    "limits",
+    "latency_vs_fp32_batch32",
+]
+_OUTPUT_FIELDS = ["name", "worst_row_cosine", "p1_cosine", "max_abs_error", "max_rel_error", "worst_rows"]
+_CANDIDATE_FIELDS = ["settings", "passed", "reason", "latency_ms_batch32", "worst_row_cosine"]
+
+
 def report_to(report: Report, registered: Ref = Ref()) -> pb.VariantReport:
     """A variant's proof as the wire message."""
     message = pb.VariantReport(
-        variant=report.variant,
-        accepted=report.accepted,
-        reason=report.reason,
-        max_abs_error=report.max_abs_error,
-        mean_abs_error=report.mean_abs_error,
-        cosine_similarity=report.cosine_similarity,
-        top1_agreement=report.top1_agreement,
-        metric_name=report.metric_name,
-        metric_value=report.metric_value,
-        reference_metric_value=report.reference_metric_value,
-        size_bytes=report.size_bytes,
-        latency_ms_batch1=report.latency_ms_batch1,
-        latency_ms_batch32=report.latency_ms_batch32,
-        preferred_provider=report.preferred_provider,
-        settings=report.settings,
-        num_samples=report.num_samples,
-        worst_row_cosine=report.worst_row_cosine,
-        p1_cosine=report.p1_cosine,
-        max_rel_error=report.max_rel_error,
-        worst_rows=report.worst_rows,
-        outputs=[
-            pb.OutputProof(
-                name=o.name,
-                worst_row_cosine=o.worst_row_cosine,
-                p1_cosine=o.p1_cosine,
-                max_abs_error=o.max_abs_error,
-                max_rel_error=o.max_rel_error,
-                worst_rows=o.worst_rows,
-            )
-            for o in report.outputs
-        ],
-        candidates=[
-            pb.QuantizationCandidate(
-                settings=c.settings,
-                passed=c.passed,
-                reason=c.reason,
-                latency_ms_batch32=c.latency_ms_batch32,
-                worst_row_cosine=c.worst_row_cosine,
-            )
-            for c in report.candidates
-        ],
-        failed=report.failed,
-        limits=report.limits,
-        latency_vs_fp32_batch32=report.latency_vs_fp32_batch32,
+        **same_named(report, *_REPORT_FIELDS),
+        outputs=[pb.OutputProof(**same_named(o, *_OUTPUT_FIELDS)) for o in report.outputs],
+        candidates=[pb.QuantizationCandidate(**same_named(c, *_CANDIDATE_FIELDS)) for c in report.candidates],
     )
     if registered.model_name:
         message.registered.CopyFrom(ref_to(registered))

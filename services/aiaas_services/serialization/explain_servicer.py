@@ -6,6 +6,7 @@ import grpc
 
 from aiaas.explain.v1 import explain_pb2, explain_pb2_grpc
 from aiaas_services.runtime.errors import Unavailable
+from aiaas_services.runtime.messages import same_named
 from aiaas_services.serialization import codec
 from aiaas_services.serialization.explainer import Explainer
 
@@ -32,15 +33,7 @@ class ExplanationServicer(explain_pb2_grpc.ExplanationServiceServicer):
         )
         result = done.result
         return explain_pb2.ExplainResponse(
-            model_name=done.model_name,
-            version=done.version,
-            explained_model=done.explained_model,
-            explained_version=done.explained_version,
-            method=result.method,
-            target=result.target,
+            **same_named(done, "model_name", "version", "explained_model", "explained_version", "tokens"),
+            **same_named(result, "method", "target", "prediction", "baseline_prediction", "completeness_error"),
             attributions=result.attributions.tolist(),
-            prediction=result.prediction,
-            baseline_prediction=result.baseline_prediction,
-            completeness_error=result.completeness_error,
-            tokens=done.tokens,
         )

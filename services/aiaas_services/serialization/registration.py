@@ -27,6 +27,7 @@ from aiaas_services.runtime.errors import (
     PermissionDenied,
     Unavailable,
 )
+from aiaas_services.runtime.messages import same_named
 from aiaas_services.serialization.pipeline import validate
 from aiaas_services.serialization.pipeline.proof import Report
 from aiaas_services.serialization.records import Ref
@@ -148,14 +149,10 @@ async def register_variant(
     source = lineage.source
     quantization = {k: v for k, v in report.settings.items() if k not in lineage.export_settings}
     message = registry_pb2.Lineage(
+        **same_named(lineage, "training_job_id", "export_job_id", "dataset_digest", "export_settings", "trace_id"),
         parent_version=source.version,
         parent_model_name=source.model_name,
-        training_job_id=lineage.training_job_id,
-        export_job_id=lineage.export_job_id,
-        dataset_digest=lineage.dataset_digest,
-        export_settings=lineage.export_settings,
         quantization_settings=quantization,
-        trace_id=lineage.trace_id,
     )
     tags = {"preferred_provider": report.preferred_provider, "source": f"{source.model_name}:{source.version}"}
     if task:

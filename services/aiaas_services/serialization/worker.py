@@ -46,6 +46,7 @@ from aiaas_services.serialization.records import (
 )
 from aiaas_services.serialization.settings import SerializationSettings
 from aiaas_services.serialization.store import JobStore
+from aiaas_services.serialization.text import calibration as sentences_file
 from aiaas_services.serialization.text import job as text_job
 from aiaas_services.textmodel.folder import FolderRefused
 
@@ -313,17 +314,15 @@ class ExportJobRunner:
     ) -> tuple[pipeline.Prepared, pipeline.ProofData, str, tuple[text_job.TextModel, text_job.TextProof]]:
         """Download the HF folder (and the request's calibration sentences), export it with the tokenizer
         in the graph, compute the reference."""
-        from aiaas_services.serialization.text import calibration
-
         sentences = None
         chosen = request.spec.calibration
         if chosen.data.model_name:
-            name = chosen.artifact or calibration.DEFAULT_ARTIFACT
+            name = chosen.artifact or sentences_file.DEFAULT_ARTIFACT
             self._say(f"downloading calibration sentences {chosen.data.model_name}/{name}")
             payload = await client.download_bytes((chosen.data.model_name, chosen.data.selector()), name)
             try:
-                texts = calibration.parse(payload, name)
-            except calibration.SentencesRefused as exc:
+                texts = sentences_file.parse(payload, name)
+            except sentences_file.SentencesRefused as exc:
                 raise JobFailure(str(exc)) from exc
             sentences = (texts, f"{name} ({len(texts)} sentences)")
 

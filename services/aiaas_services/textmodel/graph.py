@@ -74,6 +74,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def load_transformers(folder: Path, task: str, attention: str = "eager") -> torch.nn.Module:
     """The folder's model under transformers, offline, in eval mode; FolderRefused when it does not load."""
+    # transformers: loaded only when a Hugging Face folder is exported or proved (heavy)
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     cls = AutoModel if task == "embedding" else AutoModelForSequenceClassification

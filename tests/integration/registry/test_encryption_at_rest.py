@@ -15,7 +15,8 @@ import grpc
 import pytest
 
 from aiaas.client.registry import READY, RegistryClient
-from aiaas_services.registry.encryption import SEGMENT_BYTES
+from aiaas_services.registry.encryption import HEADER_BYTES
+from aiaas_services.registry.sealing import SEGMENT_BYTES, TAG_BYTES
 from tests.support.processes import ServiceProcess, start_service
 
 MiB = 1024 * 1024
@@ -139,6 +140,33 @@ async def test_local_blobs_are_ciphertext_and_survive_rotation_and_restart(tmp_p
     # No key at all: the registry will not start (it would otherwise serve ciphertext).
     with pytest.raises(RuntimeError, match="holds encrypted blobs but no encryption key is configured"):
         start_service("registry", home, env={"OTEL_TRACES_EXPORTER": "none"})
+
+
+async def test_a_segment_altered_mid_stream_ends_the_download_with_data_loss(tmp_path: Path) -> None:
+    home, keys = tmp_path / "home", tmp_path / "registry.keys"
+    keys.write_text(new_key())
+    content = content_of(6 * SEGMENT_BYTES + 99)
+    service = start(home, keys)
+    try:
+        version, _ = await push_and_check(service.address, content, "enc-rot")
+        (blob,) = stored_files(home)
+        stored = bytearray(blob.read_bytes())
+        stored[HEADER_BYTES + 3 * (SEGMENT_BYTES + TAG_BYTES) + 1000] ^= 0x01  # inside the fourth segment
+        blob.write_bytes(bytes(stored))
+        for offset in (0, SEGMENT_BYTES + 7):  # a full download and a resumed one
+            received = bytearray()
+            async with grpc.aio.insecure_channel(service.address) as channel:
+                client = RegistryClient(channel)
+                _, chunks = await client.download_chunks(("enc-rot", version), "weights.bin", offset=offset)
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    async for chunk in chunks:
+                        received += chunk
+            assert failed.value.code() == grpc.StatusCode.DATA_LOSS
+            assert "segment 3" in (failed.value.details() or "")
+            # What came before the altered segment was authenticated; nothing from it or after it came out.
+            assert bytes(received) == content[offset : 3 * SEGMENT_BYTES]
+    finally:
+        service.terminate()
 
 
 def test_generate_key_prints_a_usable_key(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aiaas_services.registry.encryption import SEGMENT_BYTES
+from aiaas_services.registry.sealing import SEGMENT_BYTES
 from tests.integration.registry.test_encryption_at_rest import content_of, fetch, new_key, push_and_check, start
 
 

@@ -15,7 +15,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
 from aiaas_services.inference import batcher as batcher_module
-from aiaas_services.inference.batcher import Batcher, BatchPolicy
+from aiaas_services.inference.batcher import Batcher
+from aiaas_services.inference.batching import BatchPolicy
 from aiaas_services.runtime.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from aiaas_services.runtime.settings import ServiceSettings
 from aiaas_services.runtime.tracing import JsonLinesTracerProvider, service_resource

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aiaas_services.inference.batcher import Batcher, BatchPolicy
+from aiaas_services.inference.batcher import Batcher
+from aiaas_services.inference.batching import BatchPolicy
 from aiaas_services.runtime.errors import DeadlineExceeded
 
 

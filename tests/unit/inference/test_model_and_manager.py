@@ -9,11 +9,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from aiaas_services.inference.batcher import BatchPolicy
+from aiaas_services.inference.batching import BatchPolicy
 from aiaas_services.inference.examples import build_repository
-from aiaas_services.inference.manager import LoadOptions, ModelManager, ModelSpec, scan_repository
+from aiaas_services.inference.manager import ModelManager
 from aiaas_services.inference.model import bound_runner, plain_runner
 from aiaas_services.inference.providers import CPU, ProviderConfig
+from aiaas_services.inference.served import LoadOptions, ModelSpec, scan_repository
 from aiaas_services.runtime.errors import InvalidArgument, NotFound, Unavailable
 
 

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from aiaas.cli import training_commands
+from aiaas.cli import training_commands, training_spec
 from aiaas.common.v1 import common_pb2
 from aiaas.training.v1 import training_pb2
 from aiaas_services.training import codec
@@ -93,15 +93,15 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_cli_flags_build_text_specs() -> None:
     data = ("--data", "registry:topics-data/1/data.csv")
-    spec = training_commands.build_spec(parse("topics", "--finetune", "minilm:1", *data, "--max-length", "32"))
+    spec = training_spec.build_spec(parse("topics", "--finetune", "minilm:1", *data, "--max-length", "32"))
     assert spec.text.base == common_pb2.VersionRef(model_name="minilm", version=1) and spec.text.max_length == 32
     assert not spec.architecture.WhichOneof("kind") and spec.data.registry.artifact_name == "data.csv"
-    spec = training_commands.build_spec(
+    spec = training_spec.build_spec(
         parse("s", "--distill", "topics@production", *data, "--temperature", "3", "--export", "fp32", "--alias", "prod")
     )
     assert spec.text.teacher.alias == "production" and spec.text.temperature == 3.0
     assert spec.export.set_alias == "prod"
-    assert training_commands.build_spec(parse("s", "--from-scratch", *data)).HasField("text")
+    assert training_spec.build_spec(parse("s", "--from-scratch", *data)).HasField("text")
     for argv, words in (
         (("s", "--finetune", "a:1", "--distill", "b:1", *data), "choose one"),
         (("s", "--finetune", "a:1", "--arch", "mlp", *data), "takes no --arch"),
@@ -110,4 +110,4 @@ def test_cli_flags_build_text_specs() -> None:
         (("s", "--finetune", "minilm", *data), "model:NUMBER or model@ALIAS"),
     ):
         with pytest.raises(ValueError, match=words):
-            training_commands.build_spec(parse(*argv))
+            training_spec.build_spec(parse(*argv))

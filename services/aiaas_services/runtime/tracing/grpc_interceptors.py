@@ -14,7 +14,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from aiaas_services.runtime.interceptors import HandlerInterceptor, wrap_handler
+from aiaas_services.runtime.client_interceptors import CALL_TYPES, per_call_type
+from aiaas_services.runtime.interceptors import Behaviour, WrappingInterceptor
 from aiaas_services.runtime.tracing.configure import INSTRUMENTATION_NAME, UNTRACED_PREFIXES, tracing_enabled
 from aiaas_services.runtime.tracing.jsonlines import StaticAttributes
 
@@ -86,7 +87,31 @@ def _context_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
     return code
 
 
-class TracingServerInterceptor(HandlerInterceptor):
+class _ServerSpan:
+    """The opening both kinds of traced handler share: the call's SERVER span, ended when the handler is
+    done with its status code (and the exception that escaped, if one did)."""
+
+    __slots__ = ("context", "sent", "span", "streaming")
+
+    def __init__(self, span: trace.Span, context: grpc.aio.ServicerContext, streaming: bool) -> None:
+        self.span = span
+        self.context = context
+        self.streaming = streaming
+        self.sent = 0  # responses streamed so far (``rpc.messages_sent``, on streaming calls)
+
+    def __enter__(self) -> _ServerSpan:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        failure: grpc.StatusCode | None = None
+        if exc is not None and not isinstance(exc, grpc.aio.AbortError):
+            failure = _failure_code(self.span, exc)
+        if self.streaming:
+            self.span.set_attribute("rpc.messages_sent", self.sent)
+        _finish(self.span, _context_code(self.context) or failure, self.context.details(), server=True)
+
+
+class TracingServerInterceptor(WrappingInterceptor):
     """Puts every incoming RPC (except health and reflection) in a SERVER span continuing the caller's trace.
 
     Unary and streaming, both directions. The span is current while the handler runs, so the service's own
@@ -94,13 +119,13 @@ class TracingServerInterceptor(HandlerInterceptor):
     """
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        super().__init__()
         self._tracer_provider = tracer_provider
         self._tracer: trace.Tracer | None = None
-        # method -> (handler seen, its traced twin): built once, not on every RPC.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def _active(self) -> bool:
-        return self._tracer_provider is not None or tracing_enabled()
+    def applies(self, method: str) -> bool:
+        """While tracing is on, every method but health checks and reflection."""
+        return (self._tracer_provider is not None or tracing_enabled()) and not method.startswith(UNTRACED_PREFIXES)
 
     def tracer(self) -> trace.Tracer:
         """The tracer (resolved on first use, after set-up installed the provider)."""
@@ -108,58 +133,36 @@ class TracingServerInterceptor(HandlerInterceptor):
             self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=self._tracer_provider)
         return self._tracer
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler, method: str, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        """The traced twin of ``handler`` (built once per method), or ``handler`` while tracing is off."""
-        if not self._active():
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        if method.startswith(UNTRACED_PREFIXES):
-            wrapped = handler
-        else:
-            wrapped = wrap_handler(
-                handler,
-                unary=lambda fn: self._unary(fn, method),
-                stream=lambda fn: self._streaming(fn, method),
-            )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wrappers(
+        self, handler: grpc.RpcMethodHandler, method: str
+    ) -> tuple[Callable[[Behaviour], Behaviour], Callable[[Behaviour], Behaviour]]:
+        """Both kinds run the behaviour in the call's SERVER span."""
+        return (lambda fn: self._unary(fn, method), lambda fn: self._streaming(fn, method))
 
-    def _start(self, method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span, Context]:
+    def _start(self, method: str, context: grpc.aio.ServicerContext, streaming: bool) -> tuple[_ServerSpan, Context]:
         """The SERVER span, and the context to run the handler in (the span plus the caller's baggage)."""
         carrier = _carrier_from_metadata(context.invocation_metadata())
         parent = propagate.extract(carrier) if carrier else Context()  # a root span: skip the propagators
         name, attributes = _rpc_naming(method)
         span = self.tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
-        return span, trace.set_span_in_context(span, parent)
+        return _ServerSpan(span, context, streaming), trace.set_span_in_context(span, parent)
 
     def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
         async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-            span, span_context = self._start(method, context)
-            token = otel_context.attach(span_context)
-            failure: grpc.StatusCode | None = None
-            try:
-                return await behavior(request_or_iterator, context)
-            except grpc.aio.AbortError:
-                raise
-            except BaseException as exc:
-                failure = _failure_code(span, exc)
-                raise
-            finally:
-                otel_context.detach(token)
-                _finish(span, _context_code(context) or failure, context.details(), server=True)
+            server_span, span_context = self._start(method, context, streaming=False)
+            with server_span:
+                token = otel_context.attach(span_context)
+                try:
+                    return await behavior(request_or_iterator, context)
+                finally:
+                    otel_context.detach(token)
 
         return handler
 
     def _streaming(self, behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
         async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            span, span_context = self._start(method, context)
-            count = 0
-            failure: grpc.StatusCode | None = None
-            try:
+            server_span, span_context = self._start(method, context, streaming=True)
+            with server_span:
                 result = behavior(request_or_iterator, context)
                 if not hasattr(result, "__anext__"):  # a handler that writes with context.write()
                     token = otel_context.attach(span_context)
@@ -177,16 +180,8 @@ class TracingServerInterceptor(HandlerInterceptor):
                         break
                     finally:
                         otel_context.detach(token)
-                    count += 1
+                    server_span.sent += 1
                     yield item
-            except grpc.aio.AbortError:
-                raise
-            except BaseException as exc:
-                failure = _failure_code(span, exc)
-                raise
-            finally:
-                span.set_attribute("rpc.messages_sent", count)
-                _finish(span, _context_code(context) or failure, context.details(), server=True)
 
         return handler
 
@@ -269,7 +264,7 @@ class _UnaryUnary(_TracingClientBase, grpc.aio.UnaryUnaryClientInterceptor):
 
 
 class _StreamingCall(_TracingClientBase):
-    async def _intercept(
+    async def intercept(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         """Start the span and hand the call back at once; the span ends with the call.
@@ -282,25 +277,7 @@ class _StreamingCall(_TracingClientBase):
         return self._end_when_done(span, await continuation(traced, request))
 
 
-class _StreamUnary(_StreamingCall, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
-    ) -> Any:
-        return await self._intercept(continuation, client_call_details, request_iterator)
-
-
-class _UnaryStream(_StreamingCall, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await self._intercept(continuation, client_call_details, request)
-
-
-class _StreamStream(_StreamingCall, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
-    ) -> Any:
-        return await self._intercept(continuation, client_call_details, request_iterator)
+_STREAMING_CALLS = per_call_type(_StreamingCall, CALL_TYPES[1:])  # unary-stream, stream-unary, stream-stream
 
 
 def server_interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[grpc.aio.ServerInterceptor]:
@@ -310,9 +287,4 @@ def server_interceptors(tracer_provider: trace.TracerProvider | None = None) -> 
 
 def client_interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors that put each outgoing RPC in a CLIENT span and send ``traceparent``/``baggage`` along."""
-    return [
-        _UnaryUnary(tracer_provider),
-        _UnaryStream(tracer_provider),
-        _StreamUnary(tracer_provider),
-        _StreamStream(tracer_provider),
-    ]
+    return [_UnaryUnary(tracer_provider), *(kind(tracer_provider) for kind in _STREAMING_CALLS)]

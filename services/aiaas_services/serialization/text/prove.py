@@ -32,6 +32,7 @@ def reference_outputs(
     model: torch.nn.Module, folder: Path, task: str, texts: Sequence[str], max_length: int
 ) -> np.ndarray:
     """transformers' tokenizer + model on ``texts`` (embedding, or class probabilities), float64."""
+    # transformers: loaded only when a text variant is proved (heavy)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

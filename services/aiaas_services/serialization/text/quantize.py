@@ -162,6 +162,7 @@ class Workspace:
 def fuse_encoder(source: Path, destination: Path) -> dict[str, int]:
     """Fuse attention / LayerNorm / GELU of a BERT encoder into ONNX Runtime contrib ops; the counts of
     fused ops (an encoder no pattern matches is written back as it was)."""
+    # the ORT transformers optimizer: loaded only when an encoder is fused (it pulls in heavy optional modules)
     from onnxruntime.transformers.optimizer import optimize_model
 
     optimized = optimize_model(str(source), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)

@@ -101,6 +101,7 @@ class TextClassifierTrainer:
         cls, base: Path, table: TextTable, config: FinetuneConfig, job_dir: Path, hooks: Hooks | None = None
     ) -> TextClassifierTrainer:
         """Fine-tune the HF folder ``base``: its encoder, a new head for the table's labels, its tokenizer."""
+        # transformers: loaded only when a text job runs (heavy)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         torch.manual_seed(config.seed)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from aiaas_services.monitoring.drift import text_reference_stats
 from aiaas_services.training.curves import plot_curves
@@ -148,6 +149,7 @@ def _settings(text: TextJob) -> dict[str, Any]:
 
 
 def _load_teacher(folder: Path) -> tuple[Any, Any, tuple[str, ...]]:
+    # transformers: loaded only when a text job runs (heavy; the training server never needs it)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     with warnings.catch_warnings():
@@ -206,8 +208,6 @@ def _student(
 
 def _compare(student: TextClassifierTrainer, folder: Path, table: TextTable, config: FinetuneConfig) -> dict[str, Any]:
     """Parameters and torch latency at batch 32 of the student and the teacher, on held-out texts."""
-    import torch
-
     teacher, tokenizer, _ = _load_teacher(folder)
     rows = (student.test_rows * 32)[:32]
     texts = [table.texts[i] for i in rows]

@@ -42,6 +42,7 @@ class StudentShape:
 
 def train_vocabulary(texts: Sequence[str], vocab_size: int) -> list[str]:
     """A WordPiece vocabulary (BERT special tokens first) learned from ``texts``, plus ``ALPHABET``."""
+    # tokenizers/transformers: loaded only when a distillation job runs (heavy)
     from tokenizers import BertWordPieceTokenizer
 
     tokenizer = BertWordPieceTokenizer(lowercase=True, strip_accents=True)
@@ -56,6 +57,7 @@ def build_student(
     vocab_file: Path, label_names: Sequence[str], shape: StudentShape, seed: int
 ) -> tuple[torch.nn.Module, Any]:
     """A freshly initialized small BERT classifier and the BERT tokenizer of ``vocab_file``."""
+    # transformers: see train_vocabulary
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     tokens = [line for line in vocab_file.read_text("utf-8").splitlines() if line]
