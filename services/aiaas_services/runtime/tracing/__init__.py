@@ -53,12 +53,8 @@ from aiaas_services.runtime.tracing.grpc_interceptors import (
     client_interceptors,
     server_interceptors,
 )
-from aiaas_services.runtime.tracing.jsonlines import (
-    JsonLinesSpanExporter,
-    JsonLinesTracerProvider,
-    span_to_dict,
-    span_to_json,
-)
+from aiaas_services.runtime.tracing.jsonlines import JsonLinesSpanExporter, JsonLinesTracerProvider
+from aiaas_services.runtime.tracing.spanjson import span_to_dict, span_to_json
 
 __all__ = [
     "INSTRUMENTATION_NAME",

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from aiaas_services.runtime.client_interceptors import CALL_TYPES, per_call_type
 from aiaas_services.runtime.interceptors import Behaviour, WrappingInterceptor
 from aiaas_services.runtime.tracing.configure import INSTRUMENTATION_NAME, UNTRACED_PREFIXES, tracing_enabled
-from aiaas_services.runtime.tracing.jsonlines import StaticAttributes
+from aiaas_services.runtime.tracing.light import StaticAttributes
 
 
 def _split_method(full_method: str) -> tuple[str, str]:
