@@ -30,6 +30,12 @@ class DrainingHealthServicer(HealthServicer):
                         await context.write(health_pb2.HealthCheckResponse(status=status))
                         last = status
                     if self._gracefully_shutting_down:
+                        # Draining may have begun while this watcher was still sending the previous status
+                        # (it holds the lock then, so the NOT_SERVING update waits behind it): say it now.
+                        if last != health_pb2.HealthCheckResponse.NOT_SERVING:
+                            await context.write(
+                                health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+                            )
                         return
                     await condition.wait()
         finally:
