@@ -20,6 +20,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ MAX_QUEUED = 10_000  # predictions waiting for the writer before new ones are dr
 # Pauses (seconds) before the retries of a shared ``take`` that found nothing: another worker may have
 # answered the request a moment ago and its writer not stored it yet.
 PEER_WAITS = (0.05, 0.2, 0.5)
+
+
+WRITE_DELAY_S = 0.05  # how long the writer lets predictions gather before one transaction
 
 
 class RowMismatch(ValueError):
@@ -146,6 +150,9 @@ class SharedPredictions:
             item = self._queue.get()
             if item is None:
                 return
+            # Let a batch gather: one transaction per request made every request pay for SQLite's write
+            # lock (shared by the workers); feedback still finds a prediction (``take`` drains first).
+            time.sleep(WRITE_DELAY_S)
             with self._lock:
                 self._write(self._drain(item))
 
